@@ -1,0 +1,977 @@
+//! The DAG model, and the loader that turns a DAG file into a validated
+//! graph or into a list of [`Diagnostic`]s that say what to fix.
+//!
+//! Loading never panics and never guesses: unknown fields, unknown types,
+//! unknown dependencies and cycles are errors with a place in the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, LineIndex, nearest};
+use crate::kind::{FieldError, Fields, Registry, TaskAction};
+use crate::retry::{Jitter, RetryPolicy, STEP_FUNCTIONS_LIMIT};
+use crate::template::{self, Vars};
+
+/// DAG files larger than this are refused before parsing: no real DAG comes
+/// near it, and a runaway generator should get an error, not an OOM.
+pub const MAX_DAG_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Task ids become Step Functions state names (at most 80 characters, with
+/// room for a `.Suffix` on helper states) and folder names on disk.
+pub const MAX_TASK_ID_LEN: usize = 64;
+
+const TOP_LEVEL: &[&str] = &["dag", "params", "defaults", "tasks"];
+const DAG_FIELDS: &[&str] = &["name", "description"];
+const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout_seconds"];
+const TASK_COMMON_FIELDS: &[&str] = &[
+    "type",
+    "depends_on",
+    "retry",
+    "timeout_seconds",
+    "description",
+];
+const RETRY_FIELDS: &[&str] = &[
+    "max_attempts",
+    "interval_seconds",
+    "backoff_rate",
+    "max_delay_seconds",
+    "jitter",
+];
+
+/// A validated DAG.
+#[derive(Clone)]
+pub struct Dag {
+    pub name: String,
+    pub description: Option<String>,
+    /// The DAG file, absolute.
+    pub path: PathBuf,
+    /// The DAG file's folder: where shell tasks run and `${dag.dir}` points.
+    pub dir: PathBuf,
+    /// Parameter values after `--param` overrides, as strings.
+    pub params: BTreeMap<String, String>,
+    /// Tasks in the order the file declares them.
+    pub tasks: Vec<TaskDef>,
+    /// Edges point from a dependency to its dependent; node weights are
+    /// indexes into `tasks` (and equal the node index).
+    pub graph: DiGraph<usize, ()>,
+}
+
+/// One task as the file declares it, before run-time substitution.
+#[derive(Clone)]
+pub struct TaskDef {
+    pub id: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub depends_on: Vec<String>,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    /// The kind's own fields, unsubstituted.
+    pub fields: toml::Table,
+}
+
+/// A task with its fields substituted for one run, parsed by its kind.
+#[derive(Clone)]
+pub struct ResolvedTask {
+    pub action: Arc<dyn TaskAction>,
+    /// SHA-256 of everything that defines what the task does in this run;
+    /// resume re-runs a succeeded task whose hash changed.
+    pub definition_hash: String,
+}
+
+impl Dag {
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// Ids of the task's direct dependencies, as indexes.
+    pub fn dependencies(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Incoming)
+            .map(|n| n.index())
+    }
+
+    pub fn dependents(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Outgoing)
+            .map(|n| n.index())
+    }
+
+    /// The task and everything downstream of it, as indexes.
+    pub fn descendants(&self, index: usize) -> Vec<usize> {
+        let mut seen = vec![false; self.tasks.len()];
+        let mut stack = vec![index];
+        let mut out = Vec::new();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            out.push(i);
+            stack.extend(self.dependents(i));
+        }
+        out.sort_unstable();
+        out
+    }
+
+    pub fn vars(&self, run_id: &str, task_id: &str) -> Vars {
+        Vars {
+            params: self.params.clone(),
+            run_id: run_id.to_string(),
+            task_id: task_id.to_string(),
+            dag_dir: self.dir.display().to_string(),
+        }
+    }
+
+    /// Substitutes and parses one task for a run.
+    pub fn resolve(
+        &self,
+        index: usize,
+        run_id: &str,
+        registry: &Registry,
+    ) -> Result<ResolvedTask, String> {
+        let task = &self.tasks[index];
+        let vars = self.vars(run_id, &task.id);
+        let fields = template::substitute_table(&task.fields, &vars)
+            .map_err(|e| format!("task `{}`: {}; {}", task.id, e.message, e.help))?;
+        let kind = registry
+            .get(&task.kind)
+            .ok_or_else(|| format!("task `{}`: unknown type `{}`", task.id, task.kind))?;
+        let action = kind
+            .parse(&Fields::new(fields.clone()))
+            .map_err(|e| format!("task `{}`: {}", task.id, e.message))?;
+        #[derive(Serialize)]
+        struct Definition<'a> {
+            kind: &'a str,
+            fields: &'a toml::Table,
+            depends_on: &'a [String],
+            retry: &'a RetryPolicy,
+            timeout_ms: Option<u128>,
+        }
+        let definition = serde_json::to_vec(&Definition {
+            kind: &task.kind,
+            fields: &fields,
+            depends_on: &task.depends_on,
+            retry: &task.retry,
+            timeout_ms: task.timeout.map(|t| t.as_millis()),
+        })
+        .map_err(|e| format!("task `{}`: {e}", task.id))?;
+        let definition_hash = format!("{:x}", Sha256::digest(&definition));
+        Ok(ResolvedTask {
+            action,
+            definition_hash,
+        })
+    }
+}
+
+/// Loads and validates a DAG file. `overrides` are `--param` values.
+pub fn load(
+    path: &Path,
+    overrides: &[(String, String)],
+    registry: &Registry,
+) -> Result<Dag, Diagnostics> {
+    let one = |d: Diagnostic| Diagnostics(vec![d]);
+    let meta = std::fs::metadata(path).map_err(|e| {
+        one(
+            Diagnostic::new(path, format!("cannot read the DAG file: {e}"))
+                .help("check the path; DAG files usually live in dags/"),
+        )
+    })?;
+    if meta.len() > MAX_DAG_FILE_BYTES {
+        return Err(one(Diagnostic::new(
+            path,
+            format!(
+                "the DAG file is {} bytes; flux-engine reads DAG files of at most {} bytes",
+                meta.len(),
+                MAX_DAG_FILE_BYTES
+            ),
+        )
+        .help("split the pipeline, or check that this is the file you meant")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        one(Diagnostic::new(
+            path,
+            format!("cannot read the DAG file: {e}"),
+        ))
+    })?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            let position = LineIndex::new(valid).position(valid.len());
+            return Err(one(Diagnostic::new(
+                path,
+                "the DAG file is not valid UTF-8 text",
+            )
+            .at(Some(position))
+            .help(
+                "DAG files are TOML, which must be UTF-8; re-save the file as UTF-8",
+            )));
+        }
+    };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Loader::new(&absolute, text, registry).load(overrides)
+}
+
+/// Validates DAG text that did not come from a file (tests, generators).
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, String)],
+    registry: &Registry,
+) -> Result<Dag, Diagnostics> {
+    Loader::new(path, text, registry).load(overrides)
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+struct Loader<'a> {
+    path: &'a Path,
+    text: &'a str,
+    registry: &'a Registry,
+    spans: std::cell::OnceCell<Option<toml::Spanned<toml::de::DeTable<'a>>>>,
+    lines: std::cell::OnceCell<LineIndex<'a>>,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(path: &'a Path, text: &'a str, registry: &'a Registry) -> Self {
+        Loader {
+            path,
+            text,
+            registry,
+            spans: Default::default(),
+            lines: Default::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn position(&self, span: Range<usize>) -> (usize, usize) {
+        self.lines
+            .get_or_init(|| LineIndex::new(self.text))
+            .span_position(&span)
+    }
+
+    /// The span of the key (`key = true`) or of the value (`key = false`)
+    /// at `path`. Spans are only needed for errors, so the spanned parse
+    /// happens lazily, the first time an error needs a place.
+    fn locate(&self, path: &[Seg], key: bool) -> Option<(usize, usize)> {
+        let root = self
+            .spans
+            .get_or_init(|| toml::de::DeTable::parse(self.text).ok())
+            .as_ref()?;
+        let mut table: &toml::de::DeTable = root.get_ref();
+        let mut value: Option<&toml::Spanned<toml::de::DeValue>> = None;
+        let mut found: Option<Range<usize>> = None;
+        for (i, seg) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            match seg {
+                Seg::Key(name) => {
+                    if let Some(v) = value {
+                        table = v.get_ref().as_table()?;
+                    }
+                    let (k, v) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+                    found = Some(if key && last { k.span() } else { v.span() });
+                    value = Some(v);
+                }
+                Seg::Index(n) => {
+                    let array = value?.get_ref().as_array()?;
+                    let item = array.get(*n)?;
+                    found = Some(item.span());
+                    value = Some(item);
+                }
+            }
+        }
+        found.map(|span| self.position(span))
+    }
+
+    fn error(
+        &mut self,
+        position: Option<(usize, usize)>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.errors
+            .push(Diagnostic::new(self.path, message).at(position).help(help));
+    }
+
+    fn unknown_keys(&mut self, table: &toml::Table, allowed: &[&str], path: &[&str], what: &str) {
+        for key in table.keys() {
+            if allowed.contains(&key.as_str()) {
+                continue;
+            }
+            let mut segs: Vec<Seg> = path.iter().map(|s| Seg::Key(s)).collect();
+            segs.push(Seg::Key(key));
+            let position = self.locate(&segs, true);
+            let help = match nearest(key, allowed.iter().copied()) {
+                Some(near) => format!(
+                    "did you mean `{near}`? {what} accepts: {}",
+                    allowed.join(", ")
+                ),
+                None => format!("remove it; {what} accepts: {}", allowed.join(", ")),
+            };
+            self.error(position, format!("unknown field `{key}` in {what}"), help);
+        }
+    }
+
+    fn load(mut self, overrides: &[(String, String)]) -> Result<Dag, Diagnostics> {
+        let doc: toml::Table = match toml::from_str(self.text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let position = e.span().map(|s| self.position(s));
+                self.error(
+                    position,
+                    format!("invalid TOML: {}", e.message().trim_end()),
+                    "fix the TOML syntax at this place (https://toml.io describes the format)",
+                );
+                return Err(Diagnostics(self.errors));
+            }
+        };
+        self.unknown_keys(&doc, TOP_LEVEL, &[], "a DAG file");
+
+        let (name, description) = self.dag_section(&doc);
+        let params = self.params(&doc, overrides);
+        let (default_retry, default_timeout) = self.defaults(&doc);
+        let dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut dag = Dag {
+            name,
+            description,
+            path: self.path.to_path_buf(),
+            dir,
+            params,
+            tasks: Vec::new(),
+            graph: DiGraph::new(),
+        };
+        self.tasks(&doc, &mut dag, default_retry, default_timeout);
+        if self.errors.is_empty() {
+            self.graph(&mut dag);
+        }
+        if self.errors.is_empty() {
+            Ok(dag)
+        } else {
+            Err(Diagnostics(self.errors))
+        }
+    }
+
+    fn dag_section(&mut self, doc: &toml::Table) -> (String, Option<String>) {
+        let Some(section) = doc.get("dag") else {
+            self.error(
+                Some((1, 1)),
+                "missing [dag] section",
+                "start the file with:\n    [dag]\n    name = \"my_pipeline\"",
+            );
+            return (String::new(), None);
+        };
+        let Some(section) = section.as_table() else {
+            let at = self.locate(&[Seg::Key("dag")], false);
+            self.error(
+                at,
+                "`dag` must be a table",
+                "write it as a [dag] section with a `name`",
+            );
+            return (String::new(), None);
+        };
+        self.unknown_keys(section, DAG_FIELDS, &["dag"], "[dag]");
+        let name = match section.get("name") {
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(_) => {
+                let at = self.locate(&[Seg::Key("dag"), Seg::Key("name")], false);
+                self.error(
+                    at,
+                    "`dag.name` must be a non-empty string",
+                    "write for example `name = \"rental\"`",
+                );
+                String::new()
+            }
+            None => {
+                let at = self.locate(&[Seg::Key("dag")], true);
+                self.error(
+                    at,
+                    "missing `name` in [dag]",
+                    "add `name = \"my_pipeline\"` under [dag]",
+                );
+                String::new()
+            }
+        };
+        let description = match section.get("description") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                let at = self.locate(&[Seg::Key("dag"), Seg::Key("description")], false);
+                self.error(at, "`dag.description` must be a string", "quote it");
+                None
+            }
+        };
+        (name, description)
+    }
+
+    fn params(
+        &mut self,
+        doc: &toml::Table,
+        overrides: &[(String, String)],
+    ) -> BTreeMap<String, String> {
+        let mut params = BTreeMap::new();
+        match doc.get("params") {
+            None => {}
+            Some(toml::Value::Table(table)) => {
+                for (key, value) in table {
+                    let text = match value {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        other => {
+                            let at = self.locate(&[Seg::Key("params"), Seg::Key(key)], false);
+                            self.error(
+                                at,
+                                format!("parameter `{key}` is a {}; parameters are strings, numbers or booleans", other.type_str()),
+                                "give it a single value; a run can override it with --param KEY=VALUE",
+                            );
+                            continue;
+                        }
+                    };
+                    params.insert(key.clone(), text);
+                }
+            }
+            Some(_) => {
+                let at = self.locate(&[Seg::Key("params")], false);
+                self.error(
+                    at,
+                    "`params` must be a table",
+                    "write it as a [params] section of `name = value` lines",
+                );
+            }
+        }
+        for (key, value) in overrides {
+            if params.contains_key(key) {
+                params.insert(key.clone(), value.clone());
+            } else {
+                let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+                let hint = nearest(key, declared.iter().copied())
+                    .map(|n| format!("did you mean `{n}`? "))
+                    .unwrap_or_default();
+                let help = format!(
+                    "{hint}declare it under [params] with a default (declared: {})",
+                    if declared.is_empty() {
+                        "none".into()
+                    } else {
+                        declared.join(", ")
+                    }
+                );
+                self.error(
+                    None,
+                    format!("--param {key}: the DAG declares no parameter `{key}`"),
+                    help,
+                );
+            }
+        }
+        params
+    }
+
+    fn defaults(&mut self, doc: &toml::Table) -> (RetryPolicy, Option<Duration>) {
+        let Some(section) = doc.get("defaults") else {
+            return (RetryPolicy::default(), None);
+        };
+        let Some(section) = section.as_table() else {
+            let at = self.locate(&[Seg::Key("defaults")], false);
+            self.error(
+                at,
+                "`defaults` must be a table",
+                "write it as a [defaults] section",
+            );
+            return (RetryPolicy::default(), None);
+        };
+        self.unknown_keys(section, DEFAULTS_FIELDS, &["defaults"], "[defaults]");
+        let retry = section
+            .get("retry")
+            .map(|v| self.retry(v, &["defaults"]))
+            .unwrap_or_default();
+        let timeout = section
+            .get("timeout_seconds")
+            .and_then(|v| self.timeout(v, &["defaults"]));
+        (retry, timeout)
+    }
+
+    fn positive_int(
+        &mut self,
+        value: &toml::Value,
+        path: &[&str],
+        field: &str,
+        min: i64,
+    ) -> Option<u64> {
+        match value.as_integer() {
+            Some(n) if n >= min && n as u64 <= STEP_FUNCTIONS_LIMIT => Some(n as u64),
+            _ => {
+                let segs: Vec<Seg> = path
+                    .iter()
+                    .map(|s| Seg::Key(s))
+                    .chain([Seg::Key(field)])
+                    .collect();
+                let at = self.locate(&segs, false);
+                self.error(
+                    at,
+                    format!("`{field}` must be a whole number from {min} to {STEP_FUNCTIONS_LIMIT}, found {value}"),
+                    format!("write for example `{field} = {}` (Step Functions accepts the same range)", min.max(3)),
+                );
+                None
+            }
+        }
+    }
+
+    fn timeout(&mut self, value: &toml::Value, path: &[&str]) -> Option<Duration> {
+        self.positive_int(value, path, "timeout_seconds", 1)
+            .map(Duration::from_secs)
+    }
+
+    fn retry(&mut self, value: &toml::Value, path: &[&str]) -> RetryPolicy {
+        let mut retry_path: Vec<&str> = path.to_vec();
+        retry_path.push("retry");
+        let Some(table) = value.as_table() else {
+            let segs: Vec<Seg> = retry_path.iter().map(|s| Seg::Key(s)).collect();
+            let at = self.locate(&segs, false);
+            self.error(
+                at,
+                "`retry` must be a table",
+                "write for example `retry = { max_attempts = 3, interval_seconds = 2, backoff_rate = 2.0 }`",
+            );
+            return RetryPolicy::default();
+        };
+        self.unknown_keys(table, RETRY_FIELDS, &retry_path, "`retry`");
+        // A retry table with fields left out takes Step Functions' defaults
+        // for them: three attempts, one second, doubling.
+        let mut policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        if let Some(v) = table.get("max_attempts")
+            && let Some(n) = self.positive_int(v, &retry_path, "max_attempts", 1)
+        {
+            policy.max_attempts = n.min(u32::MAX as u64) as u32;
+        }
+        if let Some(v) = table.get("interval_seconds")
+            && let Some(n) = self.positive_int(v, &retry_path, "interval_seconds", 1)
+        {
+            policy.interval_seconds = n;
+        }
+        if let Some(v) = table.get("max_delay_seconds") {
+            policy.max_delay_seconds = self.positive_int(v, &retry_path, "max_delay_seconds", 1);
+        }
+        if let Some(v) = table.get("backoff_rate") {
+            let rate = match v {
+                toml::Value::Float(f) => Some(*f),
+                toml::Value::Integer(i) => Some(*i as f64),
+                _ => None,
+            };
+            match rate {
+                Some(rate) if rate >= 1.0 && rate.is_finite() => policy.backoff_rate = rate,
+                _ => {
+                    let segs: Vec<Seg> = retry_path
+                        .iter()
+                        .map(|s| Seg::Key(s))
+                        .chain([Seg::Key("backoff_rate")])
+                        .collect();
+                    let at = self.locate(&segs, false);
+                    self.error(
+                        at,
+                        format!("`backoff_rate` must be a number of at least 1.0, found {v}"),
+                        "use 1.0 for a constant delay, 2.0 to double it on each retry",
+                    );
+                }
+            }
+        }
+        if let Some(v) = table.get("jitter") {
+            match v.as_str() {
+                Some("full") => policy.jitter = Jitter::Full,
+                Some("none") => policy.jitter = Jitter::None,
+                _ => {
+                    let segs: Vec<Seg> = retry_path
+                        .iter()
+                        .map(|s| Seg::Key(s))
+                        .chain([Seg::Key("jitter")])
+                        .collect();
+                    let at = self.locate(&segs, false);
+                    self.error(
+                        at,
+                        format!("`jitter` must be \"full\" or \"none\", found {v}"),
+                        "write `jitter = \"full\"` or leave it out",
+                    );
+                }
+            }
+        }
+        policy
+    }
+
+    fn tasks(
+        &mut self,
+        doc: &toml::Table,
+        dag: &mut Dag,
+        default_retry: RetryPolicy,
+        default_timeout: Option<Duration>,
+    ) {
+        let tasks = match doc.get("tasks") {
+            Some(toml::Value::Table(tasks)) if !tasks.is_empty() => tasks,
+            Some(toml::Value::Table(_)) | None => {
+                self.error(
+                    None,
+                    "the DAG has no tasks",
+                    "add at least one task:\n    [tasks.hello]\n    type = \"shell\"\n    command = \"echo hello\"",
+                );
+                return;
+            }
+            Some(_) => {
+                let at = self.locate(&[Seg::Key("tasks")], false);
+                self.error(
+                    at,
+                    "`tasks` must be a table of tasks",
+                    "write each task as a [tasks.ID] section",
+                );
+                return;
+            }
+        };
+        let mut validation_vars = Vars {
+            params: dag.params.clone(),
+            run_id: "validation-run".into(),
+            task_id: String::new(),
+            dag_dir: dag.dir.display().to_string(),
+        };
+        for (id, value) in tasks {
+            let header = self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true);
+            if !valid_task_id(id) {
+                self.error(
+                    header,
+                    format!("task id `{id}` is not allowed"),
+                    format!(
+                        "use 1 to {MAX_TASK_ID_LEN} letters, digits, `_` or `-`, starting with a letter or digit (ids become file and Step Functions state names)"
+                    ),
+                );
+                continue;
+            }
+            let Some(table) = value.as_table() else {
+                self.error(
+                    header,
+                    format!("task `{id}` must be a table"),
+                    format!("write it as a [tasks.{id}] section"),
+                );
+                continue;
+            };
+            let kind = match table.get("type") {
+                Some(toml::Value::String(kind)) => kind.clone(),
+                Some(_) => {
+                    let at =
+                        self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
+                    self.error(
+                        at,
+                        format!("`type` of task `{id}` must be a string"),
+                        self.known_types_help(""),
+                    );
+                    continue;
+                }
+                None => {
+                    self.error(
+                        header,
+                        format!("task `{id}` has no `type`"),
+                        self.known_types_help("add `type = \"shell\"`; "),
+                    );
+                    continue;
+                }
+            };
+            let depends_on = self.depends_on(id, table);
+            let path = ["tasks", id.as_str()];
+            let retry = match table.get("retry") {
+                Some(v) => self.retry(v, &path),
+                None => default_retry.clone(),
+            };
+            let timeout = match table.get("timeout_seconds") {
+                Some(v) => self.timeout(v, &path),
+                None => default_timeout,
+            };
+            let description = table
+                .get("description")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            let fields: toml::Table = table
+                .iter()
+                .filter(|(k, _)| !TASK_COMMON_FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+
+            let Some(task_kind) = self.registry.get(&kind).cloned() else {
+                let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
+                let near = nearest(&kind, self.registry.names())
+                    .map(|n| format!("did you mean `{n}`? "))
+                    .unwrap_or_default();
+                self.error(
+                    at,
+                    format!("unknown task type `{kind}` in task `{id}`"),
+                    format!("{near}{}", self.known_types_help("")),
+                );
+                continue;
+            };
+            validation_vars.task_id = id.clone();
+            let mut substituted = toml::Table::new();
+            let mut substitution_failed = false;
+            for (key, value) in &fields {
+                match template::substitute_value(value, &validation_vars) {
+                    Ok(v) => {
+                        substituted.insert(key.clone(), v);
+                    }
+                    Err(e) => {
+                        let at =
+                            self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(key)], false);
+                        self.error(
+                            at,
+                            format!("task `{id}`, field `{key}`: {}", e.message),
+                            e.help,
+                        );
+                        substitution_failed = true;
+                    }
+                }
+            }
+            if !substitution_failed {
+                let kind_fields = Fields::new(substituted);
+                match task_kind.parse(&kind_fields) {
+                    Ok(_) => {
+                        let mut known: Vec<&str> = kind_fields.asked();
+                        known.extend_from_slice(TASK_COMMON_FIELDS);
+                        for unknown in kind_fields.unknown() {
+                            let at = self.locate(
+                                &[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&unknown)],
+                                true,
+                            );
+                            let help = match nearest(&unknown, known.iter().copied()) {
+                                Some(near) => format!(
+                                    "did you mean `{near}`? a `{kind}` task accepts: {}",
+                                    known.join(", ")
+                                ),
+                                None => format!(
+                                    "remove it; a `{kind}` task accepts: {}",
+                                    known.join(", ")
+                                ),
+                            };
+                            self.error(
+                                at,
+                                format!("unknown field `{unknown}` in task `{id}`"),
+                                help,
+                            );
+                        }
+                    }
+                    Err(FieldError {
+                        field,
+                        message,
+                        help,
+                    }) => {
+                        let at = match &field {
+                            Some(f) => self
+                                .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(f)], false)
+                                .or(header),
+                            None => header,
+                        };
+                        self.error(
+                            at,
+                            format!("task `{id}` (type `{kind}`): {message}"),
+                            help.unwrap_or_else(|| {
+                                format!("see the `{kind}` fields in the README")
+                            }),
+                        );
+                    }
+                }
+            }
+            dag.tasks.push(TaskDef {
+                id: id.clone(),
+                kind,
+                description,
+                depends_on,
+                retry,
+                timeout,
+                fields,
+            });
+        }
+    }
+
+    fn known_types_help(&self, prefix: &str) -> String {
+        let names: Vec<&str> = self.registry.names().collect();
+        format!("{prefix}known types: {}", names.join(", "))
+    }
+
+    fn depends_on(&mut self, id: &str, table: &toml::Table) -> Vec<String> {
+        let Some(value) = table.get("depends_on") else {
+            return Vec::new();
+        };
+        let at = |s: &Self| {
+            s.locate(
+                &[Seg::Key("tasks"), Seg::Key(id), Seg::Key("depends_on")],
+                false,
+            )
+        };
+        let Some(items) = value.as_array() else {
+            let position = at(self);
+            self.error(
+                position,
+                format!("`depends_on` of task `{id}` must be a list of task ids"),
+                "write for example `depends_on = [\"extract\"]`",
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(dep) if out.iter().any(|d| d == dep) => {
+                    let position = self.locate(
+                        &[
+                            Seg::Key("tasks"),
+                            Seg::Key(id),
+                            Seg::Key("depends_on"),
+                            Seg::Index(i),
+                        ],
+                        false,
+                    );
+                    self.error(
+                        position,
+                        format!("task `{id}` lists `{dep}` twice in `depends_on`"),
+                        "remove the second one",
+                    );
+                }
+                Some(dep) => out.push(dep.to_string()),
+                None => {
+                    let position = self.locate(
+                        &[
+                            Seg::Key("tasks"),
+                            Seg::Key(id),
+                            Seg::Key("depends_on"),
+                            Seg::Index(i),
+                        ],
+                        false,
+                    );
+                    self.error(position, format!("`depends_on` of task `{id}` must hold task ids as strings, found {item}"), "quote the id");
+                }
+            }
+        }
+        out
+    }
+
+    fn graph(&mut self, dag: &mut Dag) {
+        let ids: HashMap<&str, usize> = dag
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut graph = DiGraph::with_capacity(dag.tasks.len(), dag.tasks.len());
+        for i in 0..dag.tasks.len() {
+            graph.add_node(i);
+        }
+        for (i, task) in dag.tasks.iter().enumerate() {
+            for (n, dep) in task.depends_on.iter().enumerate() {
+                match ids.get(dep.as_str()) {
+                    Some(&d) => {
+                        graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+                    }
+                    None => {
+                        let position = self.locate(
+                            &[
+                                Seg::Key("tasks"),
+                                Seg::Key(&task.id),
+                                Seg::Key("depends_on"),
+                                Seg::Index(n),
+                            ],
+                            false,
+                        );
+                        let help = match nearest(dep, ids.keys().copied()) {
+                            Some(near) => format!("did you mean `{near}`?"),
+                            None => format!(
+                                "define a [tasks.{dep}] section, or remove `{dep}` from `depends_on`"
+                            ),
+                        };
+                        self.errors.push(
+                            Diagnostic::new(
+                                self.path,
+                                format!(
+                                    "task `{}` depends on `{dep}`, which is not a task in this DAG",
+                                    task.id
+                                ),
+                            )
+                            .at(position)
+                            .help(help),
+                        );
+                    }
+                }
+            }
+        }
+        for component in tarjan_scc(&graph) {
+            let self_loop = component.len() == 1 && graph.contains_edge(component[0], component[0]);
+            if component.len() < 2 && !self_loop {
+                continue;
+            }
+            let cycle = cycle_path(&graph, &component);
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|n| dag.tasks[n.index()].id.as_str())
+                .collect();
+            let first = names[0];
+            let position = self.locate(
+                &[Seg::Key("tasks"), Seg::Key(first), Seg::Key("depends_on")],
+                false,
+            );
+            self.errors.push(
+                Diagnostic::new(
+                    self.path,
+                    format!("dependency cycle: {} -> {first}", names.join(" -> ")),
+                )
+                .at(position)
+                .help("a DAG cannot have cycles: remove one of these dependencies"),
+            );
+        }
+        dag.graph = graph;
+    }
+}
+
+/// A cycle through the nodes of one strongly connected component, starting
+/// at its lowest-numbered node (the first declared, so the message is stable).
+fn cycle_path(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<NodeIndex> {
+    let start = *component.iter().min().expect("a component has a node");
+    let inside = |n: &NodeIndex| component.contains(n);
+    // Breadth-first search for the shortest way back to `start`.
+    let mut previous: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = graph.neighbors(node).filter(inside).collect();
+        next.sort();
+        for n in next {
+            if n == start {
+                let mut path = vec![node];
+                let mut at = node;
+                while at != start {
+                    at = previous[&at];
+                    path.push(at);
+                }
+                path.reverse();
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = previous.entry(n) {
+                e.insert(node);
+                queue.push_back(n);
+            }
+        }
+    }
+    vec![start]
+}
+
+pub fn valid_task_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && id.len() <= MAX_TASK_ID_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

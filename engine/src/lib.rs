@@ -1,0 +1,27 @@
+//! flux-engine's core: a DAG file becomes a validated graph, the scheduler
+//! runs it through task kinds, and the checkpoint records every step.
+//!
+//! Data flows one way through a run, and the modules follow it:
+//!
+//! DAG file → [`dag`] (validated graph; errors as [`diagnostic`]s, `${...}`
+//! via [`template`]) → [`run`] (start or resume) → [`scheduler`] (parallelism,
+//! [`retry`], timeouts) → [`kind`] (the task kinds' contract) →
+//! [`checkpoint`] (SQLite), laid out on disk by [`state_dir`].
+//!
+//! The engine knows no AWS service and no concrete task kind: those live in
+//! the `tasks` crate and are handed in through a [`kind::Registry`].
+
+pub mod checkpoint;
+pub mod dag;
+pub mod diagnostic;
+pub mod kind;
+pub mod retry;
+pub mod run;
+pub mod scheduler;
+pub mod state_dir;
+pub mod template;
+
+pub use checkpoint::{RunStatus, TaskStatus};
+pub use dag::Dag;
+pub use kind::{Attempt, FieldError, Fields, Registry, TaskAction, TaskFailure, TaskKind};
+pub use run::{Engine, EngineError, RunOptions, RunOutcome};

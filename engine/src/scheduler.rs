@@ -1,0 +1,515 @@
+//! Runs a validated DAG: starts each task as soon as all its dependencies
+//! succeeded, at most `max_parallel` attempts at once, retries and times out
+//! attempts, and records every state change in the checkpoint before acting
+//! on it.
+//!
+//! The scheduler is one loop that owns all run state; attempts run as tokio
+//! tasks and report back through a `JoinSet`. Changes that happen together
+//! (several attempts finishing, several tasks starting) are committed in one
+//! transaction, which is what keeps the durable checkpoint cheap.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{Id, JoinSet};
+use tracing::{Instrument, Span, info_span};
+
+use crate::checkpoint::{
+    AttemptStatus, Change, Checkpoint, CheckpointError, RunStatus, TaskStatus,
+};
+use crate::dag::{Dag, ResolvedTask};
+use crate::kind::{Attempt, TaskFailure};
+use crate::state_dir::StateDir;
+
+/// The largest output a task may pass downstream, the same limit as a
+/// Step Functions state's payload, so that what runs here runs there.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// What the scheduler tells the outside world (the CLI's progress display).
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    AttemptStarted {
+        task_id: String,
+        attempt: u32,
+    },
+    AttemptFailed {
+        task_id: String,
+        attempt: u32,
+        error: String,
+        /// `Some(delay)` when the task will be tried again after `delay`.
+        retry_in: Option<Duration>,
+    },
+    TaskEnded {
+        task_id: String,
+        status: TaskStatus,
+    },
+}
+
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &RunEvent);
+}
+
+/// An observer that ignores everything (tests, benchmarks).
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: &RunEvent) {}
+}
+
+/// One task's place in a run when the scheduler takes over.
+pub struct TaskPlan {
+    /// `Succeeded` (reused from an earlier attempt of this run) or `Pending`.
+    pub status: TaskStatus,
+    /// Attempts already made in this run, so numbering continues on resume.
+    pub attempts: u32,
+    pub output: Option<serde_json::Value>,
+    pub resolved: Result<ResolvedTask, String>,
+}
+
+pub struct Execution<'a> {
+    pub dag: &'a Dag,
+    pub run_id: &'a str,
+    pub checkpoint: &'a mut Checkpoint,
+    pub state_dir: &'a StateDir,
+    pub max_parallel: usize,
+    pub observer: Arc<dyn Observer>,
+    /// Becomes `true` when the run must stop (Ctrl-C).
+    pub cancel: watch::Receiver<bool>,
+}
+
+enum Event {
+    Finished {
+        index: usize,
+        attempt: u32,
+        result: Result<Option<serde_json::Value>, TaskFailure>,
+    },
+    RetryDue {
+        index: usize,
+    },
+}
+
+struct Slot {
+    status: TaskStatus,
+    attempts: u32,
+    /// Attempts made since this process took over the run: the retry budget
+    /// starts afresh on resume, as a fresh Step Functions execution would.
+    attempts_here: u32,
+    waiting_for: usize,
+    /// An attempt is under way (not merely waiting to retry).
+    attempt_running: bool,
+    output: Option<serde_json::Value>,
+    resolved: Option<ResolvedTask>,
+    span: Option<Span>,
+}
+
+impl Execution<'_> {
+    /// Drives the run to its end and returns its final status.
+    pub async fn run(mut self, plan: Vec<TaskPlan>) -> Result<RunStatus, CheckpointError> {
+        let dag = self.dag;
+        let run_span = info_span!("run", flux.run_id = %self.run_id, flux.dag = %dag.name);
+        let n = dag.tasks.len();
+        let mut slots: Vec<Slot> = Vec::with_capacity(n);
+        let mut unresolvable: Vec<(usize, String)> = Vec::new();
+        for (i, p) in plan.into_iter().enumerate() {
+            let resolved = match p.resolved {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    if p.status != TaskStatus::Succeeded {
+                        unresolvable.push((i, e));
+                    }
+                    None
+                }
+            };
+            slots.push(Slot {
+                status: p.status,
+                attempts: p.attempts,
+                attempts_here: 0,
+                waiting_for: 0,
+                attempt_running: false,
+                output: p.output,
+                resolved,
+                span: None,
+            });
+        }
+        for i in 0..n {
+            slots[i].waiting_for = dag
+                .dependencies(i)
+                .filter(|&d| slots[d].status != TaskStatus::Succeeded)
+                .count();
+        }
+        let mut ready: BTreeSet<usize> = (0..n)
+            .filter(|&i| slots[i].status == TaskStatus::Pending && slots[i].waiting_for == 0)
+            .collect();
+
+        let mut changes: Vec<Change> = Vec::new();
+        for (i, error) in unresolvable {
+            ready.remove(&i);
+            self.fail(&mut slots, i, error, &mut changes);
+        }
+        self.checkpoint.apply(self.run_id, &changes)?;
+        changes.clear();
+
+        let mut running: JoinSet<Event> = JoinSet::new();
+        let mut in_flight: HashMap<Id, (usize, u32)> = HashMap::new();
+        let mut attempts_running = 0usize;
+        let max_parallel = self.max_parallel.max(1);
+        let mut cancelled = *self.cancel.borrow();
+
+        loop {
+            if cancelled {
+                break;
+            }
+            // Start what may start: commit first, then spawn.
+            let mut starting = Vec::new();
+            while attempts_running + starting.len() < max_parallel {
+                let Some(i) = ready.pop_first() else { break };
+                let slot = &mut slots[i];
+                slot.attempts += 1;
+                slot.attempts_here += 1;
+                slot.status = TaskStatus::Running;
+                slot.attempt_running = true;
+                changes.push(Change::AttemptStarted {
+                    task_id: dag.tasks[i].id.clone(),
+                    attempt: slot.attempts,
+                });
+                starting.push(i);
+            }
+            self.checkpoint.apply(self.run_id, &changes)?;
+            changes.clear();
+            for i in starting {
+                let task = &dag.tasks[i];
+                let slot = &mut slots[i];
+                let task_span = slot
+                    .span
+                    .get_or_insert_with(|| {
+                        info_span!(parent: &run_span, "task", flux.task_id = %task.id, flux.task_type = %task.kind)
+                    })
+                    .clone();
+                let attempt = Attempt {
+                    run_id: self.run_id.to_string(),
+                    task_id: task.id.clone(),
+                    number: slot.attempts,
+                    attempt_id: format!("{}.{}.{}", self.run_id, task.id, slot.attempts),
+                    dag_dir: dag.dir.clone(),
+                    log_dir: self
+                        .state_dir
+                        .attempt_dir(self.run_id, &task.id, slot.attempts),
+                    scratch_dir: self
+                        .state_dir
+                        .attempt_dir(self.run_id, &task.id, slot.attempts)
+                        .join("scratch"),
+                    inputs: dag
+                        .dependencies(i)
+                        .map(|d| {
+                            let output = slots_output(&slots, d);
+                            (dag.tasks[d].id.clone(), output)
+                        })
+                        .collect::<BTreeMap<_, _>>(),
+                };
+                let slot = &slots[i];
+                let action = slot
+                    .resolved
+                    .as_ref()
+                    .expect("pending tasks are resolved")
+                    .action
+                    .clone();
+                let timeout = task.timeout;
+                let number = slot.attempts;
+                self.observer.event(&RunEvent::AttemptStarted {
+                    task_id: task.id.clone(),
+                    attempt: number,
+                });
+                let attempt_span = info_span!(parent: &task_span, "attempt", flux.task_id = %task.id, flux.attempt = number);
+                let handle = running.spawn(
+                    async move {
+                        let work = action.run(&attempt);
+                        let result = match timeout {
+                            Some(limit) => match tokio::time::timeout(limit, work).await {
+                                Ok(result) => result,
+                                Err(_) => Err(TaskFailure::new(format!(
+                                    "timed out after {} s (timeout_seconds)",
+                                    limit.as_secs()
+                                ))),
+                            },
+                            None => work.await,
+                        };
+                        Event::Finished {
+                            index: i,
+                            attempt: number,
+                            result,
+                        }
+                    }
+                    .instrument(attempt_span),
+                );
+                in_flight.insert(handle.id(), (i, number));
+                attempts_running += 1;
+            }
+
+            if running.is_empty() {
+                break;
+            }
+
+            // Wait for the next event, then take every other one that is
+            // already there, so that they share one commit.
+            let first = tokio::select! {
+                joined = running.join_next_with_id() => joined,
+                _ = wait_cancel(&mut self.cancel) => {
+                    cancelled = true;
+                    continue;
+                }
+            };
+            let mut events = Vec::new();
+            events.extend(first);
+            while let Some(more) = running.try_join_next_with_id() {
+                events.push(more);
+            }
+            for joined in events {
+                let event = match joined {
+                    Ok((id, event)) => {
+                        in_flight.remove(&id);
+                        event
+                    }
+                    Err(join_error) => {
+                        let Some((index, attempt)) = in_flight.remove(&join_error.id()) else {
+                            continue;
+                        };
+                        Event::Finished {
+                            index,
+                            attempt,
+                            result: Err(TaskFailure::new(format!(
+                                "the task kind crashed: {join_error}"
+                            ))),
+                        }
+                    }
+                };
+                match event {
+                    Event::RetryDue { index } => {
+                        ready.insert(index);
+                    }
+                    Event::Finished {
+                        index,
+                        attempt,
+                        result,
+                    } => {
+                        attempts_running -= 1;
+                        self.finish_attempt(
+                            &mut slots,
+                            index,
+                            attempt,
+                            result,
+                            &mut ready,
+                            &mut changes,
+                            &mut running,
+                        );
+                    }
+                }
+            }
+            self.checkpoint.apply(self.run_id, &changes)?;
+            changes.clear();
+        }
+
+        if cancelled {
+            // Dropping an attempt's future kills its process group.
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            for (slot, task) in slots.iter_mut().zip(&dag.tasks) {
+                if slot.status == TaskStatus::Running {
+                    let attempt = slot.attempts;
+                    let task_id = task.id.clone();
+                    slot.status = TaskStatus::Cancelled;
+                    if slot.attempt_running {
+                        changes.push(Change::AttemptEnded {
+                            task_id: task_id.clone(),
+                            attempt,
+                            status: AttemptStatus::Cancelled,
+                            error: Some("cancelled".into()),
+                            task_status: TaskStatus::Cancelled,
+                            output: None,
+                        });
+                    } else {
+                        changes.push(Change::TaskEnded {
+                            task_id: task_id.clone(),
+                            status: TaskStatus::Cancelled,
+                            error: Some("cancelled while waiting to retry".into()),
+                        });
+                    }
+                    self.observer.event(&RunEvent::TaskEnded {
+                        task_id,
+                        status: TaskStatus::Cancelled,
+                    });
+                }
+            }
+            changes.push(Change::RunStatus {
+                status: RunStatus::Cancelled,
+                ended: true,
+            });
+            self.checkpoint.apply(self.run_id, &changes)?;
+            return Ok(RunStatus::Cancelled);
+        }
+
+        let status = if slots.iter().all(|s| s.status == TaskStatus::Succeeded) {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        self.checkpoint.apply(
+            self.run_id,
+            &[Change::RunStatus {
+                status,
+                ended: true,
+            }],
+        )?;
+        Ok(status)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_attempt(
+        &self,
+        slots: &mut [Slot],
+        index: usize,
+        attempt: u32,
+        result: Result<Option<serde_json::Value>, TaskFailure>,
+        ready: &mut BTreeSet<usize>,
+        changes: &mut Vec<Change>,
+        running: &mut JoinSet<Event>,
+    ) {
+        let dag = self.dag;
+        let task = &dag.tasks[index];
+        slots[index].attempt_running = false;
+        let result = result.and_then(|output| match output {
+            None => Ok(None),
+            Some(value) => {
+                let text = value.to_string();
+                if text.len() > MAX_OUTPUT_BYTES {
+                    Err(TaskFailure::new(format!(
+                        "the task's output is {} bytes; outputs are limited to {MAX_OUTPUT_BYTES} bytes (as in Step Functions): write large results to a file and pass its path",
+                        text.len()
+                    )))
+                } else {
+                    Ok(Some((value, text)))
+                }
+            }
+        });
+        match result {
+            Ok(output) => {
+                let (value, text) = output.unzip();
+                slots[index].status = TaskStatus::Succeeded;
+                slots[index].output = value;
+                slots[index].span = None;
+                changes.push(Change::AttemptEnded {
+                    task_id: task.id.clone(),
+                    attempt,
+                    status: AttemptStatus::Succeeded,
+                    error: None,
+                    task_status: TaskStatus::Succeeded,
+                    output: text,
+                });
+                self.observer.event(&RunEvent::TaskEnded {
+                    task_id: task.id.clone(),
+                    status: TaskStatus::Succeeded,
+                });
+                for d in dag.dependents(index) {
+                    slots[d].waiting_for -= 1;
+                    if slots[d].waiting_for == 0 && slots[d].status == TaskStatus::Pending {
+                        ready.insert(d);
+                    }
+                }
+            }
+            Err(failure) => {
+                let retry = task.retry.allows_another(slots[index].attempts_here);
+                let retry_in = retry.then(|| {
+                    task.retry
+                        .delay(slots[index].attempts_here, rand::random::<f64>())
+                });
+                self.observer.event(&RunEvent::AttemptFailed {
+                    task_id: task.id.clone(),
+                    attempt,
+                    error: failure.message.clone(),
+                    retry_in,
+                });
+                tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
+                if let Some(delay) = retry_in {
+                    changes.push(Change::AttemptEnded {
+                        task_id: task.id.clone(),
+                        attempt,
+                        status: AttemptStatus::Failed,
+                        error: Some(failure.message),
+                        task_status: TaskStatus::Running,
+                        output: None,
+                    });
+                    running.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        Event::RetryDue { index }
+                    });
+                } else {
+                    changes.push(Change::AttemptEnded {
+                        task_id: task.id.clone(),
+                        attempt,
+                        status: AttemptStatus::Failed,
+                        error: Some(failure.message.clone()),
+                        task_status: TaskStatus::Failed,
+                        output: None,
+                    });
+                    self.mark_failed(slots, index, changes);
+                }
+            }
+        }
+    }
+
+    /// A task failed without an attempt (it could not be resolved).
+    fn fail(&self, slots: &mut [Slot], index: usize, error: String, changes: &mut Vec<Change>) {
+        changes.push(Change::TaskEnded {
+            task_id: self.dag.tasks[index].id.clone(),
+            status: TaskStatus::Failed,
+            error: Some(error),
+        });
+        self.mark_failed(slots, index, changes);
+    }
+
+    /// Records the failure and ends every descendant as `upstream_failed`.
+    fn mark_failed(&self, slots: &mut [Slot], index: usize, changes: &mut Vec<Change>) {
+        let dag = self.dag;
+        slots[index].status = TaskStatus::Failed;
+        slots[index].span = None;
+        self.observer.event(&RunEvent::TaskEnded {
+            task_id: dag.tasks[index].id.clone(),
+            status: TaskStatus::Failed,
+        });
+        for d in dag.descendants(index) {
+            if d == index || slots[d].status != TaskStatus::Pending {
+                continue;
+            }
+            slots[d].status = TaskStatus::UpstreamFailed;
+            changes.push(Change::TaskEnded {
+                task_id: dag.tasks[d].id.clone(),
+                status: TaskStatus::UpstreamFailed,
+                error: Some(format!("upstream task `{}` failed", dag.tasks[index].id)),
+            });
+            self.observer.event(&RunEvent::TaskEnded {
+                task_id: dag.tasks[d].id.clone(),
+                status: TaskStatus::UpstreamFailed,
+            });
+        }
+    }
+}
+
+fn slots_output(slots: &[Slot], index: usize) -> serde_json::Value {
+    slots[index]
+        .output
+        .clone()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn wait_cancel(cancel: &mut watch::Receiver<bool>) {
+    loop {
+        if *cancel.borrow_and_update() {
+            return;
+        }
+        if cancel.changed().await.is_err() {
+            // The sender is gone: nobody can cancel any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Where a project's runs live on disk: `flux.db` (the checkpoint) and one
+//! folder per task attempt with its logs and scratch space.
+//!
+//! ```text
+//! STATE_DIR/flux.db
+//! STATE_DIR/runs/RUN_ID/lock                        held while a process runs the run
+//! STATE_DIR/runs/RUN_ID/TASK_ID/N/stdout.log        attempt N's output
+//! STATE_DIR/runs/RUN_ID/TASK_ID/N/scratch/          attempt N's own empty folder
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The root is made absolute, because tasks run in their DAG file's
+    /// folder and must still find their attempt folders.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        StateDir { root }
+    }
+
+    /// `--state-dir` if given, else `$FLUX_HOME`, else `.flux/` in the
+    /// working directory.
+    pub fn resolve(explicit: Option<PathBuf>) -> Self {
+        let root = explicit
+            .or_else(|| {
+                std::env::var_os("FLUX_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(".flux"));
+        StateDir::new(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root.join("flux.db")
+    }
+
+    /// Opens (creating it if needed) the checkpoint database.
+    pub fn open_checkpoint(&self) -> Result<Checkpoint, CheckpointError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| CheckpointError::StateDir {
+            path: self.root.display().to_string(),
+            source,
+        })?;
+        Checkpoint::open(&self.checkpoint_path())
+    }
+
+    /// Opens the checkpoint only if it exists, for read-only commands.
+    pub fn existing_checkpoint(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        if self.checkpoint_path().exists() {
+            Checkpoint::open(&self.checkpoint_path()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.root.join("runs").join(run_id)
+    }
+
+    pub fn attempt_dir(&self, run_id: &str, task_id: &str, attempt: u32) -> PathBuf {
+        self.run_dir(run_id).join(task_id).join(attempt.to_string())
+    }
+
+    /// Takes the run's lock, so that two processes never drive one run.
+    /// The lock is an `flock`, which the kernel drops when the holder dies,
+    /// so a crashed run is never left locked.
+    pub fn lock_run(&self, run_id: &str) -> io::Result<Option<RunLock>> {
+        let dir = self.run_dir(run_id);
+        std::fs::create_dir_all(&dir)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            Ok(Some(RunLock { _file: file }))
+        } else {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether some process holds the run's lock right now.
+    pub fn is_run_active(&self, run_id: &str) -> bool {
+        let path = self.run_dir(run_id).join("lock");
+        let Ok(file) = File::options().write(true).open(path) else {
+            return false;
+        };
+        // SAFETY: as above.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            // SAFETY: as above; we only probed, so let go at once.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// Held while a process drives a run; released on drop or process death.
+pub struct RunLock {
+    _file: File,
+}

@@ -1,0 +1,302 @@
+//! The `flux-engine` command: parses the command line, calls the libraries,
+//! prints. Exit codes: 0 success, 1 a run failed, 2 invalid input,
+//! 130 interrupted.
+
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use engine::state_dir::StateDir;
+use engine::{Engine, EngineError, RunOptions, RunOutcome, RunStatus};
+
+#[derive(Parser)]
+#[command(
+    name = "flux-engine",
+    version,
+    about = "Run data-pipeline DAGs locally with retries, timeouts and resume; export them to AWS Step Functions"
+)]
+struct Cli {
+    /// Where runs are recorded [default: $FLUX_HOME, else ./.flux]
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a DAG file and report every problem with its place
+    Validate {
+        dag: PathBuf,
+        /// Override a parameter: --param key=value
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Run a DAG
+    Run {
+        dag: PathBuf,
+        /// Override a parameter: --param key=value (repeatable)
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Attempts running at once [default: number of cores]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_parallel: Option<u32>,
+    },
+    /// Continue a failed, cancelled or crashed run under the same run id
+    Resume {
+        /// The run to continue
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        run_id: Option<String>,
+        /// Continue the newest run
+        #[arg(long)]
+        latest: bool,
+        /// Re-run this task and its descendants even if they succeeded (repeatable)
+        #[arg(long, value_name = "TASK")]
+        from: Vec<String>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_parallel: Option<u32>,
+    },
+    /// List runs, newest first
+    Runs {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One run's tasks, attempts and errors
+    Show {
+        run_id: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Draw a DAG as Graphviz DOT or Mermaid
+    Graph {
+        dag: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE; write for example --param greeting=hi"
+        )),
+    }
+}
+
+/// An error that already carries its exit code.
+struct Exit(u8, String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Exit(code, message)) => {
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> Exit {
+    Exit(2, format!("{e}"))
+}
+
+fn engine_error(e: EngineError) -> Exit {
+    let code = match &e {
+        EngineError::Checkpoint(engine::checkpoint::CheckpointError::UnknownRun(_))
+        | EngineError::Dag(_)
+        | EngineError::UnknownTask { .. }
+        | EngineError::NoRuns(_)
+        | EngineError::RunActive(_) => 2,
+        _ => 1,
+    };
+    Exit(code, format!("error: {e}"))
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Exit> {
+    let state_dir = StateDir::resolve(cli.state_dir);
+    let registry = tasks::registry();
+    match cli.command {
+        Command::Validate { dag, params } => {
+            let loaded = engine::dag::load(&dag, &params, &registry).map_err(invalid)?;
+            println!(
+                "{}: ok: DAG `{}` with {} task(s)",
+                dag.display(),
+                loaded.name,
+                loaded.tasks.len()
+            );
+            Ok(0)
+        }
+        Command::Graph { dag, format } => {
+            let loaded = engine::dag::load(&dag, &[], &registry).map_err(invalid)?;
+            print!(
+                "{}",
+                match format {
+                    GraphFormat::Dot => exporters::graph::dot(&loaded),
+                    GraphFormat::Mermaid => exporters::graph::mermaid(&loaded),
+                }
+            );
+            Ok(0)
+        }
+        Command::Run {
+            dag,
+            params,
+            max_parallel,
+        } => {
+            let loaded = engine::dag::load(&dag, &params, &registry).map_err(invalid)?;
+            let engine = Engine::new(registry, state_dir);
+            drive(&engine, max_parallel, |options| {
+                Box::pin(async { engine.run(&loaded, options).await })
+            })
+        }
+        Command::Resume {
+            run_id,
+            latest,
+            from,
+            max_parallel,
+        } => {
+            let engine = Engine::new(registry, state_dir);
+            let run_id = match run_id {
+                Some(id) if !latest => id,
+                _ => engine.latest_run().map_err(engine_error)?.run_id,
+            };
+            drive(&engine, max_parallel, |options| {
+                Box::pin(async { engine.resume(&run_id, &from, options).await })
+            })
+        }
+        Command::Runs { format } => {
+            let Some(checkpoint) = state_dir
+                .existing_checkpoint()
+                .map_err(|e| Exit(1, format!("error: {e}")))?
+            else {
+                if matches!(format, Format::Json) {
+                    println!("[]");
+                } else {
+                    println!("no runs in {}", state_dir.root().display());
+                }
+                return Ok(0);
+            };
+            let runs = checkpoint
+                .runs()
+                .map_err(|e| Exit(1, format!("error: {e}")))?;
+            print!(
+                "{}",
+                output::runs(&runs, &state_dir, matches!(format, Format::Json))
+            );
+            Ok(0)
+        }
+        Command::Show { run_id, format } => {
+            let checkpoint = state_dir
+                .existing_checkpoint()
+                .map_err(|e| Exit(1, format!("error: {e}")))?
+                .ok_or_else(|| {
+                    Exit(
+                        2,
+                        format!("error: no runs in {}", state_dir.root().display()),
+                    )
+                })?;
+            let report =
+                output::RunReport::load(&checkpoint, &state_dir, &run_id).map_err(|e| {
+                    let code = if matches!(e, engine::checkpoint::CheckpointError::UnknownRun(_)) {
+                        2
+                    } else {
+                        1
+                    };
+                    Exit(code, format!("error: {e}"))
+                })?;
+            match format {
+                Format::Json => println!("{}", report.json()),
+                Format::Table => print!("{}", report.table()),
+            }
+            Ok(0)
+        }
+    }
+}
+
+type RunFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutcome, EngineError>> + 'a>>;
+
+/// Runs or resumes on a tokio runtime, with Ctrl-C (SIGINT, SIGTERM)
+/// cancelling the run, and prints the outcome.
+fn drive<'a>(
+    engine: &'a Engine,
+    max_parallel: Option<u32>,
+    start: impl FnOnce(RunOptions) -> RunFuture<'a>,
+) -> Result<u8, Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(|e| Exit(1, format!("error: {e:#}")))?;
+    let progress = Arc::new(progress::Progress::for_stderr());
+    let max_parallel = max_parallel
+        .map(|n| n as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let outcome = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let signals = tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            let _ = cancel_tx.send(true);
+        });
+        let options = RunOptions {
+            max_parallel,
+            observer: progress.clone(),
+            cancel: cancel_rx,
+        };
+        let outcome = start(options).await;
+        signals.abort();
+        outcome
+    });
+    let outcome = outcome.map_err(engine_error)?;
+    for note in &outcome.notes {
+        progress.note(&format!("note: {note}"));
+    }
+    let checkpoint = engine
+        .state_dir
+        .open_checkpoint()
+        .map_err(|e| Exit(1, format!("error: {e}")))?;
+    if let Ok(report) = output::RunReport::load(&checkpoint, &engine.state_dir, &outcome.run_id) {
+        print!("{}", report.summary());
+    }
+    Ok(match outcome.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Cancelled => 130,
+        RunStatus::Failed | RunStatus::Running => 1,
+    })
+}

@@ -1,0 +1,235 @@
+//! How runs are shown: `runs`, `show` and the summary at the end of a run.
+
+use engine::checkpoint::{
+    AttemptRecord, Checkpoint, CheckpointError, RunRecord, RunStatus, TaskRecord, TaskStatus,
+    elapsed,
+};
+use engine::state_dir::StateDir;
+use serde_json::json;
+
+/// A run's status as a person should read it: a run recorded `running`
+/// whose lock nobody holds was killed, and says `interrupted`.
+fn run_status(run: &RunRecord, state_dir: &StateDir) -> &'static str {
+    match run.status {
+        RunStatus::Running if !state_dir.is_run_active(&run.run_id) => "interrupted",
+        status => status.as_str(),
+    }
+}
+
+fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => elapsed(s, e)
+            .map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_default(),
+        (Some(s), None) => elapsed(s, &engine::checkpoint::now())
+            .map(|d| format!("{:.1}s…", d.as_secs_f64()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn seconds(start: Option<&str>, end: Option<&str>) -> Option<f64> {
+    Some(elapsed(start?, end?)?.as_secs_f64())
+}
+
+/// A plain text table with columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+pub fn runs(runs: &[RunRecord], state_dir: &StateDir, as_json: bool) -> String {
+    if as_json {
+        let items: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "run_id": r.run_id,
+                    "dag": r.dag,
+                    "status": run_status(r, state_dir),
+                    "created_at": r.created_at,
+                    "ended_at": r.ended_at,
+                    "duration_seconds": seconds(Some(&r.created_at), r.ended_at.as_deref()),
+                    "resume_count": r.resume_count,
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Array(items));
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.run_id.clone(),
+                r.dag.clone(),
+                run_status(r, state_dir).to_string(),
+                r.created_at.clone(),
+                duration_text(Some(&r.created_at), r.ended_at.as_deref()),
+            ]
+        })
+        .collect();
+    table(&["RUN ID", "DAG", "STATUS", "STARTED", "DURATION"], &rows)
+}
+
+pub struct RunReport {
+    run: RunRecord,
+    status: &'static str,
+    tasks: Vec<TaskRecord>,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl RunReport {
+    pub fn load(
+        checkpoint: &Checkpoint,
+        state_dir: &StateDir,
+        run_id: &str,
+    ) -> Result<Self, CheckpointError> {
+        let run = checkpoint.run(run_id)?;
+        Ok(RunReport {
+            status: run_status(&run, state_dir),
+            tasks: checkpoint.tasks(run_id)?,
+            attempts: checkpoint.attempts(run_id)?,
+            run,
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let tasks: Vec<_> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "type": t.kind,
+                    "status": t.status,
+                    "attempts": t.attempts,
+                    "started_at": t.started_at,
+                    "ended_at": t.ended_at,
+                    "duration_seconds": seconds(t.started_at.as_deref(), t.ended_at.as_deref()),
+                    "error": t.error,
+                    "output": t.output,
+                })
+            })
+            .collect();
+        json!({
+            "run_id": self.run.run_id,
+            "dag": self.run.dag,
+            "dag_path": self.run.dag_path,
+            "status": self.status,
+            "params": self.run.params,
+            "created_at": self.run.created_at,
+            "ended_at": self.run.ended_at,
+            "resume_count": self.run.resume_count,
+            "tasks": tasks,
+            "attempts": self.attempts,
+        })
+    }
+
+    fn task_rows<'a>(&self, tasks: impl Iterator<Item = &'a TaskRecord>) -> Vec<Vec<String>> {
+        tasks
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.status.as_str().to_string(),
+                    t.attempts.to_string(),
+                    duration_text(t.started_at.as_deref(), t.ended_at.as_deref()),
+                    t.error
+                        .as_deref()
+                        .and_then(|e| e.lines().next())
+                        .unwrap_or_default()
+                        .to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "run {}  dag {}  status {}  started {}  duration {}\n\n",
+            self.run.run_id,
+            self.run.dag,
+            self.status,
+            self.run.created_at,
+            duration_text(Some(&self.run.created_at), self.run.ended_at.as_deref())
+        );
+        out.push_str(&table(
+            &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+            &self.task_rows(self.tasks.iter()),
+        ));
+        out
+    }
+
+    /// The end-of-run summary: every task for small DAGs; for large ones the
+    /// counts by status and only the tasks that did not succeed.
+    pub fn summary(&self) -> String {
+        const FULL_LISTING_UP_TO: usize = 40;
+        let mut out = String::from("\n");
+        if self.tasks.len() <= FULL_LISTING_UP_TO {
+            out.push_str(&table(
+                &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+                &self.task_rows(self.tasks.iter()),
+            ));
+        } else {
+            let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+            for t in &self.tasks {
+                match counts.iter_mut().find(|(s, _)| *s == t.status) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((t.status, 1)),
+                }
+            }
+            let counts: Vec<String> = counts
+                .iter()
+                .map(|(s, n)| format!("{n} {}", s.as_str()))
+                .collect();
+            out.push_str(&format!(
+                "{} tasks: {}\n",
+                self.tasks.len(),
+                counts.join(", ")
+            ));
+            let not_ok: Vec<&TaskRecord> = self
+                .tasks
+                .iter()
+                .filter(|t| t.status != TaskStatus::Succeeded)
+                .take(FULL_LISTING_UP_TO)
+                .collect();
+            if !not_ok.is_empty() {
+                out.push_str(&table(
+                    &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+                    &self.task_rows(not_ok.into_iter()),
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "\nrun {} {} in {}\n",
+            self.run.run_id,
+            self.status,
+            duration_text(Some(&self.run.created_at), self.run.ended_at.as_deref())
+        ));
+        if matches!(self.run.status, RunStatus::Failed | RunStatus::Cancelled) {
+            out.push_str(&format!(
+                "resume it with: flux-engine resume {}\nlook closer with: flux-engine show {}\n",
+                self.run.run_id, self.run.run_id
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,22 @@
+//! flux-engine's task kinds, one folder each.
+//!
+//! Each folder holds everything about one kind: the TOML fields it reads,
+//! its local backend and, as later kinds arrive, its AWS backend and the
+//! Step Functions states and IAM statements it needs. Adding a kind means a
+//! new folder and one line in [`registry`].
+
+pub mod noop;
+pub mod shell;
+
+use std::sync::Arc;
+
+use engine::Registry;
+
+/// Every task kind this build of flux-engine knows.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register(Arc::new(noop::Noop))
+        .register(Arc::new(shell::Shell));
+    registry
+}
