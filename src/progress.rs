@@ -15,7 +15,11 @@ pub enum Progress {
         bars: MultiProgress,
         running: Mutex<HashMap<String, ProgressBar>>,
     },
-    Plain,
+    /// Plain lines; remembers when each task's current attempt started so
+    /// the closing line can say how long it took.
+    Plain {
+        started: Mutex<HashMap<String, std::time::Instant>>,
+    },
 }
 
 impl Progress {
@@ -26,7 +30,9 @@ impl Progress {
                 running: Mutex::new(HashMap::new()),
             }
         } else {
-            Progress::Plain
+            Progress::Plain {
+                started: Mutex::new(HashMap::new()),
+            }
         }
     }
 
@@ -35,7 +41,7 @@ impl Progress {
             Progress::Live { bars, .. } => {
                 let _ = bars.println(text);
             }
-            Progress::Plain => {
+            Progress::Plain { .. } => {
                 let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
                 let _ = writeln!(std::io::stderr().lock(), "{stamp} {text}");
             }
@@ -71,7 +77,12 @@ impl Observer for Progress {
                         running.insert(task_id.clone(), bar);
                     }
                 }
-                Progress::Plain => self.line(&format!("{task_id}: attempt {attempt} started")),
+                Progress::Plain { started } => {
+                    if let Ok(mut started) = started.lock() {
+                        started.insert(task_id.clone(), std::time::Instant::now());
+                    }
+                    self.line(&format!("{task_id}: attempt {attempt} started"))
+                }
             },
             RunEvent::AttemptFailed {
                 task_id,
@@ -110,13 +121,16 @@ impl Observer for Progress {
 }
 
 impl Progress {
+    /// Ends the task's live line; returns how long its attempt ran.
     fn finish_bar(&self, task_id: &str) -> Option<Duration> {
-        if let Progress::Live { running, .. } = self {
-            let bar = running.lock().ok()?.remove(task_id)?;
-            let elapsed = bar.elapsed();
-            bar.finish_and_clear();
-            return Some(elapsed);
+        match self {
+            Progress::Live { running, .. } => {
+                let bar = running.lock().ok()?.remove(task_id)?;
+                let elapsed = bar.elapsed();
+                bar.finish_and_clear();
+                Some(elapsed)
+            }
+            Progress::Plain { started } => Some(started.lock().ok()?.remove(task_id)?.elapsed()),
         }
-        None
     }
 }
