@@ -356,12 +356,12 @@ impl<'a> Loader<'a> {
             graph: DiGraph::new(),
         };
         self.tasks(&doc, &mut dag, default_retry, default_timeout);
-        if self.errors.is_empty() {
-            self.graph(&mut dag);
-        }
+        self.graph(&mut dag);
         if self.errors.is_empty() {
             Ok(dag)
         } else {
+            // In file order, as an editor lists them; errors with no place first.
+            self.errors.sort_by_key(|d| d.position);
             Err(Diagnostics(self.errors))
         }
     }
@@ -667,6 +667,8 @@ impl<'a> Loader<'a> {
                 );
                 continue;
             };
+            // A task with a bad type still joins the graph, so that its
+            // dependency problems are reported in the same pass.
             let kind = match table.get("type") {
                 Some(toml::Value::String(kind)) => kind.clone(),
                 Some(_) => {
@@ -677,7 +679,7 @@ impl<'a> Loader<'a> {
                         format!("`type` of task `{id}` must be a string"),
                         self.known_types_help(""),
                     );
-                    continue;
+                    String::new()
                 }
                 None => {
                     self.error(
@@ -685,7 +687,7 @@ impl<'a> Loader<'a> {
                         format!("task `{id}` has no `type`"),
                         self.known_types_help("add `type = \"shell\"`; "),
                     );
-                    continue;
+                    String::new()
                 }
             };
             let depends_on = self.depends_on(id, table);
@@ -707,87 +709,9 @@ impl<'a> Loader<'a> {
                 .filter(|(k, _)| !TASK_COMMON_FIELDS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-
-            let Some(task_kind) = self.registry.get(&kind).cloned() else {
-                let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
-                let near = nearest(&kind, self.registry.names())
-                    .map(|n| format!("did you mean `{n}`? "))
-                    .unwrap_or_default();
-                self.error(
-                    at,
-                    format!("unknown task type `{kind}` in task `{id}`"),
-                    format!("{near}{}", self.known_types_help("")),
-                );
-                continue;
-            };
-            validation_vars.task_id = id.clone();
-            let mut substituted = toml::Table::new();
-            let mut substitution_failed = false;
-            for (key, value) in &fields {
-                match template::substitute_value(value, &validation_vars) {
-                    Ok(v) => {
-                        substituted.insert(key.clone(), v);
-                    }
-                    Err(e) => {
-                        let at =
-                            self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(key)], false);
-                        self.error(
-                            at,
-                            format!("task `{id}`, field `{key}`: {}", e.message),
-                            e.help,
-                        );
-                        substitution_failed = true;
-                    }
-                }
-            }
-            if !substitution_failed {
-                let kind_fields = Fields::new(substituted);
-                match task_kind.parse(&kind_fields) {
-                    Ok(_) => {
-                        let mut known: Vec<&str> = kind_fields.asked();
-                        known.extend_from_slice(TASK_COMMON_FIELDS);
-                        for unknown in kind_fields.unknown() {
-                            let at = self.locate(
-                                &[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&unknown)],
-                                true,
-                            );
-                            let help = match nearest(&unknown, known.iter().copied()) {
-                                Some(near) => format!(
-                                    "did you mean `{near}`? a `{kind}` task accepts: {}",
-                                    known.join(", ")
-                                ),
-                                None => format!(
-                                    "remove it; a `{kind}` task accepts: {}",
-                                    known.join(", ")
-                                ),
-                            };
-                            self.error(
-                                at,
-                                format!("unknown field `{unknown}` in task `{id}`"),
-                                help,
-                            );
-                        }
-                    }
-                    Err(FieldError {
-                        field,
-                        message,
-                        help,
-                    }) => {
-                        let at = match &field {
-                            Some(f) => self
-                                .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(f)], false)
-                                .or(header),
-                            None => header,
-                        };
-                        self.error(
-                            at,
-                            format!("task `{id}` (type `{kind}`): {message}"),
-                            help.unwrap_or_else(|| {
-                                format!("see the `{kind}` fields in the README")
-                            }),
-                        );
-                    }
-                }
+            if !kind.is_empty() {
+                validation_vars.task_id = id.clone();
+                self.kind_fields(id, &kind, &fields, header, &validation_vars);
             }
             dag.tasks.push(TaskDef {
                 id: id.clone(),
@@ -798,6 +722,85 @@ impl<'a> Loader<'a> {
                 timeout,
                 fields,
             });
+        }
+    }
+
+    /// Checks a task's own fields: substitution, the kind's parse, and
+    /// fields the kind does not know.
+    fn kind_fields(
+        &mut self,
+        id: &str,
+        kind: &str,
+        fields: &toml::Table,
+        header: Option<(usize, usize)>,
+        vars: &Vars,
+    ) {
+        let Some(task_kind) = self.registry.get(kind).cloned() else {
+            let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
+            let near = nearest(kind, self.registry.names())
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
+            self.error(
+                at,
+                format!("unknown task type `{kind}` in task `{id}`"),
+                format!("{near}{}", self.known_types_help("")),
+            );
+            return;
+        };
+        let mut substituted = toml::Table::new();
+        for (key, value) in fields {
+            match template::substitute_value(value, vars) {
+                Ok(v) => {
+                    substituted.insert(key.clone(), v);
+                }
+                Err(e) => {
+                    let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(key)], false);
+                    self.error(
+                        at,
+                        format!("task `{id}`, field `{key}`: {}", e.message),
+                        e.help,
+                    );
+                    return;
+                }
+            }
+        }
+        let kind_fields = Fields::new(substituted);
+        if let Err(FieldError {
+            field,
+            message,
+            help,
+        }) = task_kind.parse(&kind_fields)
+        {
+            let at = match &field {
+                Some(f) => self
+                    .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(f)], false)
+                    .or(header),
+                None => header,
+            };
+            self.error(
+                at,
+                format!("task `{id}` (type `{kind}`): {message}"),
+                help.unwrap_or_else(|| format!("see the `{kind}` fields in the README")),
+            );
+        }
+        // Reported also when the parse failed: a misspelt field is the usual
+        // reason a required one is missing.
+        let mut known: Vec<&str> = kind_fields.asked();
+        known.extend_from_slice(TASK_COMMON_FIELDS);
+        for unknown in kind_fields.unknown() {
+            let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&unknown)], true);
+            let help = match nearest(&unknown, known.iter().copied()) {
+                Some(near) => format!(
+                    "did you mean `{near}`? a `{kind}` task accepts: {}",
+                    known.join(", ")
+                ),
+                None => format!("remove it; a `{kind}` task accepts: {}", known.join(", ")),
+            };
+            self.error(
+                at,
+                format!("unknown field `{unknown}` in task `{id}`"),
+                help,
+            );
         }
     }
 
