@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use engine::scheduler::Silent;
 use engine::state_dir::StateDir;
 use engine::{
-    Attempt, Engine, FieldError, Fields, Registry, RunOptions, RunStatus, TaskAction, TaskFailure, TaskKind,
-    TaskStatus,
+    Attempt, Engine, FieldError, Fields, Registry, RunOptions, RunStatus, TaskAction, TaskFailure,
+    TaskKind, TaskStatus,
 };
 use tokio::time::Instant;
 
@@ -71,9 +71,14 @@ impl TaskAction for ProbeAction {
         tokio::time::sleep(self.sleep).await;
         j.running.fetch_sub(1, Ordering::SeqCst);
         if attempt.number <= self.fail_times {
-            return Err(TaskFailure::new(format!("planned failure {}", attempt.number)));
+            return Err(TaskFailure::new(format!(
+                "planned failure {}",
+                attempt.number
+            )));
         }
-        Ok(Some(serde_json::json!({"task": attempt.task_id, "attempt": attempt.number})))
+        Ok(Some(
+            serde_json::json!({"task": attempt.task_id, "attempt": attempt.number}),
+        ))
     }
 }
 
@@ -104,7 +109,11 @@ fn options(max_parallel: usize) -> RunOptions {
     }
 }
 
-async fn run(f: &Fixture, toml: &str, max_parallel: usize) -> (RunStatus, BTreeMap<String, TaskStatus>) {
+async fn run(
+    f: &Fixture,
+    toml: &str,
+    max_parallel: usize,
+) -> (RunStatus, BTreeMap<String, TaskStatus>) {
     let dag = engine::dag::load_str(
         &f._dir.path().join("dag.toml"),
         toml,
@@ -148,7 +157,10 @@ async fn retry_delays_follow_the_step_functions_formula() {
     for (gap, want) in gaps.iter().zip(&expected) {
         // The paused clock advances exactly; allow for the scheduler's own
         // bookkeeping, which takes no virtual time but rounds to a millisecond.
-        assert!(gap.abs_diff(*want) <= 5, "gaps {gaps:?}, expected {expected:?}");
+        assert!(
+            gap.abs_diff(*want) <= 5,
+            "gaps {gaps:?}, expected {expected:?}"
+        );
     }
 }
 
@@ -197,11 +209,18 @@ async fn parallelism_never_exceeds_the_limit_and_reaches_it() {
         let f = fixture();
         let mut toml = String::from("[dag]\nname = \"wide\"\n");
         for i in 0..40 {
-            toml.push_str(&format!("[tasks.t{i}]\ntype = \"probe\"\nsleep_ms = {}\n", 100 + (i * 37) % 200));
+            toml.push_str(&format!(
+                "[tasks.t{i}]\ntype = \"probe\"\nsleep_ms = {}\n",
+                100 + (i * 37) % 200
+            ));
         }
         let (status, _) = run(&f, &toml, limit).await;
         assert_eq!(status, RunStatus::Succeeded);
-        assert_eq!(f.journal.max_running.load(Ordering::SeqCst), limit, "limit {limit}");
+        assert_eq!(
+            f.journal.max_running.load(Ordering::SeqCst),
+            limit,
+            "limit {limit}"
+        );
         assert_eq!(f.journal.starts.lock().unwrap().len(), 40);
     }
 }
@@ -250,7 +269,14 @@ async fn a_failure_ends_its_descendants_but_not_independent_branches() {
     for (id, want) in expect {
         assert_eq!(tasks[id], want, "task {id}");
     }
-    let started: Vec<String> = f.journal.starts.lock().unwrap().iter().map(|s| s.0.clone()).collect();
+    let started: Vec<String> = f
+        .journal
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.0.clone())
+        .collect();
     assert!(!started.contains(&"c".to_string()) && !started.contains(&"d".to_string()));
 }
 
@@ -299,9 +325,18 @@ async fn an_attempt_over_its_timeout_fails_and_is_retried() {
     assert_eq!(starts.len(), 2);
     // Attempt 2 starts after attempt 1's 2 s timeout plus the 1 s delay.
     let gap = starts[1].2 - starts[0].2;
-    assert!(gap >= Duration::from_secs(3) && gap < Duration::from_secs(4), "{gap:?}");
+    assert!(
+        gap >= Duration::from_secs(3) && gap < Duration::from_secs(4),
+        "{gap:?}"
+    );
     let checkpoint = f.engine.state_dir.open_checkpoint().unwrap();
     let run_id = checkpoint.latest_run().unwrap().unwrap().run_id;
     let task = &checkpoint.tasks(&run_id).unwrap()[0];
-    assert!(task.error.as_deref().unwrap_or("").contains("timed out after 2 s"), "{task:?}");
+    assert!(
+        task.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 2 s"),
+        "{task:?}"
+    );
 }
