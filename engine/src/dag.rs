@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -27,6 +27,11 @@ pub const MAX_DAG_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Task ids become Step Functions state names (at most 80 characters, with
 /// room for a `.Suffix` on helper states) and folder names on disk.
 pub const MAX_TASK_ID_LEN: usize = 64;
+
+/// Validation reports at most this many errors. Past it, errors are still
+/// counted but no longer located (each lookup walks the file's tables), so
+/// a huge generated file full of mistakes fails fast instead of hanging.
+pub const MAX_DIAGNOSTICS: usize = 100;
 
 const TOP_LEVEL: &[&str] = &["dag", "params", "defaults", "tasks"];
 const DAG_FIELDS: &[&str] = &["name", "description"];
@@ -265,6 +270,9 @@ impl<'a> Loader<'a> {
     /// at `path`. Spans are only needed for errors, so the spanned parse
     /// happens lazily, the first time an error needs a place.
     fn locate(&self, path: &[Seg], key: bool) -> Option<(usize, usize)> {
+        if self.errors.len() >= MAX_DIAGNOSTICS {
+            return None;
+        }
         let root = self
             .spans
             .get_or_init(|| toml::de::DeTable::parse(self.text).ok())
@@ -328,11 +336,17 @@ impl<'a> Loader<'a> {
             Ok(doc) => doc,
             Err(e) => {
                 let position = e.span().map(|s| self.position(s));
-                self.error(
-                    position,
-                    format!("invalid TOML: {}", e.message().trim_end()),
-                    "fix the TOML syntax at this place (https://toml.io describes the format)",
-                );
+                let (message, help) = match e.span() {
+                    Some(span) if e.message().trim_end() == "duplicate key" => {
+                        self.duplicate_key(span)
+                    }
+                    _ => (
+                        format!("invalid TOML: {}", e.message().trim_end()),
+                        "fix the TOML syntax at this place (https://toml.io describes the format)"
+                            .to_string(),
+                    ),
+                };
+                self.error(position, message, help);
                 return Err(Diagnostics(self.errors));
             }
         };
@@ -360,10 +374,56 @@ impl<'a> Loader<'a> {
         if self.errors.is_empty() {
             Ok(dag)
         } else {
+            let more = self.errors.len().saturating_sub(MAX_DIAGNOSTICS);
+            self.errors.truncate(MAX_DIAGNOSTICS);
             // In file order, as an editor lists them; errors with no place first.
             self.errors.sort_by_key(|d| d.position);
+            if more > 0 {
+                self.errors.push(
+                    Diagnostic::new(self.path, format!("{more} more error(s) not shown"))
+                        .help("fix the errors above and validate again"),
+                );
+            }
             Err(Diagnostics(self.errors))
         }
+    }
+
+    /// The message and help for TOML's "duplicate key" at `span`: a task
+    /// defined twice is named as such, with the line of the first one.
+    fn duplicate_key(&self, span: Range<usize>) -> (String, String) {
+        let key = self
+            .text
+            .get(span.clone())
+            .unwrap_or_default()
+            .trim_matches(['"', '\'']);
+        let line_start = self
+            .text
+            .get(..span.start)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        let before: String = self
+            .text
+            .get(line_start..span.start)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if before != "[tasks." {
+            return (
+                format!("invalid TOML: duplicate key `{key}`"),
+                "a key may appear only once in a table: remove or rename one of them".into(),
+            );
+        }
+        let header = format!("[tasks.{key}]");
+        let first = self.text[..line_start]
+            .lines()
+            .position(|l| l.split('#').next().unwrap_or_default().trim() == header)
+            .map(|n| format!(" (first defined on line {})", n + 1))
+            .unwrap_or_default();
+        (
+            format!("duplicate task id `{key}`: {header} is defined twice{first}"),
+            "task ids must be unique: rename one of the tasks, or merge the two sections".into(),
+        )
     }
 
     fn dag_section(&mut self, doc: &toml::Table) -> (String, Option<String>) {
@@ -624,8 +684,13 @@ impl<'a> Loader<'a> {
         let tasks = match doc.get("tasks") {
             Some(toml::Value::Table(tasks)) if !tasks.is_empty() => tasks,
             Some(toml::Value::Table(_)) | None => {
+                // At the empty [tasks] section, else at the end of the file,
+                // where tasks would be added.
+                let at = self
+                    .locate(&[Seg::Key("tasks")], true)
+                    .or_else(|| Some(self.position(self.text.len()..self.text.len())));
                 self.error(
-                    None,
+                    at,
                     "the DAG has no tasks",
                     "add at least one task:\n    [tasks.hello]\n    type = \"shell\"\n    command = \"echo hello\"",
                 );
@@ -648,10 +713,12 @@ impl<'a> Loader<'a> {
             dag_dir: dag.dir.display().to_string(),
         };
         for (id, value) in tasks {
-            let header = self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true);
+            // Located only when an error needs it: a scan of the spanned
+            // document per task would make loading quadratic.
+            let header = |s: &Self| s.locate(&[Seg::Key("tasks"), Seg::Key(id)], true);
             if !valid_task_id(id) {
                 self.error(
-                    header,
+                    header(self),
                     format!("task id `{id}` is not allowed"),
                     format!(
                         "use 1 to {MAX_TASK_ID_LEN} letters, digits, `_` or `-`, starting with a letter or digit (ids become file and Step Functions state names)"
@@ -661,7 +728,7 @@ impl<'a> Loader<'a> {
             }
             let Some(table) = value.as_table() else {
                 self.error(
-                    header,
+                    header(self),
                     format!("task `{id}` must be a table"),
                     format!("write it as a [tasks.{id}] section"),
                 );
@@ -683,7 +750,7 @@ impl<'a> Loader<'a> {
                 }
                 None => {
                     self.error(
-                        header,
+                        header(self),
                         format!("task `{id}` has no `type`"),
                         self.known_types_help("add `type = \"shell\"`; "),
                     );
@@ -711,7 +778,7 @@ impl<'a> Loader<'a> {
                 .collect();
             if !kind.is_empty() {
                 validation_vars.task_id = id.clone();
-                self.kind_fields(id, &kind, &fields, header, &validation_vars);
+                self.kind_fields(id, &kind, &fields, &validation_vars);
             }
             dag.tasks.push(TaskDef {
                 id: id.clone(),
@@ -727,14 +794,7 @@ impl<'a> Loader<'a> {
 
     /// Checks a task's own fields: substitution, the kind's parse, and
     /// fields the kind does not know.
-    fn kind_fields(
-        &mut self,
-        id: &str,
-        kind: &str,
-        fields: &toml::Table,
-        header: Option<(usize, usize)>,
-        vars: &Vars,
-    ) {
+    fn kind_fields(&mut self, id: &str, kind: &str, fields: &toml::Table, vars: &Vars) {
         let Some(task_kind) = self.registry.get(kind).cloned() else {
             let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
             let near = nearest(kind, self.registry.names())
@@ -760,7 +820,9 @@ impl<'a> Loader<'a> {
                         format!("task `{id}`, field `{key}`: {}", e.message),
                         e.help,
                     );
-                    return;
+                    // Keep the raw value, so that the kind still checks the
+                    // task's other fields and unknown ones are reported too.
+                    substituted.insert(key.clone(), value.clone());
                 }
             }
         }
@@ -771,11 +833,12 @@ impl<'a> Loader<'a> {
             help,
         }) = task_kind.parse(&kind_fields)
         {
+            let header = || self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true);
             let at = match &field {
                 Some(f) => self
                     .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(f)], false)
-                    .or(header),
-                None => header,
+                    .or_else(header),
+                None => header(),
             };
             self.error(
                 at,
@@ -829,9 +892,10 @@ impl<'a> Loader<'a> {
             return Vec::new();
         };
         let mut out: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (i, item) in items.iter().enumerate() {
             match item.as_str() {
-                Some(dep) if out.iter().any(|d| d == dep) => {
+                Some(dep) if !seen.insert(dep) => {
                     let position = self.locate(
                         &[
                             Seg::Key("tasks"),
@@ -892,7 +956,14 @@ impl<'a> Loader<'a> {
                             ],
                             false,
                         );
-                        let help = match nearest(dep, ids.keys().copied()) {
+                        // Past the report limit the error only counts: skip
+                        // the search for a suggestion, linear in the task count.
+                        let near = if self.errors.len() < MAX_DIAGNOSTICS {
+                            nearest(dep, ids.keys().copied())
+                        } else {
+                            None
+                        };
+                        let help = match near {
                             Some(near) => format!("did you mean `{near}`?"),
                             None => format!(
                                 "define a [tasks.{dep}] section, or remove `{dep}` from `depends_on`"
@@ -913,7 +984,9 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        for component in tarjan_scc(&graph) {
+        // Kosaraju's algorithm here is iterative; petgraph's Tarjan recurses
+        // once per node of a chain and overflows the stack on long chains.
+        for component in kosaraju_scc(&graph) {
             let self_loop = component.len() == 1 && graph.contains_edge(component[0], component[0]);
             if component.len() < 2 && !self_loop {
                 continue;
@@ -945,7 +1018,8 @@ impl<'a> Loader<'a> {
 /// at its lowest-numbered node (the first declared, so the message is stable).
 fn cycle_path(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<NodeIndex> {
     let start = *component.iter().min().expect("a component has a node");
-    let inside = |n: &NodeIndex| component.contains(n);
+    let members: std::collections::HashSet<NodeIndex> = component.iter().copied().collect();
+    let inside = |n: &NodeIndex| members.contains(n);
     // Breadth-first search for the shortest way back to `start`.
     let mut previous: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
