@@ -306,8 +306,9 @@ impl Execution<'_> {
                     }
                 }
             }
-            self.checkpoint.apply(self.run_id, &changes)?;
-            changes.clear();
+            // The changes these events made are committed together with the
+            // starts they release, at the top of the loop, before any spawn:
+            // one transaction per wake-up instead of two.
         }
 
         if cancelled {
@@ -354,13 +355,11 @@ impl Execution<'_> {
         } else {
             RunStatus::Failed
         };
-        self.checkpoint.apply(
-            self.run_id,
-            &[Change::RunStatus {
-                status,
-                ended: true,
-            }],
-        )?;
+        changes.push(Change::RunStatus {
+            status,
+            ended: true,
+        });
+        self.checkpoint.apply(self.run_id, &changes)?;
         Ok(status)
     }
 
