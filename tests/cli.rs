@@ -1,0 +1,980 @@
+//! The command line as a user meets it: `validate` reports every problem
+//! with its file, line and column and exits 2 (never panicking, whatever the
+//! input), and `run`, `show`, `runs` and `graph` do what the README promises.
+//!
+//! Expected places are computed from the DAG text the test wrote (the
+//! position of the offending substring), never copied from the program.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The 1-based line and column (in characters) of the `n`-th (0-based)
+/// occurrence of `needle` in `text`.
+fn place_nth(text: &str, needle: &str, n: usize) -> (usize, usize) {
+    let offset = text
+        .match_indices(needle)
+        .nth(n)
+        .unwrap_or_else(|| panic!("the test DAG has no occurrence {n} of {needle:?}"))
+        .0;
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+/// The place of `needle`, which must occur exactly once in `text`.
+fn place(text: &str, needle: &str) -> (usize, usize) {
+    assert_eq!(
+        text.matches(needle).count(),
+        1,
+        "test bug: {needle:?} must occur once in the DAG text"
+    );
+    place_nth(text, needle, 0)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn no_panic(o: &Output) {
+    let all = format!("{}{}", stdout(o), stderr(o));
+    assert!(
+        !all.contains("panicked") && !all.contains("overflow"),
+        "the binary panicked:\n{all}"
+    );
+    assert!(
+        o.status.signal().is_none(),
+        "the binary was killed by signal {:?}:\n{all}",
+        o.status.signal()
+    );
+}
+
+fn validate(s: &Scratch, dag: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["validate", dag.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = flux(&s.path("state"), &args);
+    no_panic(&out);
+    out
+}
+
+/// Validates `text` (written to `name`) and expects exit code 2; returns
+/// stderr and the DAG's path.
+fn invalid(s: &Scratch, name: &str, text: &str, extra: &[&str]) -> (String, String) {
+    let dag = s.write(name, text);
+    let out = validate(s, &dag, extra);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "validate must exit 2 for {name}\n--- stdout\n{}--- stderr\n{err}",
+        stdout(&out)
+    );
+    (err, dag.display().to_string())
+}
+
+/// The diagnostic at `file:line:col` in `stderr`: its `error:` line and the
+/// `help:` line that follows, joined; fails if there is none.
+fn diagnostic_at(stderr: &str, file: &str, (line, col): (usize, usize)) -> String {
+    let head = format!("{file}:{line}:{col}: error: ");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no error at {line}:{col} (`{head}`) in:\n{stderr}"));
+    let mut text = lines[i].to_string();
+    for l in &lines[i + 1..] {
+        if l.contains(": error: ") {
+            break;
+        }
+        text.push('\n');
+        text.push_str(l);
+    }
+    assert!(
+        text.contains("\n  help: "),
+        "the error at {line}:{col} has no help line:\n{stderr}"
+    );
+    text
+}
+
+fn assert_has(text: &str, words: &[&str]) {
+    for w in words {
+        assert!(text.contains(w), "expected {w:?} in:\n{text}");
+    }
+}
+
+// ---------------------------------------------------------------- validate
+
+#[test]
+fn a_valid_dag_validates_with_exit_0() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"ok\"\n\n[tasks.a]\ntype = \"noop\"\n\n[tasks.b]\ntype = \"shell\"\ncommand = \"true\"\ndepends_on = [\"a\"]\n";
+    let dag = s.write("ok.toml", text);
+    let out = validate(&s, &dag, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_has(&stdout(&out), &["ok", "2 task"]);
+}
+
+#[test]
+fn a_cycle_prints_its_path_at_the_first_tasks_depends_on() {
+    let s = Scratch::new();
+    // Edges run from a dependency to its dependent: a -> b -> c -> a.
+    let text = r#"[dag]
+name = "cyclic"
+
+[tasks.a]
+type = "noop"
+depends_on = ["c"]
+
+[tasks.b]
+type = "noop"
+depends_on = ["a"]
+
+[tasks.c]
+type = "noop"
+depends_on = ["b"]
+
+[tasks.free]
+type = "noop"
+"#;
+    let (err, file) = invalid(&s, "cycle.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, r#"["c"]"#));
+    assert_has(&d, &["cycle", "a -> b -> c -> a", "help:", "remove"]);
+    assert!(!err.contains("free"), "`free` is not in the cycle:\n{err}");
+}
+
+#[test]
+fn a_self_dependency_is_a_cycle() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"selfish\"\n\n[tasks.me]\ntype = \"noop\"\ndepends_on = [\"me\"]\n";
+    let (err, file) = invalid(&s, "self.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, r#"["me"]"#));
+    assert_has(&d, &["cycle", "me -> me"]);
+}
+
+#[test]
+fn an_unknown_dependency_names_the_nearest_task() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "deps"
+
+[tasks.extract]
+type = "noop"
+
+[tasks.load]
+type = "noop"
+depends_on = ["extract", "extrat"]
+"#;
+    let (err, file) = invalid(&s, "deps.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, r#""extrat""#));
+    assert_has(&d, &["`extrat`", "not a task", "did you mean `extract`?"]);
+}
+
+#[test]
+fn a_duplicate_task_id_is_reported_at_the_second_definition() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "dup"
+
+[tasks.extract]
+type = "noop"
+
+[tasks.extract]
+type = "shell"
+command = "true"
+"#;
+    let (err, file) = invalid(&s, "dup.toml", text, &[]);
+    // The id in the second header.
+    let (line, col) = place_nth(text, "extract", 1);
+    let d = diagnostic_at(&err, &file, (line, col));
+    let first_line = place_nth(text, "[tasks.extract]", 0).0;
+    assert_has(
+        &d,
+        &[
+            "duplicate",
+            "`extract`",
+            &format!("line {first_line}"),
+            "unique",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_type_lists_the_known_ones() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"types\"\n\n[tasks.a]\ntype = \"shel\"\ncommand = \"true\"\n";
+    let (err, file) = invalid(&s, "types.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, r#""shel""#));
+    assert_has(
+        &d,
+        &[
+            "unknown task type `shel`",
+            "did you mean `shell`?",
+            "shell",
+            "noop",
+        ],
+    );
+    let known = d
+        .split("known types:")
+        .nth(1)
+        .expect("a list of known types");
+    assert_has(known, &["shell", "noop"]);
+}
+
+#[test]
+fn a_misspelt_field_suggests_the_right_one() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"typo\"\n\n[tasks.a]\ntype = \"shell\"\ncomand = \"echo hi\"\n";
+    let (err, file) = invalid(&s, "typo.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, "comand"));
+    assert_has(&d, &["unknown field `comand`", "did you mean `command`?"]);
+}
+
+#[test]
+fn unknown_fields_are_errors_in_every_section() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "fields"
+descripton = "typo in [dag]"
+
+[defaults]
+timeout_second = 5
+retry = { max_attempt = 2 }
+
+[tasks.a]
+type = "noop"
+ouput = { x = 1 }
+timout_seconds = 3
+"#;
+    let (err, file) = invalid(&s, "fields.toml", text, &[]);
+    for (needle, near) in [
+        ("descripton", "description"),
+        ("timeout_second ", "timeout_seconds"),
+        ("max_attempt ", "max_attempts"),
+        ("ouput", "output"),
+        ("timout_seconds", "timeout_seconds"),
+    ] {
+        let d = diagnostic_at(&err, &file, place(text, needle));
+        assert_has(
+            &d,
+            &[
+                &format!("unknown field `{}`", needle.trim()),
+                &format!("did you mean `{near}`?"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn retry_values_out_of_bounds_are_errors() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "retries"
+
+[defaults]
+retry = { max_attempts = 0 }
+
+[tasks.a]
+type = "noop"
+retry = { max_attempts = 2, backoff_rate = 0.5 }
+
+[tasks.b]
+type = "noop"
+retry = { max_attempts = -3, jitter = "some" }
+"#;
+    let (err, file) = invalid(&s, "retry.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, "0 }"));
+    assert_has(&d, &["max_attempts", "from 1", "found 0"]);
+    let d = diagnostic_at(&err, &file, place(text, "0.5"));
+    assert_has(&d, &["backoff_rate", "at least 1", "found 0.5"]);
+    let d = diagnostic_at(&err, &file, place(text, "-3"));
+    assert_has(&d, &["max_attempts", "found -3"]);
+    let d = diagnostic_at(&err, &file, place(text, r#""some""#));
+    assert_has(&d, &["jitter", "full", "none"]);
+}
+
+#[test]
+fn an_unknown_parameter_reference_is_an_error_with_a_suggestion() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "refs"
+
+[params]
+greeting = "hello"
+
+[tasks.a]
+type = "shell"
+command = "echo ${params.greting} > out.txt"
+
+[tasks.b]
+type = "shell"
+command = "echo ${params.x}"
+
+[tasks.c]
+type = "shell"
+command = "echo ${nope.id}"
+"#;
+    let (err, file) = invalid(&s, "refs.toml", text, &[]);
+    // Reported at the field's value.
+    let d = diagnostic_at(&err, &file, place(text, r#""echo ${params.greting}"#));
+    assert_has(
+        &d,
+        &["${params.greting}", "did you mean `${params.greeting}`?"],
+    );
+    let d = diagnostic_at(&err, &file, place(text, r#""echo ${params.x}""#));
+    assert_has(
+        &d,
+        &["unknown parameter `${params.x}`", "[params]", "greeting"],
+    );
+    let d = diagnostic_at(&err, &file, place(text, r#""echo ${nope.id}""#));
+    assert_has(&d, &["unknown reference `${nope.id}`", "${run.id}"]);
+    assert!(
+        !file_exists_near(&file, "out.txt"),
+        "validate must not run anything"
+    );
+}
+
+fn file_exists_near(dag: &str, name: &str) -> bool {
+    Path::new(dag).parent().unwrap().join(name).exists()
+}
+
+#[test]
+fn a_template_error_does_not_hide_other_errors_of_the_task() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"both\"\n\n[tasks.a]\ntype = \"shell\"\ncommand = \"echo ${params.x}\"\ntimout_seconds = 3\n";
+    let (err, file) = invalid(&s, "both.toml", text, &[]);
+    diagnostic_at(&err, &file, place(text, "\"echo"));
+    let d = diagnostic_at(&err, &file, place(text, "timout_seconds"));
+    assert_has(&d, &["did you mean `timeout_seconds`?"]);
+}
+
+#[test]
+fn an_unknown_param_on_the_command_line_is_an_error() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"p\"\n\n[params]\ngreeting = \"hello\"\n\n[tasks.a]\ntype = \"shell\"\ncommand = \"echo ${params.greeting}\"\n";
+    let (err, file) = invalid(&s, "params.toml", text, &["--param", "greting=hi"]);
+    assert_has(
+        &err,
+        &[
+            &file,
+            "error:",
+            "--param greting",
+            "no parameter `greting`",
+            "help:",
+            "did you mean `greeting`?",
+        ],
+    );
+    // `run` refuses it the same way, before running anything.
+    let dag = s.path("params.toml");
+    let out = flux(
+        &s.path("state"),
+        &["run", dag.to_str().unwrap(), "--param", "nope=1"],
+    );
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_has(
+        &stderr(&out),
+        &["no parameter `nope`", "declared: greeting"],
+    );
+    // And a known one validates.
+    let out = validate(&s, &dag, &["--param", "greeting=hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn every_error_names_file_line_and_column_and_all_are_reported() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "many"
+
+[tasks.a]
+type = "shell"
+comand = "true"
+
+[tasks.b]
+type = "nop"
+depends_on = ["a", "zzz"]
+
+[tasks.c]
+type = "noop"
+retry = { backoff_rate = 0.1 }
+"#;
+    let (err, file) = invalid(&s, "many.toml", text, &[]);
+    let heads: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
+    assert!(heads.len() >= 4, "expected at least 4 errors:\n{err}");
+    for head in &heads {
+        let rest = head
+            .strip_prefix(&format!("{file}:"))
+            .unwrap_or_else(|| panic!("error without the file name: {head}"));
+        let mut parts = rest.splitn(3, ':');
+        let line: usize = parts.next().unwrap().parse().expect("a line number");
+        let col: usize = parts.next().unwrap().parse().expect("a column number");
+        assert!(line >= 1 && col >= 1, "{head}");
+        assert!(parts.next().unwrap().starts_with(" error: "), "{head}");
+    }
+    let helps = err.lines().filter(|l| l.starts_with("  help: ")).count();
+    assert_eq!(helps, heads.len(), "every error has a help line:\n{err}");
+    // In file order.
+    let lines: Vec<usize> = heads
+        .iter()
+        .map(|h| {
+            h[file.len() + 1..]
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{err}");
+}
+
+#[test]
+fn broken_toml_is_reported_at_its_place() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"broken\n\n[tasks.a]\ntype = \"noop\"\n";
+    let (err, file) = invalid(&s, "broken.toml", text, &[]);
+    let (line, _) = place(text, "\"broken");
+    assert!(
+        err.starts_with(&format!("{file}:{line}:")),
+        "expected an error on line {line}:\n{err}"
+    );
+    assert_has(&err, &["invalid TOML", "help:"]);
+}
+
+#[test]
+fn an_empty_file_is_an_error() {
+    let s = Scratch::new();
+    let (err, file) = invalid(&s, "empty.toml", "", &[]);
+    assert_has(
+        &err,
+        &[
+            &format!("{file}:1:1: error: missing [dag] section"),
+            // Where tasks would go: the end of the (empty) file.
+            &format!("{file}:1:1: error: the DAG has no tasks"),
+        ],
+    );
+}
+
+#[test]
+fn an_empty_tasks_section_is_an_error_at_its_header() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"idle\"\n\n[tasks]\n";
+    let (err, file) = invalid(&s, "idle.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, "tasks"));
+    assert_has(&d, &["no tasks", "[tasks.hello]"]);
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let s = Scratch::new();
+    let missing = s.path("nowhere.toml");
+    let out = validate(&s, &missing, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_has(&stderr(&out), &["nowhere.toml", "cannot read"]);
+}
+
+/// Writes `bytes` as a DAG file, validates it (and graphs and runs it) and
+/// expects exit 2 with an error naming the file, and no panic.
+fn hostile(name: &str, bytes: &[u8]) -> String {
+    let s = Scratch::new();
+    let dag = s.path(name);
+    std::fs::write(&dag, bytes).unwrap();
+    let mut first = String::new();
+    for command in ["validate", "graph", "run"] {
+        let out = flux(&s.path("state"), &[command, dag.to_str().unwrap()]);
+        no_panic(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command} {name}: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert_has(&err, &[name, "error:", "help:"]);
+        if first.is_empty() {
+            first = err;
+        }
+    }
+    first
+}
+
+#[test]
+fn binary_junk_is_an_error_not_a_panic() {
+    // Deterministic pseudo-random bytes (xorshift), including NULs and
+    // invalid UTF-8.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    hostile("junk.toml", &bytes);
+    // Control characters that are valid UTF-8.
+    hostile("control.toml", b"\x01\x02\x03\x00\x7f[\x1b]=\x08");
+}
+
+#[test]
+fn a_non_utf8_file_is_reported_where_the_bad_byte_is() {
+    let mut bytes = b"[dag]\nname = \"caf".to_vec();
+    bytes.extend_from_slice(&[0xE9, b'"', b'\n']); // Latin-1 é
+    let err = hostile("latin1.toml", &bytes);
+    // Line 2, after `name = "caf` (11 characters).
+    assert_has(&err, &["latin1.toml:2:12: error:", "UTF-8"]);
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    hostile("arrays.toml", "[".repeat(100_000).as_bytes());
+    hostile(
+        "value_arrays.toml",
+        format!("a = {}", "[".repeat(100_000)).as_bytes(),
+    );
+    hostile(
+        "closed_arrays.toml",
+        format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000)).as_bytes(),
+    );
+    hostile(
+        "tables.toml",
+        format!("a = {}", "{b = ".repeat(100_000)).as_bytes(),
+    );
+}
+
+#[test]
+fn a_20_mb_file_is_refused_quickly() {
+    let mut text = String::from("[dag]\nname = \"huge\"\n");
+    while text.len() < 20 * 1024 * 1024 {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let started = std::time::Instant::now();
+    let err = hostile("huge.toml", text.as_bytes());
+    assert_has(&err, &["bytes", "at most"]);
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_long_dependency_chain_validates_without_overflowing_the_stack() {
+    // 20,000 tasks in one chain (~1 MB): recursive graph walks overflow here.
+    let s = Scratch::new();
+    let mut text = String::from("[dag]\nname = \"chain\"\n\n[tasks.t0]\ntype = \"noop\"\n");
+    for i in 1..20_000 {
+        text.push_str(&format!(
+            "[tasks.t{i}]\ntype = \"noop\"\ndepends_on = [\"t{}\"]\n",
+            i - 1
+        ));
+    }
+    let dag = s.write("chain.toml", &text);
+    let out = validate(&s, &dag, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Closing the chain into one long cycle is an error, reported promptly.
+    let text = text.replacen(
+        "[tasks.t0]\ntype = \"noop\"\n",
+        "[tasks.t0]\ntype = \"noop\"\ndepends_on = [\"t19999\"]\n",
+        1,
+    );
+    let (err, file) = invalid(&s, "ring.toml", &text, &[]);
+    let d = diagnostic_at(&err, &file, place(&text, "[\"t19999\"]"));
+    assert_has(&d, &["cycle", "t0 -> t1 -> t2 ->", "t19999 -> t0"]);
+}
+
+#[test]
+fn a_huge_file_full_of_errors_fails_fast_with_a_bounded_report() {
+    let s = Scratch::new();
+    let mut text = String::from("[dag]\nname = \"errors\"\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("[tasks.t{i}]\ntype = \"noop\"\nbad = 1\n"));
+    }
+    let started = std::time::Instant::now();
+    let (err, file) = invalid(&s, "errors.toml", &text, &[]);
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+    // The first error is exact; the rest are counted.
+    diagnostic_at(&err, &file, place_nth(&text, "bad", 0));
+    assert_has(&err, &["more error(s) not shown"]);
+    assert!(err.lines().count() < 1_000, "{} lines", err.lines().count());
+}
+
+// --------------------------------------------------------------------- run
+
+/// Runs `dag` with `args` and returns the output (no panic checked).
+fn run(s: &Scratch, dag: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["run", dag.to_str().unwrap(), "--max-parallel", "2"];
+    all.extend_from_slice(args);
+    let out = flux(&s.path("state"), &all);
+    no_panic(&out);
+    out
+}
+
+fn expect_code(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}\n--- stdout\n{}--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// The run id a task wrote to `file` (`echo ${run.id} > file`).
+fn run_id_from(path: &Path) -> String {
+    let id = lines(path).first().cloned().unwrap_or_default();
+    assert!(!id.is_empty(), "{} holds no run id", path.display());
+    id
+}
+
+#[test]
+fn a_successful_run_exits_0_and_substitutes_params_and_run_id() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "subst"
+
+[params]
+greeting = "hello"
+count = 3
+
+[tasks.write]
+type = "shell"
+command = "printf '%s %s %s' '${params.greeting}' '${params.count}' '${task.id}' > \"${dag.dir}/out-${params.greeting}.txt\"; echo ${run.id} > run_id.txt"
+"#;
+    let dag = s.write("subst.toml", text);
+    let out = run(&s, &dag, &["--param", "greeting=hi there"]);
+    expect_code(&out, 0, "run");
+    let written = std::fs::read_to_string(s.path("out-hi there.txt")).expect("the task's file");
+    assert_eq!(written, "hi there 3 write");
+    assert!(!s.path("out-hello.txt").exists());
+    let id = run_id_from(&s.path("run_id.txt"));
+    let report = show(&s.path("state"), &id);
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["params"]["greeting"], "hi there");
+
+    // Without the override, the default.
+    let out = run(&s, &dag, &[]);
+    expect_code(&out, 0, "run with defaults");
+    let written = std::fs::read_to_string(s.path("out-hello.txt")).expect("the task's file");
+    assert_eq!(written, "hello 3 write");
+}
+
+#[test]
+fn a_failing_branch_does_not_stop_independent_ones() {
+    let s = Scratch::new();
+    // `bad` fails at once; `slow` is still running then, and `after_slow`
+    // starts only after the failure: the run goes on.
+    let text = r#"[dag]
+name = "branches"
+
+[tasks.root]
+type = "noop"
+
+[tasks.bad]
+type = "shell"
+depends_on = ["root"]
+command = "echo 'no such table' >&2; exit 3"
+
+[tasks.child]
+type = "shell"
+depends_on = ["bad"]
+command = "touch child.ran"
+
+[tasks.grandchild]
+type = "noop"
+depends_on = ["child", "slow"]
+
+[tasks.slow]
+type = "shell"
+depends_on = ["root"]
+command = "sleep 0.3"
+
+[tasks.after_slow]
+type = "shell"
+depends_on = ["slow"]
+command = "echo ${run.id} > after_slow.ran"
+"#;
+    let dag = s.write("branches.toml", text);
+    let out = run(&s, &dag, &[]);
+    expect_code(&out, 1, "a run with a failed task exits 1");
+    assert!(!s.path("child.ran").exists(), "a descendant of `bad` ran");
+    let id = run_id_from(&s.path("after_slow.ran"));
+    let report = show(&s.path("state"), &id);
+    assert_eq!(report["status"], "failed");
+    let tasks = tasks_by_id(&report);
+    let status = |t: &str| tasks[t]["status"].as_str().unwrap().to_string();
+    assert_eq!(status("root"), "succeeded");
+    assert_eq!(status("bad"), "failed");
+    assert_eq!(status("slow"), "succeeded");
+    assert_eq!(status("after_slow"), "succeeded");
+    assert_eq!(status("child"), "upstream_failed");
+    assert_eq!(status("grandchild"), "upstream_failed");
+    assert_eq!(tasks["child"]["attempts"], 0);
+    let error = tasks["bad"]["error"].as_str().unwrap();
+    assert_has(error, &["exit code 3", "no such table"]);
+    assert_has(tasks["child"]["error"].as_str().unwrap(), &["bad"]);
+}
+
+#[test]
+fn show_json_reports_tasks_and_every_attempt_of_a_retried_task() {
+    let s = Scratch::new();
+    let marker = s.path("flaky.marker");
+    let text = format!(
+        r#"[dag]
+name = "flaky"
+
+[tasks.flaky]
+type = "shell"
+retry = {{ max_attempts = 3, interval_seconds = 1, jitter = "none" }}
+command = "echo ${{run.id}} > run_id.txt; if [ -f '{m}' ]; then exit 0; fi; touch '{m}'; echo 'first try fails' >&2; exit 1"
+
+[tasks.after]
+type = "noop"
+depends_on = ["flaky"]
+output = {{ done = true }}
+"#,
+        m = marker.display()
+    );
+    let dag = s.write("flaky.toml", &text);
+    let out = run(&s, &dag, &[]);
+    expect_code(&out, 0, "a task that fails once, then succeeds on retry");
+    let id = run_id_from(&s.path("run_id.txt"));
+    let report = show(&s.path("state"), &id);
+    for key in ["run_id", "dag", "status", "tasks", "attempts"] {
+        assert!(report.get(key).is_some(), "show has no `{key}`: {report}");
+    }
+    assert_eq!(report["run_id"], id.as_str());
+    assert_eq!(report["dag"], "flaky");
+    assert_eq!(report["status"], "succeeded");
+    let tasks = report["tasks"].as_array().unwrap();
+    let ids: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["flaky", "after"], "tasks in file order");
+    for t in tasks {
+        for key in [
+            "id",
+            "type",
+            "status",
+            "attempts",
+            "started_at",
+            "ended_at",
+            "error",
+            "output",
+        ] {
+            assert!(t.get(key).is_some(), "task has no `{key}`: {t}");
+        }
+    }
+    let by_id = tasks_by_id(&report);
+    assert_eq!(by_id["flaky"]["type"], "shell");
+    assert_eq!(by_id["flaky"]["status"], "succeeded");
+    assert_eq!(by_id["flaky"]["attempts"], 2);
+    assert_eq!(by_id["flaky"]["error"], Value::Null);
+    assert_eq!(by_id["after"]["type"], "noop");
+    assert_eq!(by_id["after"]["attempts"], 1);
+    assert_eq!(by_id["after"]["output"], json!({ "done": true }));
+    assert!(by_id["flaky"]["started_at"].is_string());
+    assert!(by_id["flaky"]["ended_at"].is_string());
+
+    let attempts: Vec<&Value> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["task_id"] == "flaky")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{report}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["status"], "failed");
+    assert_has(
+        attempts[0]["error"].as_str().unwrap_or(""),
+        &["exit code 1", "first try fails"],
+    );
+    assert_eq!(attempts[1]["attempt"], 2);
+    assert_eq!(attempts[1]["status"], "succeeded");
+    // The retry waited its interval (1 s, no jitter).
+    let t = |v: &Value| {
+        let text = v.as_str().unwrap();
+        // RFC 3339 with milliseconds: seconds of the day are enough here.
+        let time = &text[text.find('T').unwrap() + 1..text.len() - 1];
+        let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    let gap = t(&attempts[1]["started_at"]) - t(&attempts[0]["ended_at"]);
+    assert!(
+        (0.9..30.0).contains(&gap) || gap < -80_000.0,
+        "retry after {gap} s"
+    );
+
+    // The table form names the tasks too.
+    let out = flux(&s.path("state"), &["show", &id]);
+    expect_code(&out, 0, "show");
+    assert_has(&stdout(&out), &["flaky", "after", "succeeded"]);
+    // An unknown run id is an input error.
+    let out = flux(&s.path("state"), &["show", "nosuch", "--format", "json"]);
+    expect_code(&out, 2, "show of an unknown run");
+    assert_has(&stderr(&out), &["nosuch"]);
+}
+
+#[test]
+fn runs_lists_newest_first_as_json_and_table() {
+    let s = Scratch::new();
+    let state = s.path("state");
+    let out = flux(&state, &["runs", "--format", "json"]);
+    expect_code(&out, 0, "runs with no runs");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap(),
+        json!([])
+    );
+
+    let text = "[dag]\nname = \"listed\"\n\n[params]\nfail = \"0\"\n\n[tasks.t]\ntype = \"shell\"\ncommand = \"echo ${run.id} >> run_ids.txt; exit ${params.fail}\"\n";
+    let dag = s.write("listed.toml", text);
+    expect_code(&run(&s, &dag, &[]), 0, "first run");
+    expect_code(&run(&s, &dag, &["--param", "fail=1"]), 1, "second run");
+    expect_code(&run(&s, &dag, &[]), 0, "third run");
+    let ids = lines(&s.path("run_ids.txt"));
+    assert_eq!(ids.len(), 3);
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+
+    let listed = runs(&state);
+    let listed_ids: Vec<&str> = listed
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed_ids, newest_first);
+    let statuses: Vec<&str> = listed
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "failed", "succeeded"]);
+    assert!(listed.iter().all(|r| r["dag"] == "listed"));
+
+    let out = flux(&state, &["runs", "--format", "table"]);
+    expect_code(&out, 0, "runs table");
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].contains("RUN ID"), "a header first:\n{table}");
+    let positions: Vec<usize> = newest_first
+        .iter()
+        .map(|id| {
+            rows.iter()
+                .position(|r| r.starts_with(id))
+                .unwrap_or_else(|| panic!("{id} not in:\n{table}"))
+        })
+        .collect();
+    assert_eq!(positions, [1, 2, 3], "newest first:\n{table}");
+    assert!(rows[2].contains("failed"), "{table}");
+}
+
+#[test]
+fn graph_draws_every_edge_in_dot_and_mermaid() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "drawn"
+
+[tasks.extract]
+type = "noop"
+
+[tasks.clean]
+type = "noop"
+depends_on = ["extract"]
+
+[tasks.stats]
+type = "noop"
+depends_on = ["extract"]
+
+[tasks.report]
+type = "shell"
+command = "true"
+depends_on = ["clean", "stats"]
+"#;
+    let dag = s.write("drawn.toml", text);
+    let edges = [
+        ("extract", "clean"),
+        ("extract", "stats"),
+        ("clean", "report"),
+        ("stats", "report"),
+    ];
+    let out = flux(
+        &s.path("state"),
+        &["graph", dag.to_str().unwrap(), "--format", "dot"],
+    );
+    expect_code(&out, 0, "graph dot");
+    let dot = stdout(&out);
+    assert!(dot.trim_start().starts_with("digraph"), "{dot}");
+    for (from, to) in edges {
+        assert!(
+            dot.contains(&format!("\"{from}\" -> \"{to}\"")),
+            "no {from} -> {to} in:\n{dot}"
+        );
+    }
+    assert_eq!(dot.matches("->").count(), edges.len(), "{dot}");
+
+    let out = flux(
+        &s.path("state"),
+        &["graph", dag.to_str().unwrap(), "--format", "mermaid"],
+    );
+    expect_code(&out, 0, "graph mermaid");
+    let mermaid = stdout(&out);
+    assert!(
+        mermaid.trim_start().starts_with("flowchart") || mermaid.trim_start().starts_with("graph"),
+        "{mermaid}"
+    );
+    for (from, to) in edges {
+        assert!(
+            mermaid.contains(&format!("{from} --> {to}")),
+            "no {from} --> {to} in:\n{mermaid}"
+        );
+    }
+    assert_eq!(mermaid.matches("-->").count(), edges.len(), "{mermaid}");
+    // Default format is DOT.
+    let out = flux(&s.path("state"), &["graph", dag.to_str().unwrap()]);
+    expect_code(&out, 0, "graph");
+    assert_eq!(stdout(&out), dot);
+}
+
+#[test]
+fn a_task_output_reaches_show_and_its_dependents_inputs() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "outputs"
+
+[tasks.produce]
+type = "shell"
+command = '''echo '{"rows": 42, "path": "s3://bucket/key"}' > "$FLUX_OUTPUT"; echo ${run.id} > run_id.txt'''
+
+[tasks.fixed]
+type = "noop"
+output = { ready = true }
+
+[tasks.consume]
+type = "shell"
+depends_on = ["produce", "fixed"]
+command = '''cp "$FLUX_INPUTS" consumed.json'''
+"#;
+    let dag = s.write("outputs.toml", text);
+    expect_code(&run(&s, &dag, &[]), 0, "run");
+    let produced = json!({ "rows": 42, "path": "s3://bucket/key" });
+    let inputs: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("consumed.json")).unwrap()).unwrap();
+    assert_eq!(
+        inputs,
+        json!({ "produce": produced, "fixed": { "ready": true } })
+    );
+    let id = run_id_from(&s.path("run_id.txt"));
+    let tasks = tasks_by_id(&show(&s.path("state"), &id));
+    assert_eq!(tasks["produce"]["output"], produced);
+    assert_eq!(tasks["fixed"]["output"], json!({ "ready": true }));
+    assert_eq!(tasks["consume"]["output"], Value::Null);
+}

@@ -1,0 +1,240 @@
+//! Helpers shared by the integration tests: they drive the real
+//! `flux-engine` binary and read what it reports.
+//!
+//! Each test crate uses its own subset, hence `dead_code` is allowed.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flux-engine")
+}
+
+/// A command for the binary with an explicit state dir and no inherited
+/// `FLUX_HOME` or log filter.
+pub fn command(state: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--state-dir")
+        .arg(state)
+        .env_remove("FLUX_HOME")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the binary to completion and returns what it printed.
+pub fn flux(state: &Path, args: &[&str]) -> Output {
+    command(state)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()))
+}
+
+/// Starts the binary in the background; its stdout and stderr go to
+/// `log_prefix.stdout` / `log_prefix.stderr` so that a failing test can
+/// show them.
+pub fn spawn(state: &Path, args: &[&str], log_prefix: &Path) -> Child {
+    let out = File::create(log_prefix.with_extension("stdout")).unwrap();
+    let err = File::create(log_prefix.with_extension("stderr")).unwrap();
+    command(state)
+        .args(args)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin()))
+}
+
+/// The logs a [`spawn`]ed process wrote, for failure messages.
+pub fn logs(log_prefix: &Path) -> String {
+    let read = |ext| std::fs::read_to_string(log_prefix.with_extension(ext)).unwrap_or_default();
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        read("stdout"),
+        read("stderr")
+    )
+}
+
+/// Waits for `child` to exit, at most `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `done` every few milliseconds until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Parses a command's stdout as JSON, failing the test with its output
+/// if it exited non-zero or printed something else.
+pub fn json_of(output: &Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        output.status
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{what} printed invalid JSON ({e}):\n{stdout}"))
+}
+
+/// `flux-engine show RUN --format json`.
+pub fn show(state: &Path, run_id: &str) -> serde_json::Value {
+    json_of(
+        &flux(state, &["show", run_id, "--format", "json"]),
+        &format!("show {run_id}"),
+    )
+}
+
+/// `flux-engine runs --format json`, newest first.
+pub fn runs(state: &Path) -> Vec<serde_json::Value> {
+    match json_of(&flux(state, &["runs", "--format", "json"]), "runs") {
+        serde_json::Value::Array(items) => items,
+        other => panic!("runs --format json printed {other}, not a list"),
+    }
+}
+
+/// The `tasks` of a `show` report, by id.
+pub fn tasks_by_id(
+    report: &serde_json::Value,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    report["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("show has no tasks list: {report}"))
+        .iter()
+        .map(|t| (t["id"].as_str().expect("task id").to_string(), t.clone()))
+        .collect()
+}
+
+/// A string field of a JSON value, or "" if absent.
+pub fn str_of<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or("")
+}
+
+/// The non-empty lines of a file (none if it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether process `pid` exists and is not a zombie. (Killed processes
+/// whose parent died may stay zombies if PID 1 does not reap them; a
+/// zombie runs no code, so it counts as gone.)
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    if rc != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised name.
+        Ok(stat) => match stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+        {
+            Some(state) => state != "Z" && state != "X",
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Whether process `pid` is alive and has `needle` in its environment.
+///
+/// PIDs are reused (often quickly: `pid_max` may be 32768), so a test that
+/// checks or kills a process by a PID recorded earlier first makes sure the
+/// PID still names a process of its own, e.g. with `needle` =
+/// `FLUX_SCRATCH_DIR=<its state dir>`, which every task process inherits.
+pub fn own_process_alive(pid: i32, needle: &str) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    environ
+        .split(|&b| b == 0)
+        .any(|var| String::from_utf8_lossy(var).starts_with(needle))
+}
+
+/// The environment entry every task process of a run in `state` has.
+pub fn task_env_marker(state: &Path) -> String {
+    format!("FLUX_SCRATCH_DIR={}", state.display())
+}
+
+/// Reads a PID written by a task (`echo $$ > file`), if the file is complete.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Sends SIGKILL to process group `pgid`, ignoring "no such process".
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: sends a signal to a process group a test task created.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends `signal` to one process.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: sends a signal to a child process this test started.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}) failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A fresh temporary folder, and paths inside it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
