@@ -1,1 +1,235 @@
-fn main() {}
+//! The engine's own overhead: how many trivial tasks per second it completes
+//! through the real code path (DAG loader, scheduler, durable SQLite
+//! checkpoint), and how much memory that takes.
+//!
+//! A program that prints figures, not a timed test:
+//!
+//! ```text
+//! cargo bench -p flux-engine-core --bench engine_overhead
+//! ```
+//!
+//! The parent process runs every repetition of every scenario in a fresh
+//! child process (this same binary with `--scenario NAME`), so that each
+//! child's peak RSS (`VmHWM`) belongs to one run alone. Repetitions are
+//! interleaved (wide, chain, fan_in, wide, ...) so that drift in the
+//! machine's speed spreads over all scenarios.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use engine::scheduler::Silent;
+use engine::state_dir::StateDir;
+use engine::{
+    Attempt, Engine, FieldError, Fields, Registry, RunOptions, RunStatus, TaskAction, TaskFailure,
+    TaskKind,
+};
+
+const REPETITIONS: usize = 5;
+
+/// (name, task count)
+const SCENARIOS: &[(&str, usize)] = &[("wide", 10_000), ("chain", 10_000), ("fan_in", 1_001)];
+
+/// `type = "noop"`: does nothing and succeeds. The engine crate cannot use
+/// the tasks crate's noop, so the bench has its own.
+struct Noop;
+
+struct NoopAction;
+
+impl TaskKind for Noop {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+    fn summary(&self) -> &'static str {
+        "does nothing"
+    }
+    fn parse(&self, _fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
+        Ok(Arc::new(NoopAction))
+    }
+}
+
+#[async_trait]
+impl TaskAction for NoopAction {
+    async fn run(&self, _attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
+        Ok(None)
+    }
+}
+
+/// The DAG file text for a scenario.
+fn dag_text(scenario: &str) -> String {
+    let mut text = format!("[dag]\nname = \"bench_{scenario}\"\n");
+    match scenario {
+        "wide" => {
+            for i in 0..10_000 {
+                text += &format!("\n[tasks.t{i}]\ntype = \"noop\"\n");
+            }
+        }
+        "chain" => {
+            text += "\n[tasks.t0]\ntype = \"noop\"\n";
+            for i in 1..10_000 {
+                text += &format!(
+                    "\n[tasks.t{i}]\ntype = \"noop\"\ndepends_on = [\"t{}\"]\n",
+                    i - 1
+                );
+            }
+        }
+        "fan_in" => {
+            let mut leaves = Vec::new();
+            for i in 0..1_000 {
+                text += &format!("\n[tasks.leaf{i}]\ntype = \"noop\"\n");
+                leaves.push(format!("\"leaf{i}\""));
+            }
+            text += &format!(
+                "\n[tasks.sink]\ntype = \"noop\"\ndepends_on = [{}]\n",
+                leaves.join(", ")
+            );
+        }
+        other => panic!("unknown scenario `{other}`"),
+    }
+    text
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Peak resident set size of this process, in KiB.
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child: one run of one scenario; prints one `RESULT` line.
+fn child(scenario: &str) {
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Noop));
+    let text = dag_text(scenario);
+    let state = tempfile::tempdir().expect("a temp dir");
+    let path = state.path().join(format!("{scenario}.toml"));
+
+    let load_start = Instant::now();
+    let dag = engine::dag::load_str(&path, &text, &[], &registry)
+        .unwrap_or_else(|e| panic!("the generated DAG is invalid: {e}"));
+    let load_s = load_start.elapsed().as_secs_f64();
+    let tasks = dag.tasks.len();
+
+    let engine = Engine::new(registry, StateDir::new(state.path().join("state")));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let options = RunOptions {
+        max_parallel: cores(),
+        observer: Arc::new(Silent),
+        cancel: cancel_rx,
+    };
+    let run_start = Instant::now();
+    let outcome = runtime
+        .block_on(engine.run_with_id(&dag, "bench-run", options))
+        .expect("the run completes");
+    let run_s = run_start.elapsed().as_secs_f64();
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{scenario}");
+
+    println!(
+        "RESULT scenario={scenario} tasks={tasks} load_s={load_s:.6} run_s={run_s:.6} hwm_kib={}",
+        vm_hwm_kib()
+    );
+}
+
+struct Sample {
+    load_s: f64,
+    run_s: f64,
+    hwm_kib: u64,
+}
+
+/// Parent: runs one child and parses its `RESULT` line.
+fn sample(scenario: &str) -> Sample {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let out = Command::new(exe)
+        .args(["--scenario", scenario])
+        .output()
+        .expect("the child starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scenario {scenario} failed: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line from {scenario}: {stdout}"));
+    let field = |name: &str| -> &str {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in `{line}`"))
+    };
+    Sample {
+        load_s: field("load_s").parse().expect("load_s"),
+        run_s: field("run_s").parse().expect("run_s"),
+        hwm_kib: field("hwm_kib").parse().expect("hwm_kib"),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    // `cargo bench` adds `--bench` (and perhaps a filter); only
+    // `--scenario NAME` means anything here.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--scenario") {
+        child(args.get(i + 1).expect("--scenario NAME"));
+        return;
+    }
+
+    println!(
+        "engine_overhead: noop tasks, durable SQLite checkpoint, max_parallel = {}, {REPETITIONS} runs per scenario, one process per run",
+        cores()
+    );
+    let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    for rep in 0..REPETITIONS {
+        for (s, (name, _)) in SCENARIOS.iter().enumerate() {
+            let got = sample(name);
+            eprintln!(
+                "  run {}/{REPETITIONS} {name:<7} load {:7.1} ms  run {:7.3} s  peak {:6.1} MiB",
+                rep + 1,
+                got.load_s * 1e3,
+                got.run_s,
+                got.hwm_kib as f64 / 1024.0
+            );
+            samples[s].push(got);
+        }
+    }
+
+    println!();
+    println!(
+        "{:<8} {:>6} {:>14} {:>10} {:>10} {:>10} {:>14}",
+        "scenario", "tasks", "median tasks/s", "min", "max", "load ms", "peak RSS MiB"
+    );
+    for ((name, tasks), runs) in SCENARIOS.iter().zip(&samples) {
+        let rates: Vec<f64> = runs.iter().map(|r| *tasks as f64 / r.run_s).collect();
+        let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = rates.iter().copied().fold(0.0, f64::max);
+        let load_ms = median(runs.iter().map(|r| r.load_s * 1e3).collect());
+        let rss = median(runs.iter().map(|r| r.hwm_kib as f64 / 1024.0).collect());
+        println!(
+            "{name:<8} {tasks:>6} {:>14.0} {min:>10.0} {max:>10.0} {load_ms:>10.1} {rss:>14.1}",
+            median(rates)
+        );
+    }
+}
