@@ -260,12 +260,13 @@ fn drive<'a>(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let outcome = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        // Registered before the run starts, so that a Ctrl-C at any moment
+        // of the run cancels it instead of killing the process outright.
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
         let signals = tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let (Ok(mut int), Ok(mut term)) = (interrupt, terminate) else {
                 return;
             };
             tokio::select! {
@@ -284,9 +285,6 @@ fn drive<'a>(
         outcome
     });
     let outcome = outcome.map_err(engine_error)?;
-    for note in &outcome.notes {
-        progress.note(&format!("note: {note}"));
-    }
     let checkpoint = engine
         .state_dir
         .open_checkpoint()

@@ -47,11 +47,6 @@ impl Progress {
             }
         }
     }
-
-    /// Prints a line that does not belong to a task (notes, warnings).
-    pub fn note(&self, text: &str) {
-        self.line(text);
-    }
 }
 
 fn seconds(d: Duration) -> String {
@@ -61,6 +56,7 @@ fn seconds(d: Duration) -> String {
 impl Observer for Progress {
     fn event(&self, event: &RunEvent) {
         match event {
+            RunEvent::Note(text) => self.line(&format!("note: {text}")),
             RunEvent::AttemptStarted { task_id, attempt } => match self {
                 Progress::Live { bars, running } => {
                     let bar = bars.add(ProgressBar::new_spinner());

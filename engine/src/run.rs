@@ -15,7 +15,7 @@ use crate::checkpoint::{Change, CheckpointError, RunRecord, RunStatus, TaskStatu
 use crate::dag::{self, Dag};
 use crate::diagnostic::{Diagnostics, nearest};
 use crate::kind::Registry;
-use crate::scheduler::{Execution, Observer, TaskPlan};
+use crate::scheduler::{Execution, Observer, RunEvent, TaskPlan};
 use crate::state_dir::StateDir;
 
 #[derive(Debug, Error)]
@@ -120,22 +120,8 @@ impl Engine {
             &params,
             &rows,
         )?;
-        let status = Execution {
-            dag,
-            run_id,
-            checkpoint: &mut checkpoint,
-            state_dir: &self.state_dir,
-            max_parallel: options.max_parallel,
-            observer: options.observer,
-            cancel: options.cancel,
-        }
-        .run(plans)
-        .await?;
-        Ok(RunOutcome {
-            run_id: run_id.to_string(),
-            status,
-            notes: Vec::new(),
-        })
+        self.execute(dag, run_id, checkpoint, plans, options, Vec::new())
+            .await
     }
 
     /// The newest run in the state dir.
@@ -284,10 +270,26 @@ impl Engine {
                 }
             }
         }
+        for note in &notes {
+            options.observer.event(&RunEvent::Note(note.clone()));
+        }
         checkpoint.mark_resumed(run_id)?;
         checkpoint.apply(run_id, &changes)?;
+        self.execute(&dag, run_id, checkpoint, plans, options, notes)
+            .await
+    }
+
+    async fn execute(
+        &self,
+        dag: &Dag,
+        run_id: &str,
+        mut checkpoint: crate::checkpoint::Checkpoint,
+        plans: Vec<TaskPlan>,
+        options: RunOptions,
+        notes: Vec<String>,
+    ) -> Result<RunOutcome, EngineError> {
         let status = Execution {
-            dag: &dag,
+            dag,
             run_id,
             checkpoint: &mut checkpoint,
             state_dir: &self.state_dir,

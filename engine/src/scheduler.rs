@@ -30,6 +30,10 @@ pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 /// What the scheduler tells the outside world (the CLI's progress display).
 #[derive(Debug, Clone)]
 pub enum RunEvent {
+    /// Something the user should know about how the run was planned (for
+    /// example a task that changed since the run started), said before any
+    /// task starts.
+    Note(String),
     AttemptStarted {
         task_id: String,
         attempt: u32,
