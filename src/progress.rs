@@ -59,15 +59,17 @@ impl Observer for Progress {
             RunEvent::Note(text) => self.line(&format!("note: {text}")),
             RunEvent::AttemptStarted { task_id, attempt } => match self {
                 Progress::Live { bars, running } => {
-                    let bar = bars.add(ProgressBar::new_spinner());
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner} {prefix:24} attempt {msg}  {elapsed}",
+                    // Styled before it is shown, so its first frame is complete.
+                    let bar = ProgressBar::new_spinner()
+                        .with_style(
+                            ProgressStyle::with_template(
+                                "{spinner} {prefix:24} attempt {msg}  {elapsed}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                         )
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.set_prefix(task_id.clone());
-                    bar.set_message(attempt.to_string());
+                        .with_prefix(task_id.clone())
+                        .with_message(attempt.to_string());
+                    let bar = bars.add(bar);
                     bar.enable_steady_tick(Duration::from_millis(120));
                     if let Ok(mut running) = running.lock() {
                         running.insert(task_id.clone(), bar);
