@@ -60,6 +60,9 @@ pub struct Attempt {
     pub log_dir: PathBuf,
     /// An empty folder that belongs to this attempt alone.
     pub scratch_dir: PathBuf,
+    /// The state dir's root: where local backends keep what outlives a run
+    /// (the local S3 buckets, the local catalog).
+    pub state_root: PathBuf,
     /// The outputs of the task's dependencies, by task id.
     pub inputs: BTreeMap<String, serde_json::Value>,
 }

@@ -204,6 +204,7 @@ impl Execution<'_> {
                         .state_dir
                         .attempt_dir(self.run_id, &task.id, slot.attempts)
                         .join("scratch"),
+                    state_root: self.state_dir.root().to_path_buf(),
                     inputs: dag
                         .dependencies(i)
                         .map(|d| {
