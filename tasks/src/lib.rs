@@ -6,6 +6,7 @@
 //! new folder and one line in [`registry`].
 
 pub mod noop;
+pub mod process;
 pub mod shell;
 
 use std::sync::Arc;

@@ -18,12 +18,12 @@
 //! kills the whole group, so `sleep 100 | cat` does not outlive its task.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+
+use crate::process::{Logs, failure, run_logged};
 
 pub struct Shell;
 
@@ -52,36 +52,6 @@ struct ShellAction {
     env: BTreeMap<String, String>,
 }
 
-/// Kills the process group when dropped, unless the command already ended:
-/// dropping the attempt's future (timeout, cancel) must not leave processes.
-struct ProcessGroup {
-    pgid: Option<i32>,
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            // SAFETY: sends a signal; the negative pid addresses the group
-            // that this task created and nothing else.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-fn failure(context: &str, err: impl std::fmt::Display) -> TaskFailure {
-    TaskFailure::new(format!("{context}: {err}"))
-}
-
-/// The last `lines` lines of a log file, for the error message.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[async_trait]
 impl TaskAction for ShellAction {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
@@ -92,18 +62,13 @@ impl TaskAction for ShellAction {
                 e,
             )
         })?;
-        let stdout_path = dir.join("stdout.log");
-        let stderr_path = dir.join("stderr.log");
+        let logs = Logs::in_dir(dir);
         let output_path = dir.join("output.json");
         let inputs_path = dir.join("inputs.json");
         let inputs =
             serde_json::to_vec(&attempt.inputs).map_err(|e| failure("cannot encode inputs", e))?;
         std::fs::write(&inputs_path, inputs)
             .map_err(|e| failure(&format!("cannot write {}", inputs_path.display()), e))?;
-        let stdout = std::fs::File::create(&stdout_path)
-            .map_err(|e| failure(&format!("cannot create {}", stdout_path.display()), e))?;
-        let stderr = std::fs::File::create(&stderr_path)
-            .map_err(|e| failure(&format!("cannot create {}", stderr_path.display()), e))?;
 
         let mut command = tokio::process::Command::new("sh");
         command
@@ -117,43 +82,8 @@ impl TaskAction for ShellAction {
             .env("FLUX_ATTEMPT_ID", &attempt.attempt_id)
             .env("FLUX_SCRATCH_DIR", &attempt.scratch_dir)
             .env("FLUX_INPUTS", &inputs_path)
-            .env("FLUX_OUTPUT", &output_path)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0);
-        let mut child = command.spawn().map_err(|e| {
-            failure(
-                &format!("cannot start `sh` in {}", attempt.dag_dir.display()),
-                e,
-            )
-        })?;
-        let mut group = ProcessGroup {
-            pgid: child.id().map(|pid| pid as i32),
-        };
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| failure("waiting for the command", e))?;
-        group.pgid = None;
-
-        if !status.success() {
-            use std::os::unix::process::ExitStatusExt;
-            let how = match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exit code {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => "failed".to_string(),
-            };
-            // The first line is what tables show: make it the most telling
-            // one, the last line of stderr; more context follows.
-            let last = tail(&stderr_path, 5);
-            let mut message = format!("command failed with {how}");
-            if let Some(final_line) = last.lines().last() {
-                message.push_str(&format!(": {final_line}\nstderr ends with:\n{last}"));
-            }
-            message.push_str(&format!("\n(full log: {})", stderr_path.display()));
-            return Err(TaskFailure::new(message));
-        }
+            .env("FLUX_OUTPUT", &output_path);
+        run_logged(command, "command", &logs).await?;
         match std::fs::read(&output_path) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
