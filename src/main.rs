@@ -4,6 +4,7 @@
 
 mod output;
 mod progress;
+mod sample_data;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Write deterministic rental sample CSVs (locations, users, vehicles,
+    /// rental_transactions); tables scale with --transactions
+    SampleData {
+        /// Directory for the four files (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Rental transactions to write; the other tables scale with it
+        #[arg(long, value_name = "N", default_value_t = 2000, value_parser = transactions_range())]
+        transactions: u64,
+        /// Same seed and N give byte-identical files
+        #[arg(long, value_name = "S", default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +104,10 @@ enum Format {
 enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+fn transactions_range() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=sample_data::MAX_TRANSACTIONS)
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -189,6 +207,16 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             drive(&engine, max_parallel, |options| {
                 Box::pin(async { engine.resume(&run_id, &from, options).await })
             })
+        }
+        Command::SampleData {
+            out,
+            transactions,
+            seed,
+        } => {
+            let summary = sample_data::generate(&out, transactions, seed)
+                .map_err(|e| Exit(e.exit_code(), format!("error: {e}")))?;
+            println!("{summary}");
+            Ok(0)
         }
         Command::Runs { format } => {
             let Some(checkpoint) = state_dir
