@@ -7,6 +7,8 @@
 
 pub mod noop;
 pub mod process;
+pub mod s3;
+pub mod s3_ingest;
 pub mod shell;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register(Arc::new(noop::Noop))
+        .register(Arc::new(s3_ingest::S3Ingest))
         .register(Arc::new(shell::Shell));
     registry
 }

@@ -1,0 +1,488 @@
+//! `s3_ingest`: uploads local files or folders to `s3://bucket/prefix/`.
+//!
+//! ```toml
+//! [tasks.upload_raw]
+//! type = "s3_ingest"
+//! source = "data/raw"                    # a file or a folder, or a list of them
+//! destination = "s3://my-bucket/raw/"    # a prefix: ends with `/`
+//! include = "*.csv"                      # optional; or a list, e.g. ["*.csv", "*.json"]
+//! ```
+//!
+//! * `source` — a path or a list of paths; relative paths start at the DAG
+//!   file's folder. A folder uploads its files recursively, each under its
+//!   path relative to the folder (`data/raw/2024/a.csv` becomes
+//!   `raw/2024/a.csv`), like `aws s3 cp --recursive`; a file uploads under
+//!   its own name. Two sources yielding the same key are an error.
+//! * `destination` — where the objects go; `s3://bucket` (the bucket
+//!   itself) is allowed too.
+//! * `include` — file-name patterns for the files found in folders (`*`
+//!   matches any run of characters, `?` one); files named directly in
+//!   `source` are always uploaded. Without it, every file is uploaded.
+//!
+//! Each object is written atomically. An object already at the destination
+//! with the same size and SHA-256 is left alone and reported as skipped, so
+//! re-running the task (or a resume after a crash) uploads only what
+//! changed. Nothing at the destination is ever deleted. The task fails if
+//! the sources hold no file to upload, naming the sources and patterns.
+//!
+//! The output, for downstream tasks (`${...}` or `FLUX_INPUTS`):
+//!
+//! ```json
+//! {"destination": "s3://my-bucket/raw/",
+//!  "objects": [{"key": "raw/2024/a.csv", "size": 12, "md5": "…", "sha256": "…", "skipped": false}],
+//!  "objects_total": 1, "objects_omitted": 0,
+//!  "uploaded": 1, "skipped": 0, "bytes": 12, "total_bytes": 12}
+//! ```
+//!
+//! `md5` is the hex ETag S3 gives a single-part upload, `sha256` the
+//! identity compared for skips; `bytes` counts the bytes uploaded by this
+//! attempt and `total_bytes` the size of every object. The list is sorted
+//! by key and holds at most [`MAX_LISTED_OBJECTS`] objects (fewer if their
+//! keys are long), so that the output stays far below the engine's 256 KiB
+//! limit; `objects_omitted` says how many more there were, and the
+//! attempt's `stdout.log` lists them all.
+//!
+//! # On AWS (not implemented yet)
+//!
+//! The AWS backend does the same through aws-sdk-s3: `HeadObject` on each
+//! key (its `ContentLength` and the SHA-256 checksum stored with the
+//! object) decides the skip; `PutObject` with `ChecksumAlgorithm=SHA256`
+//! and `Content-MD5` makes S3 verify the bytes, and multipart uploads for
+//! large files (whose ETag is no MD5, which is why SHA-256 is what we
+//! compare). In the Step Functions export the local files are not reachable
+//! from AWS, so the exporter uploads them when the state machine is
+//! deployed, and the task becomes a state that checks the objects are there
+//! (`arn:aws:states:::aws-sdk:s3:headObject` per object, or a `Pass` state
+//! carrying the manifest above). The IAM statements: `s3:PutObject` and
+//! `s3:GetObject` on `arn:aws:s3:::BUCKET/PREFIX*` for the deployer, and
+//! `s3:GetObject` (HeadObject) for the state machine's role.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use serde_json::json;
+
+use crate::s3::{Checksums, LocalS3, S3Uri, checksum_file};
+
+/// At most this many objects are listed in the output.
+pub const MAX_LISTED_OBJECTS: usize = 500;
+
+/// The listed objects take at most this many bytes of JSON.
+const MAX_LISTED_BYTES: usize = 128 * 1024;
+
+pub struct S3Ingest;
+
+impl TaskKind for S3Ingest {
+    fn name(&self) -> &'static str {
+        "s3_ingest"
+    }
+
+    fn summary(&self) -> &'static str {
+        "uploads local files or folders (`source`) to an S3 prefix (`destination`), skipping unchanged objects"
+    }
+
+    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
+        // Every field is asked for before any error returns, so that a bad
+        // `source` does not make the engine call `include` unknown.
+        let (sources, destination, include) = (
+            strings(fields, "source"),
+            fields.required_str("destination"),
+            strings(fields, "include"),
+        );
+        let sources = sources?.ok_or_else(|| FieldError {
+            field: None,
+            message: "missing field `source`".to_string(),
+            help: Some(
+                "add `source = \"data/raw\"` (a file or folder, relative to the DAG file) to the task"
+                    .to_string(),
+            ),
+        })?;
+        if sources.is_empty() {
+            return Err(FieldError::field("source", "`source` is an empty list")
+                .help("name at least one file or folder to upload"));
+        }
+        if sources.iter().any(|s| s.trim().is_empty()) {
+            return Err(FieldError::field("source", "`source` holds an empty path")
+                .help("give the path of a file or folder, relative to the DAG file's folder"));
+        }
+        let text = destination?;
+        let destination = S3Uri::parse(&text).map_err(|e| {
+            FieldError::field("destination", e.to_string())
+                .help("write the destination as s3://bucket/prefix/")
+        })?;
+        if !destination.is_prefix() {
+            return Err(FieldError::field(
+                "destination",
+                format!("`destination` must be a prefix ending with `/`, found `{text}`"),
+            )
+            .help(format!(
+                "write `destination = \"{}\"`",
+                destination.as_prefix()
+            )));
+        }
+        let include = include?.unwrap_or_default();
+        for pattern in &include {
+            if pattern.is_empty() || pattern.contains('/') {
+                return Err(FieldError::field(
+                    "include",
+                    format!("`include` pattern `{pattern}` must be a non-empty file name pattern without `/`"),
+                )
+                .help("patterns match file names, as in include = \"*.csv\""));
+            }
+        }
+        Ok(Arc::new(S3IngestAction {
+            sources,
+            destination,
+            include,
+        }))
+    }
+}
+
+/// A field that is a string or a list of strings.
+fn strings(fields: &Fields, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+    let wrong = |found: &str| {
+        FieldError::field(
+            name,
+            format!("`{name}` must be a string or a list of strings, found {found}"),
+        )
+    };
+    match fields.optional::<toml::Value>(name)? {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(vec![s])),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s),
+                other => Err(wrong(&format!("a list holding {}", other.type_str()))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(wrong(other.type_str())),
+    }
+}
+
+struct S3IngestAction {
+    sources: Vec<String>,
+    destination: S3Uri,
+    include: Vec<String>,
+}
+
+/// Stops the blocking upload (between files) when the attempt's future is
+/// dropped on a timeout or a cancel.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl TaskAction for S3IngestAction {
+    async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
+        let job = Job {
+            sources: self.sources.clone(),
+            destination: self.destination.clone(),
+            include: self.include.clone(),
+            dag_dir: attempt.dag_dir.clone(),
+            log_path: attempt.log_dir.join("stdout.log"),
+            s3: LocalS3::new(&attempt.state_root),
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        tokio::task::spawn_blocking(move || job.run(&cancel))
+            .await
+            .map_err(|e| TaskFailure::new(format!("the upload stopped unexpectedly: {e}")))?
+            .map(Some)
+    }
+}
+
+/// One file to upload.
+struct Item {
+    /// The key below the destination prefix.
+    relative: String,
+    path: PathBuf,
+}
+
+struct Job {
+    sources: Vec<String>,
+    destination: S3Uri,
+    include: Vec<String>,
+    dag_dir: PathBuf,
+    log_path: PathBuf,
+    s3: LocalS3,
+}
+
+/// What happened to one object.
+struct Record {
+    key: String,
+    checksums: Checksums,
+    skipped: bool,
+}
+
+impl Job {
+    fn run(&self, cancel: &AtomicBool) -> Result<serde_json::Value, TaskFailure> {
+        let items = self.collect()?;
+        if let Some(dir) = self.log_path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| TaskFailure::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut log = fs::File::create(&self.log_path).map_err(|e| {
+            TaskFailure::new(format!("cannot create {}: {e}", self.log_path.display()))
+        })?;
+        let mut records = Vec::with_capacity(items.len());
+        for item in &items {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TaskFailure::new("cancelled"));
+            }
+            let record = self.upload(item)?;
+            let line = format!(
+                "{} {} ({} bytes, sha256 {}) from {}\n",
+                if record.skipped {
+                    "unchanged"
+                } else {
+                    "uploaded "
+                },
+                self.uri_of(&record.key),
+                record.checksums.size,
+                record.checksums.sha256,
+                item.path.display()
+            );
+            log.write_all(line.as_bytes()).map_err(|e| {
+                TaskFailure::new(format!("cannot write {}: {e}", self.log_path.display()))
+            })?;
+            records.push(record);
+        }
+        Ok(output(&self.destination, &records))
+    }
+
+    fn uri_of(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.destination.bucket())
+    }
+
+    /// Uploads one file unless the destination already holds its bytes.
+    fn upload(&self, item: &Item) -> Result<Record, TaskFailure> {
+        let path = &item.path;
+        let uri = self
+            .destination
+            .join(&item.relative)
+            .map_err(|e| TaskFailure::new(format!("cannot upload {}: {e}", path.display())))?;
+        let local = checksum_file(path).map_err(|e| {
+            TaskFailure::new(format!(
+                "cannot read {}: {e}; check that the file exists and is readable",
+                path.display()
+            ))
+        })?;
+        let failed = |e: crate::s3::S3Error| {
+            TaskFailure::new(format!("cannot upload {} to {uri}: {e}", path.display()))
+        };
+        if self.s3.size(&uri).map_err(failed)? == Some(local.size)
+            && let Some(existing) = self.s3.head(&uri).map_err(failed)?
+            && existing.checksums.sha256 == local.sha256
+        {
+            return Ok(Record {
+                key: uri.key().to_string(),
+                checksums: local,
+                skipped: true,
+            });
+        }
+        let written = self.s3.put_file(path, &uri).map_err(failed)?;
+        if written.checksums != local {
+            return Err(TaskFailure::new(format!(
+                "{} changed while it was being uploaded to {uri}; re-run the task once the file is complete",
+                path.display()
+            )));
+        }
+        Ok(Record {
+            key: uri.key().to_string(),
+            checksums: local,
+            skipped: false,
+        })
+    }
+
+    /// Every file to upload, sorted by key, with its key checked.
+    fn collect(&self) -> Result<Vec<Item>, TaskFailure> {
+        let mut by_key: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for source in &self.sources {
+            let path = self.dag_dir.join(source);
+            let meta = fs::metadata(&path).map_err(|e| {
+                let why = if e.kind() == std::io::ErrorKind::NotFound {
+                    "does not exist".to_string()
+                } else {
+                    format!("cannot be read: {e}")
+                };
+                TaskFailure::new(format!(
+                    "source `{source}` {why} (looked for {}); relative paths start at the DAG file's folder, {}",
+                    path.display(),
+                    self.dag_dir.display()
+                ))
+            })?;
+            let mut found = Vec::new();
+            if meta.is_dir() {
+                let mut seen = HashSet::new();
+                self.walk(&path, "", &mut seen, &mut found)?;
+            } else {
+                let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                    TaskFailure::new(format!(
+                        "source `{source}`: the file name is not UTF-8, so it cannot be an S3 key; rename the file"
+                    ))
+                })?;
+                found.push((name.to_string(), path.clone()));
+            }
+            for (relative, file) in found {
+                self.destination.join(&relative).map_err(|e| {
+                    TaskFailure::new(format!(
+                        "cannot upload {}: {e}; rename the file",
+                        file.display()
+                    ))
+                })?;
+                if let Some(other) = by_key.get(&relative) {
+                    return Err(TaskFailure::new(format!(
+                        "{} and {} would both be uploaded to {}; upload them to different destinations",
+                        other.display(),
+                        file.display(),
+                        self.uri_of(&format!("{}{relative}", self.destination.key()))
+                    )));
+                }
+                by_key.insert(relative, file);
+            }
+        }
+        if by_key.is_empty() {
+            let patterns = if self.include.is_empty() {
+                String::new()
+            } else {
+                format!(" matching include {:?}", self.include)
+            };
+            return Err(TaskFailure::new(format!(
+                "nothing to upload: {} hold(s) no files{patterns}",
+                self.sources
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(by_key
+            .into_iter()
+            .map(|(relative, path)| Item { relative, path })
+            .collect())
+    }
+
+    /// The files below `dir` that `include` admits, as (relative key, path).
+    /// Symlinks are followed; a folder reached twice (a symlink loop) is
+    /// walked once.
+    fn walk(
+        &self,
+        dir: &Path,
+        relative: &str,
+        seen: &mut HashSet<(u64, u64)>,
+        found: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), TaskFailure> {
+        let unreadable = |path: &Path, e: std::io::Error| {
+            TaskFailure::new(format!(
+                "cannot read {}: {e}; check its permissions",
+                path.display()
+            ))
+        };
+        let meta = fs::metadata(dir).map_err(|e| unreadable(dir, e))?;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            return Ok(());
+        }
+        let mut entries = fs::read_dir(dir)
+            .map_err(|e| unreadable(dir, e))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unreadable(dir, e))?;
+        entries.sort();
+        for path in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                return Err(TaskFailure::new(format!(
+                    "the file name of {} is not UTF-8, so it cannot be an S3 key; rename the file",
+                    path.display()
+                )));
+            };
+            let key = format!("{relative}{name}");
+            let meta = fs::metadata(&path).map_err(|e| unreadable(&path, e))?;
+            if meta.is_dir() {
+                self.walk(&path, &format!("{key}/"), seen, found)?;
+            } else if meta.is_file()
+                && (self.include.is_empty() || self.include.iter().any(|p| glob(p, name)))
+            {
+                found.push((key, path));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The task's output: totals, and the first objects (see the module docs).
+fn output(destination: &S3Uri, records: &[Record]) -> serde_json::Value {
+    let mut objects = Vec::new();
+    let mut listed_bytes = 0;
+    for record in records {
+        let object = json!({
+            "key": record.key,
+            "size": record.checksums.size,
+            "md5": record.checksums.md5,
+            "sha256": record.checksums.sha256,
+            "skipped": record.skipped,
+        });
+        listed_bytes += object.to_string().len() + 1;
+        if objects.len() >= MAX_LISTED_OBJECTS || listed_bytes > MAX_LISTED_BYTES {
+            break;
+        }
+        objects.push(object);
+    }
+    let uploaded: Vec<&Record> = records.iter().filter(|r| !r.skipped).collect();
+    json!({
+        "destination": destination.to_string(),
+        "objects_total": records.len(),
+        "objects_omitted": records.len() - objects.len(),
+        "objects": objects,
+        "uploaded": uploaded.len(),
+        "skipped": records.len() - uploaded.len(),
+        "bytes": uploaded.iter().map(|r| r.checksums.size).sum::<u64>(),
+        "total_bytes": records.iter().map(|r| r.checksums.size).sum::<u64>(),
+    })
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of
+/// characters and `?` one character.
+fn glob(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and how much of the name it had taken.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests;
