@@ -5,6 +5,7 @@
 //! Step Functions states and IAM statements it needs. Adding a kind means a
 //! new folder and one line in [`registry`].
 
+pub mod emr_spark;
 pub mod noop;
 pub mod process;
 pub mod s3;
@@ -19,6 +20,7 @@ use engine::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
+        .register(Arc::new(emr_spark::EmrSpark))
         .register(Arc::new(noop::Noop))
         .register(Arc::new(s3_ingest::S3Ingest))
         .register(Arc::new(shell::Shell));
