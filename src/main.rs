@@ -2,6 +2,7 @@
 //! prints. Exit codes: 0 success, 1 a run failed, 2 invalid input,
 //! 130 interrupted.
 
+mod doctor;
 mod output;
 mod progress;
 mod sample_data;
@@ -91,6 +92,12 @@ enum Command {
         /// Same seed and N give byte-identical files
         #[arg(long, value_name = "S", default_value_t = 42)]
         seed: u64,
+    },
+    /// Check what local runs need (sh, Java, Python, Spark, the state dir)
+    Doctor {
+        /// Provision PySpark now if it is missing, instead of on first use
+        #[arg(long)]
+        fix: bool,
     },
 }
 
@@ -208,6 +215,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 Box::pin(async { engine.resume(&run_id, &from, options).await })
             })
         }
+        Command::Doctor { fix } => Ok(doctor::run(&state_dir, fix)),
         Command::SampleData {
             out,
             transactions,
