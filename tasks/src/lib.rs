@@ -5,6 +5,7 @@
 //! Step Functions states and IAM statements it needs. Adding a kind means a
 //! new folder and one line in [`registry`].
 
+pub mod catalog;
 pub mod emr_spark;
 pub mod noop;
 pub mod process;
