@@ -1,0 +1,491 @@
+"""Shared definitions for the rental PySpark jobs: file specs, schemas, line-level CSV parsing.
+
+This module is imported as a plain top-level module by rental_clean.py and the two metric jobs
+(on EMR it is shipped with ``--py-files rental_common.py``). It reads and writes nothing itself.
+
+Everything here uses only the stable DataFrame API and SQL functions present in Spark 3.5 and 4.x
+(``try_cast`` and ``try_to_timestamp`` through ``F.expr``), so the jobs behave the same whether
+ANSI mode is on (the Spark 4 default) or off (the Spark 3.5 default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
+DATE_FORMAT = "yyyy-MM-dd"
+
+# Strict shapes checked before any cast, so that Java's lenient number parsing ("1d", "0x1p3",
+# "Infinity") and partial dates never pass as valid values.
+NUMBER_RE = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+INTEGER_RE = r"^[+-]?[0-9]+$"
+DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
+
+# A quoted field: starts at the line start or after a comma, ends before a comma or the line end;
+# a quote inside it is doubled (RFC 4180). Removing these leaves only unquoted text, in which
+# every comma is a field separator and any remaining quote is malformed.
+QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"(?=,|$)'
+
+SPARK_TYPES = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "double": T.DoubleType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+}
+
+
+class JobError(Exception):
+    """A failure the job reports with a message and a non-zero exit, not a stack trace."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str = "string"  # one of SPARK_TYPES
+    required: bool = False  # a null/blank value quarantines the row
+    missing_reason: str = "missing_field"
+    bad_reason: str = "bad_value"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # output table name
+    file: str  # raw file name under --raw
+    key: str
+    columns: tuple = field(default_factory=tuple)
+
+    @property
+    def column_names(self) -> list:
+        return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> T.StructType:
+        return T.StructType(
+            [T.StructField(c.name, SPARK_TYPES[c.kind], True) for c in self.columns]
+        )
+
+
+def _key(name: str, kind: str = "string") -> Column:
+    return Column(name, kind, required=True, missing_reason="missing_key", bad_reason="bad_key")
+
+
+LOCATIONS = Dataset(
+    name="locations",
+    file="locations.csv",
+    key="location_id",
+    columns=(
+        _key("location_id", "int"),
+        Column("location_name"),
+        Column("address"),
+        Column("city"),
+        Column("state"),
+        Column("zip_code"),  # string: zip codes keep their leading zeros
+        Column("latitude", "double"),
+        Column("longitude", "double"),
+    ),
+)
+
+USERS = Dataset(
+    name="users",
+    file="users.csv",
+    key="user_id",
+    columns=(
+        _key("user_id"),
+        Column("first_name"),
+        Column("last_name"),
+        Column("email"),
+        Column("phone_number"),
+        Column("driver_license_number"),
+        Column("driver_license_expiry", "date"),
+        Column("creation_date", "date"),
+        Column("is_active", "int"),
+    ),
+)
+
+VEHICLES = Dataset(
+    name="vehicles",
+    file="vehicles.csv",
+    key="vehicle_id",
+    columns=(
+        Column("active", "int"),
+        Column("vehicle_license_number"),
+        Column("registration_name"),
+        Column("license_type"),
+        Column("expiration_date", "date"),
+        Column("permit_license_number"),
+        Column("certification_date", "date"),
+        Column("vehicle_year", "int"),
+        Column("base_telephone_number"),
+        Column("base_address"),
+        _key("vehicle_id"),
+        Column("last_update_timestamp", "timestamp"),
+        Column("brand"),
+        Column("vehicle_type"),
+    ),
+)
+
+
+def _req(name: str, kind: str = "string", bad_reason: str = "bad_value") -> Column:
+    return Column(name, kind, required=True, missing_reason="missing_field", bad_reason=bad_reason)
+
+
+TRANSACTIONS = Dataset(
+    name="rentals_clean",
+    file="rental_transactions.csv",
+    key="rental_id",
+    columns=(
+        _req("rental_id"),
+        _req("user_id"),
+        _req("vehicle_id"),
+        _req("rental_start_time", "timestamp", "bad_timestamp"),
+        _req("rental_end_time", "timestamp", "bad_timestamp"),
+        _req("pickup_location", "int", "bad_location_id"),
+        _req("dropoff_location", "int", "bad_location_id"),
+        _req("total_amount", "double", "bad_amount"),
+    ),
+)
+
+DATASETS = (LOCATIONS, USERS, VEHICLES, TRANSACTIONS)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("dataset", T.StringType(), False),
+        T.StructField("line_number", T.LongType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("detail", T.StringType(), True),
+        T.StructField("record", T.StringType(), True),
+    ]
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Session and path helpers
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def job_session(app_name: str, spark: SparkSession | None = None):
+    """The given session, or the active one, or a new one that is stopped at the end.
+
+    Inside, the session time zone is UTC (see utc_session).
+    """
+    own = spark is None and SparkSession.getActiveSession() is None
+    if spark is None:
+        spark = SparkSession.builder.appName(app_name).getOrCreate()
+    try:
+        with utc_session(spark):
+            yield spark
+    finally:
+        if own:
+            spark.stop()
+
+
+@contextlib.contextmanager
+def utc_session(spark: SparkSession):
+    """Run with the session time zone set to UTC, restoring the caller's setting afterwards.
+
+    The raw timestamps carry no zone. The jobs read them as UTC so that durations never gain or
+    lose an hour at a daylight-saving change and dates/months are the ones written in the file.
+    """
+    key = "spark.sql.session.timeZone"
+    previous = spark.conf.get(key)
+    spark.conf.set(key, "UTC")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, previous)
+
+
+def join_uri(prefix: str, *parts: str) -> str:
+    return "/".join([prefix.rstrip("/")] + [p.strip("/") for p in parts])
+
+
+def read_parquet(spark: SparkSession, uri: str) -> DataFrame:
+    try:
+        return spark.read.parquet(uri)
+    except Exception as exc:  # path not found, access denied, ...
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise JobError(f"cannot read {uri}: {first}") from exc
+
+
+def write_parquet(df: DataFrame, uri: str, partition_by: str | None = None) -> None:
+    writer = df.write.mode("overwrite").option("compression", "snappy")
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    writer.parquet(uri)
+
+
+def write_text_file(spark: SparkSession, target: str, text: str) -> None:
+    """Write one small text file to a local path, a file:// URI or any Hadoop URI (s3://...)."""
+    parsed = urlparse(target)
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # 1 letter: a Windows drive
+        path = parsed.path if parsed.scheme == "file" else target
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(target)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    out = fs.create(hadoop_path, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a raw CSV file line by line
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawFile:
+    lines: DataFrame  # line_number (1 = header), record
+    total_lines: int
+    header_line: str
+
+
+def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
+    """Read the raw files as numbered text lines, in one scan. Returns ({file: RawFile}, cache).
+
+    Spark splits a large file into blocks read by different tasks. Each row knows its file and
+    the byte offset of its block (``_metadata``), and gets an id that increases in read order
+    within its task (``monotonically_increasing_id``). The rows of one block are read in file
+    order, so (block offset, id) is the file order; a count per block turns it into line numbers
+    without moving all rows to one partition. The ids are only stable while the scan stays
+    cached: unpersist the returned cache once everything derived from it is materialised.
+    """
+    uris = {ds.file: join_uri(raw_prefix, ds.file) for ds in datasets}
+    try:
+        source = (
+            spark.read.text(list(uris.values()))
+            .select(
+                F.col("value").alias("record"),
+                F.col("_metadata.file_name").alias("_file"),
+                F.col("_metadata.file_block_start").alias("_blk"),
+                F.monotonically_increasing_id().alias("_mid"),
+            )
+            .persist()
+        )
+        stats = source.groupBy("_file", "_blk").agg(
+            F.count(F.lit(1)).alias("_n"),
+            F.min("_mid").alias("_m0"),
+            F.min_by("record", "_mid").alias("_first"),
+        )
+        blocks = sorted(
+            (r["_file"], r["_blk"], r["_n"], r["_m0"], r["_first"]) for r in stats.collect()
+        )
+    except Exception as exc:  # path not found, access denied, ...
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise JobError(f"cannot read the raw files under {raw_prefix}: {first}") from exc
+
+    files = {}
+    for name, uri in uris.items():
+        mine = [b for b in blocks if b[0] == name]
+        if not mine:
+            source.unpersist()
+            raise JobError(f"{name}: file is empty (no header line): {uri}")
+        # line_number = lines in earlier blocks + position in this block + 1
+        offsets, before = [], 0
+        for _, blk, n, m0, _ in mine:
+            offsets += [F.lit(blk), F.lit(before - m0 + 1)]
+            before += n
+        line_number = F.col("_mid") + F.create_map(*offsets)[F.col("_blk")]
+        lines = source.where(F.col("_file") == name).select(
+            line_number.alias("line_number"), "record"
+        )
+        files[name] = RawFile(lines, before, mine[0][4])
+    return files, source
+
+
+def parse_header(line: str) -> list:
+    """Column names of a header line (quoted names allowed, a UTF-8 BOM ignored)."""
+    if line.startswith("\ufeff"):
+        line = line[1:]
+    rows = list(csv.reader([line]))
+    return [name.strip() for name in rows[0]] if rows else []
+
+
+def check_header(dataset: Dataset, header: list) -> dict:
+    """Map each required column to its position in the header, or fail naming what is missing."""
+    missing = [c for c in dataset.column_names if c not in header]
+    if missing:
+        raise JobError(
+            f"{dataset.file}: missing required column(s) {', '.join(missing)} "
+            f"in header {header!r}"
+        )
+    return {name: header.index(name) for name in dataset.column_names}
+
+
+def _is_blank(col):
+    return col.isNull() | (col == "")
+
+
+def _typed(raw_name: str, kind: str):
+    """Typed value of a trimmed raw string column: null when it does not fit. Never raises."""
+    c = F.col(raw_name)
+    q = f"`{raw_name}`"
+    if kind == "string":
+        return c
+    if kind == "int":
+        return F.when(c.rlike(INTEGER_RE), F.expr(f"try_cast({q} AS INT)"))
+    if kind == "double":
+        value = F.expr(f"try_cast({q} AS DOUBLE)")
+        finite = F.abs(value) != F.lit(float("inf"))  # "1e999" parses, as Infinity
+        return F.when(c.rlike(NUMBER_RE) & finite, value)
+    if kind == "date":
+        value = F.expr(f"try_to_timestamp({q}, '{DATE_FORMAT}')").cast("date")
+        return F.when(c.rlike(DATE_RE), value)
+    if kind == "timestamp":
+        value = F.expr(f"try_to_timestamp({q}, '{TIMESTAMP_FORMAT}')")
+        return F.when(c.rlike(TIMESTAMP_RE), value)
+    raise ValueError(kind)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check on the typed columns of still-clean rows: quarantined when condition is true."""
+
+    reason: str
+    condition: object  # Column
+    detail: object  # Column
+
+
+@dataclass(frozen=True)
+class Reference:
+    """column must be a key of table (the clean rows of another dataset)."""
+
+    column: str
+    table: DataFrame
+    key: str
+    reason: str
+
+
+def tag_rows(
+    dataset: Dataset,
+    lines: DataFrame,
+    header: list,
+    positions: dict,
+    rules=(),
+    references=(),
+) -> DataFrame:
+    """Parse the data lines of one file and give each row its first failing reason.
+
+    Returns line_number, record, reason (null = clean), detail, and one typed column per dataset
+    column. Checks in order: quoting, field count, missing required values, values that do not
+    fit their type, then `rules`, then `references`. Duplicate keys come last, see dedupe().
+    """
+    n_fields = len(header)
+    ddl = ", ".join(f"`_f{i}` STRING" for i in range(n_fields))
+    stripped = F.regexp_replace(F.col("record"), QUOTED_FIELD_RE, "$1")
+    parsed = F.from_csv(F.col("record"), ddl, {"escape": '"'})
+    raws = [f"_raw_{c.name}" for c in dataset.columns]
+    step1 = (
+        lines.where(F.col("line_number") > 1)
+        .select("line_number", "record", stripped.alias("_s"), parsed.alias("_p"))
+        .select(
+            "line_number",
+            "record",
+            (F.instr("_s", '"') > 0).alias("_badquote"),
+            (F.length("_s") - F.length(F.translate("_s", ",", "")) + F.lit(1)).alias("_nf"),
+            *[
+                F.trim(F.col(f"_p._f{positions[c.name]}")).alias(raw)
+                for c, raw in zip(dataset.columns, raws)
+            ],
+        )
+    )
+    df = step1.select(
+        "*", *[_typed(raw, c.kind).alias(c.name) for c, raw in zip(dataset.columns, raws)]
+    )
+    for i, ref in enumerate(references):
+        keys = ref.table.select(F.col(ref.key).alias(f"_ref{i}"), F.lit(True).alias(f"_found{i}"))
+        df = df.join(keys, df[ref.column] == keys[f"_ref{i}"], "left")
+
+    # (reason, condition, detail) in order of precedence: the first true condition wins.
+    checks = [
+        ("unparseable_line", F.col("_badquote"), F.lit("quote not closed or inside a field")),
+        (
+            "ragged_line",
+            F.col("_nf") != n_fields,
+            F.format_string(f"expected {n_fields} fields, found %d", F.col("_nf")),
+        ),
+    ]
+    for missing_reason in sorted({c.missing_reason for c in dataset.columns if c.required}):
+        cols = [c for c in dataset.columns if c.required and c.missing_reason == missing_reason]
+        blanks = [_is_blank(F.col(f"_raw_{c.name}")) for c in cols]
+        any_blank = blanks[0]
+        for b in blanks[1:]:
+            any_blank = any_blank | b
+        names = F.concat_ws(",", *[F.when(b, F.lit(c.name)) for b, c in zip(blanks, cols)])
+        checks.append((missing_reason, any_blank, names))
+    for c in dataset.columns:
+        if c.kind != "string":
+            raw = F.col(f"_raw_{c.name}")
+            bad = ~_is_blank(raw) & F.col(c.name).isNull()
+            checks.append((c.bad_reason, bad, F.concat(F.lit(f"{c.name}="), raw)))
+    checks += [(r.reason, r.condition, r.detail) for r in rules]
+    for i, ref in enumerate(references):
+        detail = F.concat(F.lit(f"{ref.column}="), F.col(ref.column).cast("string"))
+        checks.append((ref.reason, F.col(f"_found{i}").isNull(), detail))
+
+    first = F.when(checks[0][1], F.lit(0))
+    for i, (_, condition, _) in enumerate(checks[1:], start=1):
+        first = first.when(condition, F.lit(i))
+    reason = F.when(F.col("_check") == 0, F.lit(checks[0][0]))
+    detail = F.when(F.col("_check") == 0, checks[0][2])
+    for i, (name, _, text) in enumerate(checks[1:], start=1):
+        reason = reason.when(F.col("_check") == i, F.lit(name))
+        detail = detail.when(F.col("_check") == i, text)
+    return df.select("*", first.alias("_check")).select(
+        "line_number",
+        "record",
+        reason.alias("reason"),
+        detail.alias("detail"),
+        *dataset.column_names,
+    )
+
+
+def dedupe(df: DataFrame, key: str, partitions: int) -> DataFrame:
+    """Among clean rows, keep the first line of each key; later lines become duplicate_key.
+
+    The rows are hash-partitioned by key into `partitions` partitions first, which the window
+    reuses: one shuffle, sized to the data rather than to spark.sql.shuffle.partitions.
+    """
+    w = Window.partitionBy(F.col(key), F.col("reason").isNull()).orderBy("line_number")
+    ranked = df.repartition(partitions, F.col(key)).select(
+        "*",
+        F.row_number().over(w).alias("_rank"),
+        F.first("line_number").over(w).alias("_first"),
+    )
+    dup = F.col("reason").isNull() & (F.col("_rank") > 1)
+    text = F.format_string(f"{key}=%s first at line %d", F.col(key).cast("string"), F.col("_first"))
+    return ranked.select(
+        "line_number",
+        "record",
+        F.when(dup, F.lit("duplicate_key")).otherwise(F.col("reason")).alias("reason"),
+        F.when(dup, text).otherwise(F.col("detail")).alias("detail"),
+        *[c for c in df.columns if c not in ("line_number", "record", "reason", "detail")],
+    )
+
+
+def partitions_for(lines: int, rows_per_partition: int = 500_000) -> int:
+    return max(1, -(-lines // rows_per_partition))
