@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod emr_spark;
+pub mod glue_crawler;
 pub mod noop;
 pub mod process;
 pub mod s3;
@@ -22,6 +23,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register(Arc::new(emr_spark::EmrSpark))
+        .register(Arc::new(glue_crawler::GlueCrawler))
         .register(Arc::new(noop::Noop))
         .register(Arc::new(s3_ingest::S3Ingest))
         .register(Arc::new(shell::Shell));
