@@ -166,6 +166,29 @@ impl Fields {
         }
     }
 
+    /// A field that holds one string or a list of strings.
+    pub fn optional_strings(&self, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+        let wrong = |found: &str| {
+            FieldError::field(
+                name,
+                format!("`{name}` must be a string or a list of strings, found {found}"),
+            )
+        };
+        match self.get(name) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(vec![s.clone()])),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(wrong(&format!("a list holding {}", other.type_str()))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(wrong(other.type_str())),
+        }
+    }
+
     /// Field names present in the table that the kind never asked for.
     pub fn unknown(&self) -> Vec<String> {
         let asked = self.asked.borrow();

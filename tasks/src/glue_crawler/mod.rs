@@ -165,9 +165,9 @@ impl TaskKind for GlueCrawler {
         // field does not make the others look unknown.
         let (database, targets, table_prefix, exclusions) = (
             fields.required_str("database"),
-            strings(fields, "targets"),
+            fields.optional_strings("targets"),
             fields.optional_str("table_prefix"),
-            strings(fields, "exclusions"),
+            fields.optional_strings("exclusions"),
         );
         let database = database?;
         if !catalog::valid_name(&database) {
@@ -237,29 +237,6 @@ impl TaskKind for GlueCrawler {
                 exclusions,
             },
         }))
-    }
-}
-
-/// A field that is a string or a list of strings.
-fn strings(fields: &Fields, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
-    let wrong = |found: &str| {
-        FieldError::field(
-            name,
-            format!("`{name}` must be a list of strings, found {found}"),
-        )
-    };
-    match fields.optional::<toml::Value>(name)? {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(vec![s])),
-        Some(toml::Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                toml::Value::String(s) => Ok(s),
-                other => Err(wrong(&format!("a list holding {}", other.type_str()))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(wrong(other.type_str())),
     }
 }
 

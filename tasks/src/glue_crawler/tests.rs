@@ -151,9 +151,11 @@ fn crawl_of(toml: &str) -> Crawl {
     let f = fields(toml);
     let (database, targets, table_prefix, exclusions) = (
         f.required_str("database").unwrap(),
-        strings(&f, "targets").unwrap().unwrap(),
+        f.optional_strings("targets").unwrap().unwrap(),
         f.optional_str("table_prefix").unwrap().unwrap_or_default(),
-        strings(&f, "exclusions").unwrap().unwrap_or_default(),
+        f.optional_strings("exclusions")
+            .unwrap()
+            .unwrap_or_default(),
     );
     Crawl {
         database,

@@ -92,9 +92,9 @@ impl TaskKind for S3Ingest {
         // Every field is asked for before any error returns, so that a bad
         // `source` does not make the engine call `include` unknown.
         let (sources, destination, include) = (
-            strings(fields, "source"),
+            fields.optional_strings("source"),
             fields.required_str("destination"),
-            strings(fields, "include"),
+            fields.optional_strings("include"),
         );
         let sources = sources?.ok_or_else(|| FieldError {
             field: None,
@@ -142,29 +142,6 @@ impl TaskKind for S3Ingest {
             destination,
             include,
         }))
-    }
-}
-
-/// A field that is a string or a list of strings.
-fn strings(fields: &Fields, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
-    let wrong = |found: &str| {
-        FieldError::field(
-            name,
-            format!("`{name}` must be a string or a list of strings, found {found}"),
-        )
-    };
-    match fields.optional::<toml::Value>(name)? {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(vec![s])),
-        Some(toml::Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                toml::Value::String(s) => Ok(s),
-                other => Err(wrong(&format!("a list holding {}", other.type_str()))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(other) => Err(wrong(other.type_str())),
     }
 }
 
