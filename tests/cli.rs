@@ -978,3 +978,66 @@ command = '''cp "$FLUX_INPUTS" consumed.json'''
     assert_eq!(tasks["fixed"]["output"], json!({ "ready": true }));
     assert_eq!(tasks["consume"]["output"], Value::Null);
 }
+
+// ------------------------------------------------------------ path params
+
+/// A `type = "path"` parameter: its default is relative to the DAG file's
+/// folder, a `--param` value relative to the working directory; the run
+/// records both absolute.
+#[test]
+fn path_parameters_resolve_against_the_dag_folder_or_the_working_directory() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("dags")).unwrap();
+    std::fs::create_dir_all(s.path("elsewhere")).unwrap();
+    let text = "[dag]\nname = \"paths\"\n\n[params]\ninput = { default = \"data/in\", type = \"path\" }\nlabel = { default = \"x\" }\n\n[tasks.a]\ntype = \"shell\"\ncommand = \"printf '{\\\"input\\\": \\\"%s\\\", \\\"label\\\": \\\"%s\\\"}' '${params.input}' '${params.label}' > \\\"$FLUX_OUTPUT\\\"\"\n";
+    let dag = s.write("dags/paths.toml", text);
+    let state = s.path("state");
+    let run_in = |cwd: &Path, extra: &[&str]| {
+        let mut args = vec!["run", dag.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = command(&state)
+            .current_dir(cwd)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let run_id = runs(&state)[0]["run_id"].as_str().unwrap().to_string();
+        tasks_by_id(&show(&state, &run_id))["a"]["output"].clone()
+    };
+    let dags_dir = std::fs::canonicalize(s.path("dags")).unwrap();
+    let elsewhere = std::fs::canonicalize(s.path("elsewhere")).unwrap();
+    // Run from another folder: the default still means dags/data/in.
+    let out = run_in(&elsewhere, &[]);
+    assert_eq!(
+        out["input"],
+        json!(dags_dir.join("data/in").display().to_string())
+    );
+    assert_eq!(out["label"], json!("x"));
+    let out = run_in(&elsewhere, &["--param", "input=../given/./files"]);
+    assert_eq!(
+        out["input"],
+        json!(
+            elsewhere
+                .parent()
+                .unwrap()
+                .join("given/files")
+                .display()
+                .to_string()
+        )
+    );
+    let out = run_in(&elsewhere, &["--param", "input=/abs/dir"]);
+    assert_eq!(out["input"], json!("/abs/dir"));
+}
+
+#[test]
+fn a_parameter_table_with_a_bad_type_or_no_default_is_an_error() {
+    let s = Scratch::new();
+    let text = "[dag]\nname = \"p\"\n\n[params]\na = { default = \"x\", type = \"file\" }\nb = { type = \"path\" }\nc = { default = \"y\", kind = \"path\" }\n\n[tasks.t]\ntype = \"shell\"\ncommand = \"echo ${params.a}\"\n";
+    let (err, file) = invalid(&s, "p.toml", text, &[]);
+    let d = diagnostic_at(&err, &file, place(text, "\"file\""));
+    assert_has(&d, &["parameter `a`", "\"string\" and \"path\""]);
+    let d = diagnostic_at(&err, &file, place(text, "{ type = \"path\" }"));
+    assert_has(&d, &["parameter `b` needs a `default`"]);
+    let d = diagnostic_at(&err, &file, place(text, "kind"));
+    assert_has(&d, &["unknown field `kind`"]);
+}

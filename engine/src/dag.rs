@@ -225,6 +225,32 @@ pub fn load(
 }
 
 /// Validates DAG text that did not come from a file (tests, generators).
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
+}
+
+/// `path` made absolute against `base` and with `.` and `..` segments
+/// folded, without touching the filesystem (the path need not exist yet).
+fn absolute(path: &Path, base: &Path) -> String {
+    use std::path::Component;
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out.display().to_string()
+}
+
 pub fn load_str(
     path: &Path,
     text: &str,
@@ -484,11 +510,23 @@ impl<'a> Loader<'a> {
         overrides: &[(String, String)],
     ) -> BTreeMap<String, String> {
         let mut params = BTreeMap::new();
+        let mut paths: Vec<String> = Vec::new();
         match doc.get("params") {
             None => {}
             Some(toml::Value::Table(table)) => {
                 for (key, value) in table {
                     let text = match value {
+                        toml::Value::Table(declared) => {
+                            match self.typed_param(key, declared, overrides) {
+                                Some((text, is_path)) => {
+                                    if is_path {
+                                        paths.push(key.clone());
+                                    }
+                                    text
+                                }
+                                None => continue,
+                            }
+                        }
                         toml::Value::String(s) => s.clone(),
                         toml::Value::Integer(i) => i.to_string(),
                         toml::Value::Float(f) => f.to_string(),
@@ -517,7 +555,12 @@ impl<'a> Loader<'a> {
         }
         for (key, value) in overrides {
             if params.contains_key(key) {
-                params.insert(key.clone(), value.clone());
+                let value = if paths.contains(key) {
+                    absolute(Path::new(value), &cwd())
+                } else {
+                    value.clone()
+                };
+                params.insert(key.clone(), value);
             } else {
                 let declared: Vec<&str> = params.keys().map(String::as_str).collect();
                 let hint = nearest(key, declared.iter().copied())
@@ -539,6 +582,72 @@ impl<'a> Loader<'a> {
             }
         }
         params
+    }
+
+    /// A parameter declared as a table: `{ default = "...", type = "path" }`.
+    /// A path parameter's default is relative to the DAG file's folder and a
+    /// `--param` value relative to the working directory, as a user typing
+    /// either expects; both are recorded absolute so `resume` finds the
+    /// same files from any directory. Returns the default and whether the
+    /// parameter is a path; `None` after reporting an error.
+    fn typed_param(
+        &mut self,
+        key: &str,
+        declared: &toml::Table,
+        overrides: &[(String, String)],
+    ) -> Option<(String, bool)> {
+        let at = |this: &mut Self, field: Option<&str>| match field {
+            Some(field) => {
+                this.locate(&[Seg::Key("params"), Seg::Key(key), Seg::Key(field)], false)
+            }
+            None => this.locate(&[Seg::Key("params"), Seg::Key(key)], false),
+        };
+        for field in declared.keys() {
+            if !["default", "type", "description"].contains(&field.as_str()) {
+                let place =
+                    self.locate(&[Seg::Key("params"), Seg::Key(key), Seg::Key(field)], true);
+                self.error(
+                    place,
+                    format!("parameter `{key}` has an unknown field `{field}`"),
+                    "a parameter table takes `default`, `type` (\"string\" or \"path\") and `description`",
+                );
+                return None;
+            }
+        }
+        let is_path = match declared.get("type") {
+            None => false,
+            Some(toml::Value::String(t)) if t == "string" => false,
+            Some(toml::Value::String(t)) if t == "path" => true,
+            Some(other) => {
+                let place = at(self, Some("type"));
+                self.error(
+                    place,
+                    format!("parameter `{key}` has type {other}; the types are \"string\" and \"path\""),
+                    "write `type = \"path\"` for a file or folder (relative to the DAG file, or to the working directory when given with --param), or `type = \"string\"`",
+                );
+                return None;
+            }
+        };
+        let default = match declared.get("default") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Integer(i)) if !is_path => i.to_string(),
+            Some(toml::Value::Float(f)) if !is_path => f.to_string(),
+            Some(toml::Value::Boolean(b)) if !is_path => b.to_string(),
+            _ => {
+                let place = at(self, None);
+                self.error(
+                    place,
+                    format!("parameter `{key}` needs a `default`: a string{}", if is_path { " (a path)" } else { ", number or boolean" }),
+                    "write for example `input_dir = { default = \"data/sample\", type = \"path\" }`",
+                );
+                return None;
+            }
+        };
+        if !is_path || overrides.iter().any(|(k, _)| k == key) {
+            return Some((default, is_path));
+        }
+        let dag_dir = self.path.parent().unwrap_or(Path::new(""));
+        Some((absolute(&dag_dir.join(default), &cwd()), true))
     }
 
     fn defaults(&mut self, doc: &toml::Table) -> (RetryPolicy, Option<Duration>) {
