@@ -10,6 +10,7 @@ pub mod emr_spark;
 pub mod glue_crawler;
 pub mod noop;
 pub mod process;
+pub mod report;
 pub mod s3;
 pub mod s3_ingest;
 pub mod shell;
@@ -25,6 +26,7 @@ pub fn registry() -> Registry {
         .register(Arc::new(emr_spark::EmrSpark))
         .register(Arc::new(glue_crawler::GlueCrawler))
         .register(Arc::new(noop::Noop))
+        .register(Arc::new(report::Report))
         .register(Arc::new(s3_ingest::S3Ingest))
         .register(Arc::new(shell::Shell));
     registry
