@@ -5,6 +5,7 @@
 mod doctor;
 mod output;
 mod progress;
+mod query_cli;
 mod sample_data;
 
 use std::path::PathBuf;
@@ -92,6 +93,25 @@ enum Command {
         /// Same seed and N give byte-identical files
         #[arg(long, value_name = "S", default_value_t = 42)]
         seed: u64,
+    },
+    /// Run SQL on the local catalog's tables (DataFusion here, Athena in
+    /// production); tables are DATABASE.TABLE, or TABLE with --database
+    Query {
+        /// The query, e.g. "SELECT count(*) FROM rental.rentals"
+        sql: String,
+        /// The database bare table names belong to
+        #[arg(long, value_name = "DB")]
+        database: Option<String>,
+        #[arg(long, value_enum, default_value_t = query_cli::QueryFormat::Table)]
+        format: query_cli::QueryFormat,
+    },
+    /// List the local catalog's tables: columns, partitions, location, format
+    Catalog {
+        /// Only this database's tables
+        #[arg(long, value_name = "DB")]
+        database: Option<String>,
+        #[arg(long, value_enum, default_value_t = query_cli::CatalogFormat::Table)]
+        format: query_cli::CatalogFormat,
     },
     /// Check what local runs need (sh, Java, Python, Spark, the state dir)
     Doctor {
@@ -216,6 +236,14 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             })
         }
         Command::Doctor { fix } => Ok(doctor::run(&state_dir, fix)),
+        Command::Query {
+            sql,
+            database,
+            format,
+        } => query_cli::query(&state_dir, &sql, database.as_deref(), format),
+        Command::Catalog { database, format } => {
+            query_cli::catalog(&state_dir, database.as_deref(), format)
+        }
         Command::SampleData {
             out,
             transactions,

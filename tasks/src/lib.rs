@@ -5,6 +5,7 @@
 //! Step Functions states and IAM statements it needs. Adding a kind means a
 //! new folder and one line in [`registry`].
 
+pub mod athena_query;
 pub mod catalog;
 pub mod emr_spark;
 pub mod glue_crawler;
@@ -14,6 +15,7 @@ pub mod report;
 pub mod s3;
 pub mod s3_ingest;
 pub mod shell;
+pub mod sql;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use engine::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
+        .register(Arc::new(athena_query::AthenaQuery))
         .register(Arc::new(emr_spark::EmrSpark))
         .register(Arc::new(glue_crawler::GlueCrawler))
         .register(Arc::new(noop::Noop))

@@ -1,0 +1,357 @@
+//! `athena_query`: runs SQL on the catalog's tables, writes the result
+//! where Athena would, and checks it: DataFusion here, Athena in
+//! production.
+//!
+//! ```toml
+//! [tasks.kpis]
+//! type = "athena_query"
+//! database = "rental"                                # the default database
+//! sql = "SELECT rental_month, count(*) AS n FROM rentals GROUP BY 1"
+//! # or: sql_file = "sql/kpis.sql"                    # relative to the DAG file
+//! output = "s3://${params.bucket}/athena-results/"   # Athena's OutputLocation
+//! expect = { min_rows = 1, columns = { n = { min = 1, not_null = true } } }
+//! ```
+//!
+//! * `sql` or `sql_file` — exactly one: the query inline, or a file read
+//!   when the attempt runs (its text is not substituted: `${...}` works
+//!   only in `sql`). Tables are `table` (in `database`),
+//!   `database.table` or `awsdatacatalog.database.table`; see
+//!   [`crate::sql`] for what the local engine reads and the Trino
+//!   functions it understands.
+//! * `database` — the default database, Athena's `QueryExecutionContext`.
+//! * `output` — an `s3://` prefix, Athena's `ResultConfiguration.
+//!   OutputLocation`.
+//! * `expect` — optional checks on the result; any failing check fails the
+//!   task:
+//!   * `rows` (exactly), `min_rows`, `max_rows` — the row count;
+//!   * `columns = { NAME = { min = X, max = Y, not_null = true, in = [..] } }`
+//!     — every value of the column is at least `min`, at most `max`, not
+//!     NULL, one of `in`. Numbers compare as numbers; strings, dates and
+//!     timestamps in the column's type (`min = "2024-01-01"` or a TOML date
+//!     on a `date` column). NULL passes `min`, `max` and `in`: forbid it
+//!     with `not_null`.
+//!
+//! # What it writes
+//!
+//! Like Athena, `OUTPUT/QUERY_EXECUTION_ID.csv`: a header line of column
+//! names, then one line per row, every value double-quoted (quotes
+//! doubled), NULL an empty unquoted field; and
+//! `OUTPUT/QUERY_EXECUTION_ID.csv.metadata`, here JSON:
+//! `{"query_execution_id", "columns": [{"name", "type"}], "rows"}` with
+//! Athena's type names (`varchar`, `bigint`, `double`, ...). Both are
+//! written atomically, the CSV first; they are written before the checks
+//! run, so a failed check leaves the result to look at.
+//!
+//! The query execution id is UUID-shaped and derived from the attempt id
+//! (`RUN_ID.TASK_ID.N`): each attempt writes its own files, as each Athena
+//! query execution does, and the same attempt always names the same ones.
+//!
+//! The output:
+//!
+//! ```json
+//! {"query_execution_id": "8c5e…",
+//!  "output_location": "s3://bucket/athena-results/8c5e….csv",
+//!  "metadata_location": "s3://bucket/athena-results/8c5e….csv.metadata",
+//!  "rows": 12,
+//!  "columns": [{"name": "rental_month", "type": "varchar"}, {"name": "n", "type": "bigint"}],
+//!  "sample": [["2024-01", "7"], ["2024-02", null]]}
+//! ```
+//!
+//! `sample` holds the first [`SAMPLE_ROWS`] rows as text (Athena's
+//! `GetQueryResults` gives text too), each value cut to
+//! [`MAX_SAMPLE_CHARS`] characters, and fewer rows if they would make the
+//! output larger than [`MAX_OUTPUT_BYTES`], so that it stays below the
+//! engine's 256 KiB limit. The attempt's `stdout.log` holds the SQL and
+//! the sample as a table.
+//!
+//! # On AWS (not implemented yet)
+//!
+//! In Step Functions the task is `arn:aws:states:::athena:startQueryExecution.sync`
+//! with `QueryString`, `QueryExecutionContext.Database` and
+//! `ResultConfiguration.OutputLocation`, followed, when there is an
+//! `expect`, by a check on `athena:getQueryResults`. IAM:
+//! `athena:StartQueryExecution`, `athena:GetQueryExecution`,
+//! `athena:GetQueryResults`, `glue:GetTable`/`GetPartitions`/`GetDatabase`
+//! on the database, `s3:GetObject`/`ListBucket` on the tables' locations and
+//! `s3:PutObject`/`GetBucketLocation` on the output location.
+
+mod expect;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::catalog;
+use crate::s3::{LocalS3, S3Uri};
+use crate::sql::{QueryResult, QuerySession};
+
+pub use expect::{Expect, MAX_OFFENDING_ROWS};
+
+/// Rows in the output's `sample`.
+pub const SAMPLE_ROWS: usize = 20;
+
+/// Longer sample values are cut to this many characters (and `…`).
+pub const MAX_SAMPLE_CHARS: usize = 1000;
+
+/// The output takes at most this many bytes of JSON (the engine's limit is
+/// 256 KiB): rows are dropped from the end of the sample until it fits.
+pub const MAX_OUTPUT_BYTES: usize = 128 * 1024;
+
+pub struct AthenaQuery;
+
+impl TaskKind for AthenaQuery {
+    fn name(&self) -> &'static str {
+        "athena_query"
+    }
+
+    fn summary(&self) -> &'static str {
+        "runs SQL on the catalog: DataFusion here, Athena in production"
+    }
+
+    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
+        // Every field is asked for before any error returns, so that one bad
+        // field does not make the others look unknown.
+        let (sql, sql_file, database, output, expect) = (
+            fields.optional_str("sql"),
+            fields.optional_str("sql_file"),
+            fields.required_str("database"),
+            fields.required_str("output"),
+            fields.optional::<toml::Value>("expect"),
+        );
+        let source = match (sql?, sql_file?) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError {
+                    field: None,
+                    message: "`sql` and `sql_file` are both set".to_string(),
+                    help: Some("keep one: the query inline or the file holding it".to_string()),
+                });
+            }
+            (None, None) => {
+                return Err(FieldError {
+                    field: None,
+                    message: "missing field `sql` or `sql_file`".to_string(),
+                    help: Some(
+                        "add `sql = \"SELECT ...\"` or `sql_file = \"queries/x.sql\"` to the task"
+                            .to_string(),
+                    ),
+                });
+            }
+            (Some(sql), None) => {
+                if sql.trim().is_empty() {
+                    return Err(FieldError::field("sql", "`sql` is empty"));
+                }
+                QuerySource::Inline(sql)
+            }
+            (None, Some(file)) => {
+                if file.trim().is_empty() {
+                    return Err(FieldError::field("sql_file", "`sql_file` is empty"));
+                }
+                QuerySource::File(PathBuf::from(file))
+            }
+        };
+        let database = database?;
+        if !catalog::valid_name(&database) {
+            return Err(FieldError::field(
+                "database",
+                format!("`database` `{database}` is not a valid database name"),
+            )
+            .help("use lowercase letters, digits and `_` (Glue and Athena's rule)"));
+        }
+        let output = S3Uri::parse(&output?)
+            .map_err(|e| {
+                FieldError::field("output", format!("`output`: {e}"))
+                    .help("write the output location as s3://bucket/prefix/")
+            })?
+            .as_prefix();
+        let expect = match expect? {
+            Some(value) => Expect::from_toml(value)?,
+            None => Expect::default(),
+        };
+        Ok(Arc::new(LocalAthenaQuery {
+            source,
+            database,
+            output,
+            expect,
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum QuerySource {
+    Inline(String),
+    /// Relative to the DAG file's folder.
+    File(PathBuf),
+}
+
+struct LocalAthenaQuery {
+    source: QuerySource,
+    database: String,
+    output: S3Uri,
+    expect: Expect,
+}
+
+/// A UUID-shaped id (version 8, "custom") made from the attempt id.
+pub fn query_execution_id(attempt_id: &str) -> String {
+    let digest = Sha256::digest(attempt_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+fn cut(value: String) -> String {
+    match value.char_indices().nth(MAX_SAMPLE_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value,
+    }
+}
+
+#[async_trait]
+impl TaskAction for LocalAthenaQuery {
+    async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
+        let sql = match &self.source {
+            QuerySource::Inline(sql) => sql.clone(),
+            QuerySource::File(file) => {
+                let path = attempt.dag_dir.join(file);
+                tokio::fs::read_to_string(&path).await.map_err(|e| {
+                    TaskFailure::new(format!("cannot read sql_file {}: {e}", path.display()))
+                })?
+            }
+        };
+        let state_root = attempt.state_root.clone();
+        let database = self.database.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            QuerySession::open(&state_root, Some(database.as_str()))
+        })
+        .await
+        .map_err(|e| TaskFailure::new(format!("opening the catalog stopped: {e}")))?
+        .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let result = session
+            .query(&sql)
+            .await
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        drop(session);
+
+        let id = query_execution_id(&attempt.attempt_id);
+        let written = self.write_result(attempt, &id, &result).await?;
+        self.log(attempt, &sql, &result, &written);
+
+        let failures = expect::evaluate(&self.expect, result.batch());
+        if !failures.is_empty() {
+            return Err(TaskFailure::new(format!(
+                "{}\nthe whole result is in {}",
+                expect::report(&failures, result.batch()),
+                written.csv
+            )));
+        }
+        let mut sample: Vec<Vec<Option<String>>> = result
+            .rows(Some(SAMPLE_ROWS))
+            .map_err(|e| TaskFailure::new(e.to_string()))?
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v.map(cut)).collect())
+            .collect();
+        loop {
+            let output = json!({
+                "query_execution_id": id,
+                "output_location": written.csv.to_string(),
+                "metadata_location": written.metadata.to_string(),
+                "rows": result.num_rows(),
+                "columns": result.columns(),
+                "sample": sample,
+            });
+            // Very wide rows: fewer of them, rather than an output over
+            // the engine's limit.
+            if sample.is_empty() || output.to_string().len() <= MAX_OUTPUT_BYTES {
+                return Ok(Some(output));
+            }
+            sample.pop();
+        }
+    }
+}
+
+/// Where the result went.
+struct Written {
+    csv: S3Uri,
+    metadata: S3Uri,
+}
+
+impl LocalAthenaQuery {
+    async fn write_result(
+        &self,
+        attempt: &Attempt,
+        id: &str,
+        result: &QueryResult,
+    ) -> Result<Written, TaskFailure> {
+        let at = |name: String| {
+            self.output
+                .join(&name)
+                .map_err(|e| TaskFailure::new(format!("cannot name the result object {name}: {e}")))
+        };
+        let written = Written {
+            csv: at(format!("{id}.csv"))?,
+            metadata: at(format!("{id}.csv.metadata"))?,
+        };
+        let csv = result
+            .to_athena_csv()
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let mut metadata = serde_json::to_vec_pretty(&json!({
+            "query_execution_id": id,
+            "columns": result.columns(),
+            "rows": result.num_rows(),
+        }))
+        .map_err(|e| TaskFailure::new(format!("cannot encode the result metadata: {e}")))?;
+        metadata.push(b'\n');
+        let s3 = LocalS3::new(&attempt.state_root);
+        let (csv_uri, metadata_uri) = (written.csv.clone(), written.metadata.clone());
+        tokio::task::spawn_blocking(move || {
+            s3.put_bytes(&csv_uri, &csv)?;
+            s3.put_bytes(&metadata_uri, &metadata)
+        })
+        .await
+        .map_err(|e| TaskFailure::new(format!("writing the result stopped: {e}")))?
+        .map_err(|e| TaskFailure::new(format!("cannot write the result: {e}")))?;
+        Ok(written)
+    }
+
+    /// The SQL and a sample of the result in the attempt's `stdout.log`;
+    /// a log that cannot be written is no reason to fail the query.
+    fn log(&self, attempt: &Attempt, sql: &str, result: &QueryResult, written: &Written) {
+        let table = result
+            .text_table(Some(SAMPLE_ROWS))
+            .unwrap_or_else(|e| format!("(cannot show the rows: {e})\n"));
+        let text = format!(
+            "database: {}\n{}\n\n{} rows, written to {}\n{}{}",
+            self.database,
+            sql.trim_end(),
+            result.num_rows(),
+            written.csv,
+            table,
+            if result.num_rows() > SAMPLE_ROWS {
+                format!("(first {SAMPLE_ROWS} rows)\n")
+            } else {
+                String::new()
+            }
+        );
+        let path = attempt.log_dir.join("stdout.log");
+        if let Err(e) = fs::create_dir_all(&attempt.log_dir).and_then(|()| fs::write(&path, text)) {
+            tracing::warn!(path = %path.display(), "cannot write the query log: {e}");
+        }
+    }
+}
