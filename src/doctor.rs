@@ -50,6 +50,26 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
     } else {
         Ok(runtime::locate())
     };
+    let warm = if let Ok(Some(found)) = &spark {
+        let python = runtime::client_python(found);
+        Some(match runtime::check_connect_client(&python) {
+            Ok(()) => Check {
+                name: "warm spark",
+                ok: true,
+                detail: format!(
+                    "{} can run jobs on a warm Spark Connect server (the default; FLUX_SPARK_MODE=submit for a cold spark-submit per job)",
+                    python.display()
+                ),
+            },
+            Err(e) => Check {
+                name: "warm spark",
+                ok: false,
+                detail: e,
+            },
+        })
+    } else {
+        None
+    };
     checks.push(match spark {
         Ok(Some(found)) => Check {
             name: "spark",
@@ -69,7 +89,7 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
             ok: false,
             detail: format!(
                 "not found (SPARK_HOME, PATH); the first emr_spark task provisions {} into {}, or run `flux-engine doctor --fix` now",
-                runtime::REQUIREMENTS.trim(),
+                runtime::pinned(),
                 runtime::provisioned_dir().display()
             ),
         },
@@ -79,6 +99,7 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
             detail: e.to_string(),
         },
     });
+    checks.extend(warm);
     let writable = std::fs::create_dir_all(state_dir.root()).and_then(|_| {
         let probe = state_dir.root().join(".doctor-probe");
         std::fs::write(&probe, b"ok")?;

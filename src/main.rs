@@ -346,6 +346,9 @@ fn drive<'a>(
         };
         let outcome = start(options).await;
         signals.abort();
+        // The warm Spark (if a Spark task started one) holds gigabytes;
+        // give them back now rather than when the guard notices our exit.
+        tasks::emr_spark::connect::shutdown().await;
         outcome
     });
     let outcome = outcome.map_err(engine_error)?;

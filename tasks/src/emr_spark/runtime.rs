@@ -56,6 +56,52 @@ pub struct SparkRuntime {
     pub origin: Origin,
 }
 
+/// The requirement lines without comments, for messages.
+pub fn pinned() -> String {
+    REQUIREMENTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Python that runs warm-mode jobs: the provisioned virtualenv's, else
+/// `PYSPARK_PYTHON`, else `python3`.
+pub fn client_python(runtime: &SparkRuntime) -> PathBuf {
+    runtime
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("PYSPARK_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Checks that `python` can be a Spark Connect client (pyspark with its
+/// `connect` extra: pandas, pyarrow, grpcio).
+pub fn check_connect_client(python: &Path) -> Result<(), String> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import pyspark.sql.connect.session, pandas, pyarrow, grpc, google.protobuf",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(format!(
+        "{} cannot run Spark Connect clients ({last}); install the client with `pip install '{}'`, or run each job with its own spark-submit: FLUX_SPARK_MODE=submit",
+        python.display(),
+        pinned()
+    ))
+}
+
 /// Where flux-engine keeps what it downloads.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLUX_CACHE_DIR").filter(|v| !v.is_empty()) {
