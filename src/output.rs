@@ -175,6 +175,81 @@ impl RunReport {
             &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
             &self.task_rows(self.tasks.iter()),
         ));
+        out.push_str(&self.row_counts());
+        out.push_str(&self.artifacts());
+        out
+    }
+
+    /// Rows read / clean / quarantined per raw file, from every task whose
+    /// output carries such counts (the cleaning job's `output_json`).
+    fn row_counts(&self) -> String {
+        let mut out = String::new();
+        for task in &self.tasks {
+            let Some(files) = task
+                .output
+                .as_ref()
+                .and_then(|o| o.get("files"))
+                .and_then(|f| f.as_object())
+            else {
+                continue;
+            };
+            let count = |c: &serde_json::Value, key: &str| c.get(key).and_then(|v| v.as_u64());
+            let rows: Vec<Vec<String>> = files
+                .iter()
+                .filter_map(|(file, c)| {
+                    let (read, clean, quarantined) = (
+                        count(c, "read")?,
+                        count(c, "clean")?,
+                        count(c, "quarantined")?,
+                    );
+                    let ratio = if read == 0 {
+                        0.0
+                    } else {
+                        quarantined as f64 / read as f64
+                    };
+                    Some(vec![
+                        file.clone(),
+                        read.to_string(),
+                        clean.to_string(),
+                        quarantined.to_string(),
+                        format!("{:.2}%", ratio * 100.0),
+                    ])
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("\nrows of task {}:\n", task.id));
+            out.push_str(&table(
+                &["FILE", "READ", "CLEAN", "QUARANTINED", "RATIO"],
+                &rows,
+            ));
+            if let Some(reasons) = task
+                .output
+                .as_ref()
+                .and_then(|o| o.get("quarantine_reasons"))
+                .and_then(|r| r.as_object())
+                .filter(|r| !r.is_empty())
+            {
+                let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                out.push_str(&format!("quarantine reasons: {}\n", list.join(", ")));
+            }
+        }
+        out
+    }
+
+    /// Where the reports a run wrote are, as paths one can open.
+    pub fn artifacts(&self) -> String {
+        let mut out = String::new();
+        for task in &self.tasks {
+            let Some(output) = &task.output else { continue };
+            if let (Some(uri), Some(path)) = (
+                output.get("report").and_then(|v| v.as_str()),
+                output.get("local_path").and_then(|v| v.as_str()),
+            ) {
+                out.push_str(&format!("\nreport ({}): {path}\n  ({uri})\n", task.id));
+            }
+        }
         out
     }
 
@@ -218,6 +293,8 @@ impl RunReport {
                 ));
             }
         }
+        out.push_str(&self.row_counts());
+        out.push_str(&self.artifacts());
         out.push_str(&format!(
             "\nrun {} {} in {}\n",
             self.run.run_id,

@@ -1,0 +1,916 @@
+//! The rental pipeline (`dags/rental.toml`) end to end, through the real
+//! binary: Spark, the crawler, DataFusion queries and the report.
+//!
+//! Every expected value is computed here from the input CSV files with
+//! plain Rust (the `csv` crate and integer arithmetic), never copied from
+//! the pipeline's output. The run on the reference data is shared by the
+//! tests that read it (one Spark run); the dirty-data, missing-column and
+//! crash tests each run the pipeline on a copy of the shipped sample.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{flux, show, spawn, tasks_by_id, wait_until};
+
+const BUCKET: &str = "flux-rental";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dag() -> String {
+    repo().join("dags/rental.toml").display().to_string()
+}
+
+fn sample_dir() -> PathBuf {
+    repo().join("dags/data/rental-sample")
+}
+
+/// `../shared/data/rental`, or `$FLUX_RENTAL_DATA`.
+fn reference_dir() -> PathBuf {
+    std::env::var_os("FLUX_RENTAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/rental"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+// ---------------------------------------------------------------------
+// The independent computation
+// ---------------------------------------------------------------------
+
+/// Reads a CSV file with a header into maps of column -> value.
+fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            header
+                .iter()
+                .cloned()
+                .zip(r.iter().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// Amounts in the data have at most two decimals: summing cents keeps the
+/// expected totals exact.
+fn cents(amount: &str) -> i64 {
+    let value: f64 = amount
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("amount {amount:?}: {e}"));
+    (value * 100.0).round() as i64
+}
+
+fn seconds_of(ts: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S")
+        .unwrap_or_else(|e| panic!("timestamp {ts:?}: {e}"))
+        .and_utc()
+        .timestamp()
+}
+
+/// The KPIs of a clean set of four files.
+#[derive(Debug)]
+struct Kpis {
+    revenue_cents: i64,
+    rentals: usize,
+    active_users: usize,
+    rental_seconds: i64,
+    /// (vehicle_id, revenue cents), best first, ties by id.
+    vehicles: Vec<(String, i64)>,
+    /// (location_id, location_name, revenue cents), best first, ties by id.
+    locations: Vec<(i64, String, i64)>,
+    /// vehicle_type -> revenue cents.
+    by_type: BTreeMap<String, i64>,
+    /// rental date (YYYY-MM-DD of the start) -> (revenue cents, rentals).
+    daily: BTreeMap<String, (i64, usize)>,
+    months: BTreeSet<String>,
+    lines: BTreeMap<&'static str, usize>,
+}
+
+impl Kpis {
+    fn of(dir: &Path) -> Kpis {
+        let rentals = read_csv(&dir.join("rental_transactions.csv"));
+        let vehicles = read_csv(&dir.join("vehicles.csv"));
+        let locations = read_csv(&dir.join("locations.csv"));
+        let users = read_csv(&dir.join("users.csv"));
+        let vehicle_type: HashMap<&str, &str> = vehicles
+            .iter()
+            .map(|v| (v["vehicle_id"].as_str(), v["vehicle_type"].as_str()))
+            .collect();
+        let location_name: HashMap<i64, &str> = locations
+            .iter()
+            .map(|l| {
+                (
+                    l["location_id"].parse().unwrap(),
+                    l["location_name"].as_str(),
+                )
+            })
+            .collect();
+        let mut per_vehicle: HashMap<String, i64> = HashMap::new();
+        let mut per_location: HashMap<i64, i64> = HashMap::new();
+        let mut by_type = BTreeMap::new();
+        let mut daily: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+        let mut months = BTreeSet::new();
+        let mut users_seen = BTreeSet::new();
+        let (mut revenue_cents, mut rental_seconds) = (0, 0);
+        for r in &rentals {
+            let amount = cents(&r["total_amount"]);
+            revenue_cents += amount;
+            rental_seconds +=
+                seconds_of(&r["rental_end_time"]) - seconds_of(&r["rental_start_time"]);
+            users_seen.insert(r["user_id"].clone());
+            *per_vehicle.entry(r["vehicle_id"].clone()).or_default() += amount;
+            *per_location
+                .entry(r["pickup_location"].parse().unwrap())
+                .or_default() += amount;
+            *by_type
+                .entry(vehicle_type[r["vehicle_id"].as_str()].to_string())
+                .or_default() += amount;
+            let day = daily
+                .entry(r["rental_start_time"][..10].to_string())
+                .or_default();
+            day.0 += amount;
+            day.1 += 1;
+            months.insert(r["rental_start_time"][..7].to_string());
+        }
+        let mut vehicles_ranked: Vec<(String, i64)> = per_vehicle.into_iter().collect();
+        vehicles_ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut locations_ranked: Vec<(i64, String, i64)> = per_location
+            .into_iter()
+            .map(|(id, c)| (id, location_name[&id].to_string(), c))
+            .collect();
+        locations_ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let line_count = |name: &str| read_csv(&dir.join(name)).len();
+        Kpis {
+            revenue_cents,
+            rentals: rentals.len(),
+            active_users: users_seen.len(),
+            rental_seconds,
+            vehicles: vehicles_ranked,
+            locations: locations_ranked,
+            by_type,
+            daily,
+            months,
+            lines: BTreeMap::from([
+                ("locations.csv", locations.len()),
+                ("users.csv", users.len()),
+                ("vehicles.csv", vehicles.len()),
+                (
+                    "rental_transactions.csv",
+                    line_count("rental_transactions.csv"),
+                ),
+            ]),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Reading what a run produced
+// ---------------------------------------------------------------------
+
+struct Run {
+    state: PathBuf,
+    run_id: String,
+    output: Output,
+    tasks: BTreeMap<String, serde_json::Value>,
+}
+
+impl Run {
+    fn start(state: &Path, input_dir: &Path) -> Run {
+        let output = flux(
+            state,
+            &[
+                "run",
+                &dag(),
+                "--param",
+                &format!("input_dir={}", input_dir.display()),
+            ],
+        );
+        Run::read(state, output)
+    }
+
+    fn read(state: &Path, output: Output) -> Run {
+        let runs = common::runs(state);
+        let run_id = runs
+            .first()
+            .and_then(|r| r["run_id"].as_str())
+            .unwrap_or_else(|| panic!("no run recorded\n{}", text(&output)))
+            .to_string();
+        let tasks = tasks_by_id(&show(state, &run_id));
+        Run {
+            state: state.to_path_buf(),
+            run_id,
+            output,
+            tasks,
+        }
+    }
+
+    fn assert_succeeded(&self) {
+        assert!(
+            self.output.status.success(),
+            "the rental pipeline failed\n{}",
+            text(&self.output)
+        );
+    }
+
+    fn local(&self, uri: &str) -> PathBuf {
+        let key = uri.strip_prefix("s3://").expect("an s3:// URI");
+        self.state.join("s3").join(key)
+    }
+
+    /// The rows of a query task's result CSV, by column name.
+    fn query_rows(&self, task: &str) -> Vec<HashMap<String, String>> {
+        let uri = self.tasks[task]["output"]["output_location"]
+            .as_str()
+            .unwrap_or_else(|| panic!("task {task} has no output_location: {}", self.tasks[task]));
+        read_csv(&self.local(uri))
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let output = flux(&self.state, args);
+        assert!(output.status.success(), "{args:?}\n{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+}
+
+fn number(row: &HashMap<String, String>, column: &str) -> f64 {
+    row.get(column)
+        .unwrap_or_else(|| panic!("no column {column} in {row:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{column} = {:?}: {e}", row[column]))
+}
+
+fn assert_money(actual: f64, expected_cents: i64, what: &str) {
+    assert!(
+        (actual * 100.0 - expected_cents as f64).abs() < 0.5,
+        "{what}: got {actual}, expected {}",
+        expected_cents as f64 / 100.0
+    );
+}
+
+/// Checks every query result against KPIs computed from the inputs.
+fn assert_kpis(run: &Run, kpis: &Kpis) {
+    let summary = &run.query_rows("summary")[0];
+    assert_money(
+        number(summary, "total_revenue"),
+        kpis.revenue_cents,
+        "total revenue",
+    );
+    assert_eq!(number(summary, "total_rentals") as usize, kpis.rentals);
+    assert_eq!(number(summary, "active_users") as usize, kpis.active_users);
+    let avg_hours = kpis.rental_seconds as f64 / 3600.0 / kpis.rentals as f64;
+    assert!((number(summary, "avg_rental_hours") - avg_hours).abs() < 1e-9);
+
+    let top: Vec<(String, f64)> = run
+        .query_rows("top_vehicles")
+        .iter()
+        .map(|r| (r["vehicle_id"].clone(), number(r, "total_revenue")))
+        .collect();
+    assert_eq!(top.len(), 10.min(kpis.vehicles.len()));
+    for ((id, revenue), (want_id, want_cents)) in top.iter().zip(&kpis.vehicles) {
+        assert_eq!(id, want_id, "top vehicles: got {top:?}");
+        assert_money(*revenue, *want_cents, &format!("revenue of vehicle {id}"));
+    }
+
+    let top: Vec<(i64, String, f64)> = run
+        .query_rows("top_locations")
+        .iter()
+        .map(|r| {
+            (
+                number(r, "location_id") as i64,
+                r["location_name"].clone(),
+                number(r, "total_revenue"),
+            )
+        })
+        .collect();
+    assert_eq!(top.len(), 10.min(kpis.locations.len()));
+    for ((id, name, revenue), (want_id, want_name, want_cents)) in top.iter().zip(&kpis.locations) {
+        assert_eq!(
+            (id, name),
+            (want_id, want_name),
+            "top locations: got {top:?}"
+        );
+        assert_money(*revenue, *want_cents, &format!("revenue of location {id}"));
+    }
+
+    let by_type: BTreeMap<String, f64> = run
+        .query_rows("revenue_by_vehicle_type")
+        .iter()
+        .map(|r| (r["vehicle_type"].clone(), number(r, "total_revenue")))
+        .collect();
+    assert_eq!(
+        by_type.keys().collect::<Vec<_>>(),
+        kpis.by_type.keys().collect::<Vec<_>>()
+    );
+    for (t, cents) in &kpis.by_type {
+        assert_money(by_type[t], *cents, &format!("revenue of type {t}"));
+    }
+
+    let daily = run.query_rows("daily_trend");
+    assert_eq!(daily.len(), kpis.daily.len(), "days in the trend");
+    for row in &daily {
+        let (cents, n) = kpis.daily[&row["rental_date"]];
+        assert_money(number(row, "total_revenue"), cents, &row["rental_date"]);
+        assert_eq!(number(row, "total_transactions") as usize, n);
+    }
+}
+
+// ---------------------------------------------------------------------
+// The reference data: one run shared by several tests
+// ---------------------------------------------------------------------
+
+struct Reference {
+    run: Run,
+    kpis: Kpis,
+    _state: tempfile::TempDir,
+}
+
+fn reference() -> Option<&'static Reference> {
+    static RUN: OnceLock<Option<Reference>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = reference_dir();
+        if !dir.join("rental_transactions.csv").is_file() {
+            eprintln!(
+                "SKIPPED: the reference data is not at {} (set FLUX_RENTAL_DATA)",
+                dir.display()
+            );
+            return None;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let run = Run::start(state.path(), &dir);
+        Some(Reference {
+            kpis: Kpis::of(&dir),
+            run,
+            _state: state,
+        })
+    })
+    .as_ref()
+}
+
+#[test]
+fn reference_data_kpis_match_an_independent_computation() {
+    let Some(reference) = reference() else { return };
+    reference.run.assert_succeeded();
+    let kpis = &reference.kpis;
+    // The README's facts, recomputed: a check of the computation itself.
+    assert_eq!(kpis.rentals, 20_080);
+    assert_eq!(kpis.revenue_cents, 1_620_062_000);
+    assert_kpis(&reference.run, kpis);
+}
+
+#[test]
+fn reference_data_rows_are_all_clean_and_shown() {
+    let Some(reference) = reference() else { return };
+    reference.run.assert_succeeded();
+    let counts = &reference.run.tasks["clean"]["output"]["files"];
+    for (file, lines) in &reference.kpis.lines {
+        let c = &counts[*file];
+        assert_eq!(c["read"].as_u64(), Some(*lines as u64), "{file}: {counts}");
+        assert_eq!(c["clean"].as_u64(), Some(*lines as u64), "{file}");
+        assert_eq!(c["quarantined"].as_u64(), Some(0), "{file}");
+    }
+    let shown = reference.run.cli(&["show", &reference.run.run_id]);
+    for (file, lines) in &reference.kpis.lines {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(file))
+            .unwrap_or_else(|| panic!("show lists no row for {file}:\n{shown}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..4],
+            [lines.to_string(), lines.to_string(), "0".to_string()],
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn reference_data_catalog_query_and_report() {
+    let Some(reference) = reference() else { return };
+    let run = &reference.run;
+    run.assert_succeeded();
+
+    let catalog: serde_json::Value =
+        serde_json::from_str(&run.cli(&["catalog", "--database", "rental", "--format", "json"]))
+            .expect("catalog --format json");
+    let text = catalog.to_string();
+    for table in [
+        "location_performance",
+        "vehicle_type_performance",
+        "vehicle_performance",
+        "daily_metrics",
+        "user_metrics",
+        "rentals_clean",
+        "quarantine",
+        "locations",
+        "users",
+        "vehicles",
+    ] {
+        assert!(
+            text.contains(&format!("\"{table}\"")),
+            "catalog lacks {table}: {text}"
+        );
+    }
+
+    let csv = run.cli(&[
+        "query",
+        "--database",
+        "rental",
+        "--format",
+        "csv",
+        "SELECT rental_month, COUNT(*) AS n FROM rentals_clean GROUP BY rental_month ORDER BY rental_month",
+    ]);
+    let months: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().trim_matches('"').to_string())
+        .collect();
+    assert_eq!(
+        months,
+        reference.kpis.months.iter().cloned().collect::<Vec<_>>(),
+        "{csv}"
+    );
+
+    // The run's last lines say where the report is, and it is self-contained.
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    let report_uri = run.tasks["report"]["output"]["report"].as_str().unwrap();
+    let path = run.local(report_uri);
+    assert!(
+        stdout.contains(&path.display().to_string()),
+        "the run does not print the report's path {}:\n{stdout}",
+        path.display()
+    );
+    let html = std::fs::read_to_string(&path).unwrap();
+    let without_ns = html.replace("http://www.w3.org/2000/svg", "");
+    assert!(!without_ns.contains("http://") && !without_ns.contains("https://"));
+    assert!(html.matches("<svg").count() >= 4, "charts missing");
+    // Revenue 16,200,620 (computed above), as the tile prints money.
+    let revenue = reference.kpis.revenue_cents / 100;
+    let grouped = format!(
+        "{},{:03},{:03}",
+        revenue / 1_000_000,
+        revenue / 1000 % 1000,
+        revenue % 1000
+    );
+    assert!(
+        html.contains(&grouped),
+        "the report does not show revenue {grouped}"
+    );
+    for (name, _) in reference.kpis.by_type.iter() {
+        assert!(
+            html.contains(name.as_str()),
+            "the report lacks vehicle type {name}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Dirty data
+// ---------------------------------------------------------------------
+
+fn copy_sample(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in [
+        "locations.csv",
+        "users.csv",
+        "vehicles.csv",
+        "rental_transactions.csv",
+    ] {
+        std::fs::copy(sample_dir().join(file), to.join(file)).unwrap();
+    }
+}
+
+fn append(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    for line in lines {
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+#[test]
+fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("input");
+    copy_sample(&input);
+    let clean_kpis = Kpis::of(&input);
+
+    let rentals = read_csv(&input.join("rental_transactions.csv"));
+    let first = &rentals[0];
+    let user = first["user_id"].clone();
+    let vehicle = first["vehicle_id"].clone();
+    let location = first["pickup_location"].clone();
+    // Appended lines only, so the clean rows stay exactly the original ones
+    // and every KPI must come out as computed from the untouched sample.
+    let line =
+        |id: &str, u: &str, v: &str, start: &str, end: &str, p: &str, d: &str, amount: &str| {
+            format!("{id},{u},{v},{start},{end},{p},{d},{amount}")
+        };
+    let (s, e) = ("2024-03-01 10:00:00", "2024-03-01 12:00:00");
+    let bad_transactions = [
+        (
+            line(
+                "dirty00001",
+                "",
+                &vehicle,
+                s,
+                e,
+                &location,
+                &location,
+                "20.0",
+            ),
+            "missing_field",
+        ),
+        (
+            line(
+                "dirty00002",
+                &user,
+                &vehicle,
+                s,
+                e,
+                &location,
+                &location,
+                "-5.0",
+            ),
+            "negative_amount",
+        ),
+        (
+            line(
+                "dirty00003",
+                &user,
+                &vehicle,
+                s,
+                e,
+                &location,
+                &location,
+                "twenty",
+            ),
+            "bad_amount",
+        ),
+        (
+            line(
+                "dirty00004",
+                &user,
+                &vehicle,
+                "2024-13-45 99:00:00",
+                e,
+                &location,
+                &location,
+                "20.0",
+            ),
+            "bad_timestamp",
+        ),
+        (
+            line(
+                "dirty00005",
+                &user,
+                &vehicle,
+                e,
+                s,
+                &location,
+                &location,
+                "20.0",
+            ),
+            "end_before_start",
+        ),
+        (
+            line(
+                "dirty00006",
+                "nosuchuser",
+                &vehicle,
+                s,
+                e,
+                &location,
+                &location,
+                "20.0",
+            ),
+            "unknown_user",
+        ),
+        (
+            line(
+                "dirty00007",
+                &user,
+                "nosuchcar0",
+                s,
+                e,
+                &location,
+                &location,
+                "20.0",
+            ),
+            "unknown_vehicle",
+        ),
+        (
+            line(
+                "dirty00008",
+                &user,
+                &vehicle,
+                s,
+                e,
+                "999999",
+                &location,
+                "20.0",
+            ),
+            "unknown_pickup_location",
+        ),
+        (
+            line(
+                "dirty00009",
+                &user,
+                &vehicle,
+                s,
+                e,
+                &location,
+                "999999",
+                "20.0",
+            ),
+            "unknown_dropoff_location",
+        ),
+        // A later copy of an existing rental: the first one stays.
+        (
+            line(
+                &first["rental_id"],
+                &user,
+                &vehicle,
+                s,
+                e,
+                &location,
+                &location,
+                "999.0",
+            ),
+            "duplicate_key",
+        ),
+        (format!("dirty00011,{user},{vehicle},{s}"), "ragged_line"),
+    ];
+    append(
+        &input.join("rental_transactions.csv"),
+        &bad_transactions
+            .iter()
+            .map(|(l, _)| l.clone())
+            .collect::<Vec<_>>(),
+    );
+    let users = read_csv(&input.join("users.csv"));
+    append(
+        &input.join("users.csv"),
+        &[
+            format!(
+                "{},Dup,Later,d@example.com,555,DL0,2030-01-01,2024-01-01,1",
+                users[0]["user_id"]
+            ),
+            ",No,Key,n@example.com,555,DL1,2030-01-01,2024-01-01,1".to_string(),
+        ],
+    );
+    let locations = read_csv(&input.join("locations.csv"));
+    append(
+        &input.join("locations.csv"),
+        &[format!(
+            "{},\"Dup, Later\",1 Main St,Fresno,CA,93650,36.7,-119.7",
+            locations[0]["location_id"]
+        )],
+    );
+
+    let state = work.path().join("state");
+    let run = Run::start(&state, &input);
+    run.assert_succeeded();
+
+    let counts = &run.tasks["clean"]["output"];
+    let expect_file = |file: &str, read: usize, quarantined: usize| {
+        let c = &counts["files"][file];
+        assert_eq!(
+            (
+                c["read"].as_u64(),
+                c["clean"].as_u64(),
+                c["quarantined"].as_u64()
+            ),
+            (
+                Some(read as u64),
+                Some((read - quarantined) as u64),
+                Some(quarantined as u64)
+            ),
+            "{file}: {counts}"
+        );
+    };
+    let lines = &clean_kpis.lines;
+    expect_file(
+        "rental_transactions.csv",
+        lines["rental_transactions.csv"] + bad_transactions.len(),
+        bad_transactions.len(),
+    );
+    expect_file("users.csv", lines["users.csv"] + 2, 2);
+    expect_file("locations.csv", lines["locations.csv"] + 1, 1);
+    expect_file("vehicles.csv", lines["vehicles.csv"], 0);
+
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, reason) in &bad_transactions {
+        *expected.entry(reason.to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        serde_json::to_value(&expected).unwrap(),
+        counts["quarantine_reasons_by_file"]["rental_transactions.csv"]
+    );
+    assert_eq!(
+        counts["quarantine_reasons_by_file"]["users.csv"],
+        serde_json::json!({"duplicate_key": 1, "missing_key": 1})
+    );
+
+    // The quarantine table holds the original lines with their reasons.
+    let csv = run.cli(&[
+        "query",
+        "--database",
+        "rental",
+        "--format",
+        "csv",
+        "SELECT reason, record FROM quarantine WHERE dataset = 'rental_transactions.csv' ORDER BY record",
+    ]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let mut got: Vec<(String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[1].to_string(), r[0].to_string())
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = bad_transactions
+        .iter()
+        .map(|(l, r)| (l.clone(), r.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    assert_kpis(&run, &clean_kpis);
+}
+
+#[test]
+fn a_missing_required_column_fails_before_anything_is_published() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("input");
+    copy_sample(&input);
+    // Drop the `brand` column from vehicles.csv (header and rows).
+    let path = input.join("vehicles.csv");
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let brand = header.iter().position(|h| h == "brand").unwrap();
+    let mut writer = csv::Writer::from_path(work.path().join("v.csv")).unwrap();
+    let keep = |r: &csv::StringRecord| -> Vec<String> {
+        r.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != brand)
+            .map(|(_, c)| c.to_string())
+            .collect()
+    };
+    writer.write_record(keep(&header)).unwrap();
+    for r in reader.records() {
+        writer.write_record(keep(&r.unwrap())).unwrap();
+    }
+    writer.flush().unwrap();
+    drop(writer);
+    std::fs::rename(work.path().join("v.csv"), &path).unwrap();
+
+    let state = work.path().join("state");
+    let run = Run::start(&state, &input);
+    assert_eq!(run.output.status.code(), Some(1), "{}", text(&run.output));
+    let error = run.tasks["clean"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("vehicles.csv") && error.contains("brand"),
+        "the error does not name the file and the column: {error}"
+    );
+    let processed = state.join("s3").join(BUCKET).join("processed");
+    let published: Vec<String> = std::fs::read_dir(&processed)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(published.is_empty(), "processed/ holds {published:?}");
+    assert_eq!(
+        run.tasks["crawl"]["status"], "upstream_failed",
+        "{}",
+        run.tasks["crawl"]
+    );
+}
+
+// ---------------------------------------------------------------------
+// A crash during the Spark stage
+// ---------------------------------------------------------------------
+
+#[test]
+fn sigkill_during_spark_then_resume_gives_the_same_tables() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("input");
+    copy_sample(&input);
+    let state = work.path().join("state");
+    let mut child = spawn(
+        &state,
+        &[
+            "run",
+            &dag(),
+            "--param",
+            &format!("input_dir={}", input.display()),
+        ],
+        &work.path().join("first"),
+    );
+    // Kill once the cleaning job's Python process has started talking to
+    // Spark (its log exists and the warm server is up), mid-job.
+    let job_started = wait_until(Duration::from_secs(300), || {
+        glob_logs(&state.join("runs"), "clean", "stdout.log")
+            .iter()
+            .any(|p| p.exists())
+            || child.try_wait().ok().flatten().is_some()
+    });
+    assert!(
+        job_started,
+        "the clean job never started\n{}",
+        common::logs(&work.path().join("first"))
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be killed\n{}",
+        common::logs(&work.path().join("first"))
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The warm Spark server dies with the engine (its guard sees the pipe close).
+    let ports: Vec<u16> = std::fs::read_dir(state.join("spark"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().to_string();
+            name.strip_prefix("spark-connect-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(ports.len(), 1, "one warm server expected");
+    let port = ports[0];
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        }),
+        "the Spark Connect server on port {port} outlived the killed engine"
+    );
+    // Nothing half-written was published.
+    assert!(
+        !state
+            .join("s3")
+            .join(BUCKET)
+            .join("processed/clean")
+            .exists(),
+        "processed/clean/ was published by a job that was killed"
+    );
+
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resumed = common::command(&state)
+        .args(["resume", &run_id])
+        .output()
+        .unwrap();
+    let run = Run::read(&state, resumed);
+    run.assert_succeeded();
+    assert!(run.tasks["clean"]["attempts"].as_u64().unwrap() >= 2);
+    assert_kpis(&run, &Kpis::of(&input));
+    let counts = &run.tasks["clean"]["output"]["files"]["rental_transactions.csv"];
+    assert_eq!(counts["quarantined"].as_u64(), Some(0));
+}
+
+fn glob_logs(runs: &Path, task: &str, file: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for run in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+        for attempt in std::fs::read_dir(run.path().join(task))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push(attempt.path().join(file));
+        }
+    }
+    found
+}
