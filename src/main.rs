@@ -113,12 +113,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = query_cli::CatalogFormat::Table)]
         format: query_cli::CatalogFormat,
     },
+    /// A warm Spark Connect server that serves every run of the state dir
+    /// until stopped (for the development loop: Spark starts once)
+    Spark {
+        #[command(subcommand)]
+        action: SparkAction,
+    },
     /// Check what local runs need (sh, Java, Python, Spark, the state dir)
     Doctor {
         /// Provision PySpark now if it is missing, instead of on first use
         #[arg(long)]
         fix: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SparkAction {
+    /// Start it (or report the one running) and return
+    Start,
+    /// Stop it
+    Stop,
+    /// Say whether one runs, and where
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -236,6 +252,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             })
         }
         Command::Doctor { fix } => Ok(doctor::run(&state_dir, fix)),
+        Command::Spark { action } => spark_server(&state_dir, action),
         Command::Query {
             sql,
             database,
@@ -298,6 +315,61 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 Format::Json => println!("{}", report.json()),
                 Format::Table => print!("{}", report.table()),
             }
+            Ok(0)
+        }
+    }
+}
+
+/// `flux-engine spark start|stop|status`.
+fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
+    use tasks::emr_spark::{connect, runtime};
+    let root = state_dir.root();
+    match action {
+        SparkAction::Status => {
+            match connect::persistent(root) {
+                Some(found) => println!(
+                    "a warm Spark runs for {}: {} (pid {}, since {}; log {})",
+                    root.display(),
+                    found.url,
+                    found.pid,
+                    found.started_at,
+                    found.log
+                ),
+                None => println!(
+                    "no warm Spark runs for {}; runs start their own (`flux-engine spark start` keeps one)",
+                    root.display()
+                ),
+            }
+            Ok(0)
+        }
+        SparkAction::Stop => {
+            let stopped =
+                connect::stop_persistent(root).map_err(|e| Exit(1, format!("error: {e}")))?;
+            println!(
+                "{}",
+                if stopped {
+                    "stopped the warm Spark"
+                } else {
+                    "no warm Spark was running"
+                }
+            );
+            Ok(0)
+        }
+        SparkAction::Start => {
+            let say = |line: &str| eprintln!("flux-engine: {line}");
+            let spark = runtime::ensure(&say).map_err(|e| Exit(1, format!("error: {e}")))?;
+            let started = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Exit(1, format!("error: {e}")))?
+                .block_on(connect::start_persistent(&spark, root, &say))
+                .map_err(|e| Exit(1, format!("error: {e}")))?;
+            println!(
+                "a warm Spark runs for {}: {} (pid {}); every run of this state dir uses it until `flux-engine spark stop`",
+                root.display(),
+                started.url,
+                started.pid
+            );
             Ok(0)
         }
     }

@@ -51,23 +51,27 @@ pub struct ConnectServer {
     pub url: String,
     pub port: u16,
     pub log: PathBuf,
-    guard: std::sync::Mutex<tokio::process::Child>,
+    /// The guard of a server this process started; `None` for a
+    /// persistent server (`flux-engine spark start`), which outlives runs.
+    guard: Option<std::sync::Mutex<tokio::process::Child>>,
 }
 
 impl ConnectServer {
     fn alive(&self) -> bool {
-        let exited = self
-            .guard
-            .lock()
-            .map(|mut g| !matches!(g.try_wait(), Ok(None)))
-            .unwrap_or(true);
+        let exited = self.guard.as_ref().is_some_and(|guard| {
+            guard
+                .lock()
+                .map(|mut g| !matches!(g.try_wait(), Ok(None)))
+                .unwrap_or(true)
+        });
         !exited && port_open(self.port)
     }
 
     /// Stops the server (closes the guard's stdin) and waits a little for
-    /// it to go.
+    /// it to go. A persistent server is left running.
     fn stop(&self) {
-        if let Ok(mut guard) = self.guard.lock() {
+        let Some(guard) = &self.guard else { return };
+        if let Ok(mut guard) = guard.lock() {
             drop(guard.stdin.take());
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -133,14 +137,24 @@ fn server_conf() -> Vec<String> {
         .collect()
 }
 
-/// The warm server, started if there is none or the last one died.
-/// `log_dir` is where a newly started server writes its log.
+/// The warm server: the persistent one of this state dir if it runs
+/// (`flux-engine spark start`), else one this process starts (again, if
+/// the last one died). `state_root` holds `spark/` with the servers' logs.
 pub async fn server(
     runtime: &SparkRuntime,
-    log_dir: &Path,
+    state_root: &Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Arc<ConnectServer>, String> {
+    let log_dir = &state_root.join("spark");
     let mut slot = SERVER.lock().await;
+    if let Some(found) = persistent(state_root) {
+        return Ok(Arc::new(ConnectServer {
+            url: found.url,
+            port: found.port,
+            log: PathBuf::from(found.log),
+            guard: None,
+        }));
+    }
     if let Some(running) = slot.as_ref() {
         if running.alive() {
             return Ok(running.clone());
@@ -168,6 +182,23 @@ async fn start(
     log_dir: &Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Arc<ConnectServer>, String> {
+    let (guard, port, log) = spawn_server(runtime, log_dir, true, say).await?;
+    Ok(Arc::new(ConnectServer {
+        url: format!("sc://127.0.0.1:{port}"),
+        port,
+        log,
+        guard: Some(std::sync::Mutex::new(guard)),
+    }))
+}
+
+/// Starts a server, under the guard (`guarded`) or on its own, and waits
+/// until it accepts connections.
+async fn spawn_server(
+    runtime: &SparkRuntime,
+    log_dir: &Path,
+    guarded: bool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(tokio::process::Child, u16, PathBuf), String> {
     std::fs::create_dir_all(log_dir)
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
     let port = free_port().map_err(|e| format!("no free local port for Spark Connect: {e}"))?;
@@ -178,12 +209,20 @@ async fn start(
         .try_clone()
         .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let master = std::env::var("FLUX_SPARK_MASTER").unwrap_or_else(|_| "local[*]".into());
-    let mut command = tokio::process::Command::new("sh");
+    let mut command = if guarded {
+        let mut sh = tokio::process::Command::new("sh");
+        sh.arg("-c")
+            .arg(GUARD)
+            .arg("flux-spark-connect")
+            .arg(&runtime.spark_submit);
+        sh.stdin(Stdio::piped());
+        sh
+    } else {
+        let mut submit = tokio::process::Command::new(&runtime.spark_submit);
+        submit.stdin(Stdio::null());
+        submit
+    };
     command
-        .arg("-c")
-        .arg(GUARD)
-        .arg("flux-spark-connect")
-        .arg(&runtime.spark_submit)
         .args([
             "--class",
             "org.apache.spark.sql.connect.service.SparkConnectServer",
@@ -205,7 +244,6 @@ async fn start(
             .env("PYSPARK_DRIVER_PYTHON", python);
     }
     command
-        .stdin(Stdio::piped())
         .stdout(log_file)
         .stderr(log_err)
         // Its own group, so a Ctrl-C at the terminal reaches flux-engine,
@@ -215,7 +253,7 @@ async fn start(
         "starting a warm Spark ({master}, Spark Connect on 127.0.0.1:{port}; log {})",
         log.display()
     ));
-    let mut guard = command
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", runtime.spark_submit.display()))?;
     let began = Instant::now();
@@ -223,7 +261,7 @@ async fn start(
         if port_open(port) {
             break;
         }
-        if let Ok(Some(status)) = guard.try_wait() {
+        if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "the Spark Connect server exited ({status}) before accepting connections; its log ends with:\n{}\n(full log: {})",
                 crate::process::tail(&log, 8),
@@ -231,7 +269,10 @@ async fn start(
             ));
         }
         if began.elapsed() > START_TIMEOUT {
-            drop(guard.stdin.take());
+            drop(child.stdin.take());
+            if !guarded {
+                let _ = child.start_kill();
+            }
             return Err(format!(
                 "the Spark Connect server did not accept connections on 127.0.0.1:{port} within {} s; its log ends with:\n{}\n(full log: {})",
                 START_TIMEOUT.as_secs(),
@@ -245,10 +286,106 @@ async fn start(
         "warm Spark ready in {:.1} s",
         began.elapsed().as_secs_f64()
     ));
-    Ok(Arc::new(ConnectServer {
-        url: format!("sc://127.0.0.1:{port}"),
+    Ok((child, port, log))
+}
+
+// ---------------------------------------------------------------------
+// The persistent server of a state dir (`flux-engine spark start|stop`)
+// ---------------------------------------------------------------------
+
+/// What `STATE_ROOT/spark/server.json` records about a persistent server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PersistentServer {
+    pub pid: u32,
+    pub port: u16,
+    pub url: String,
+    pub log: String,
+    pub started_at: String,
+}
+
+fn persistent_file(state_root: &Path) -> PathBuf {
+    state_root.join("spark").join("server.json")
+}
+
+/// Whether `pid` runs (a zombie, dead but not yet reaped, does not).
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if pid <= 1 || unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(true)
+}
+
+/// The persistent server of this state dir, if one is recorded and answers.
+pub fn persistent(state_root: &Path) -> Option<PersistentServer> {
+    let bytes = std::fs::read(persistent_file(state_root)).ok()?;
+    let found: PersistentServer = serde_json::from_slice(&bytes).ok()?;
+    (pid_alive(found.pid) && port_open(found.port)).then_some(found)
+}
+
+/// Starts a Spark Connect server that outlives this process and serves
+/// every run of the state dir until [`stop_persistent`]: during
+/// development the JVM start and its warm-up are then paid once, not per
+/// run. Returns the running one if there is one.
+pub async fn start_persistent(
+    runtime: &SparkRuntime,
+    state_root: &Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<PersistentServer, String> {
+    if let Some(found) = persistent(state_root) {
+        return Ok(found);
+    }
+    let (child, port, log) = spawn_server(runtime, &state_root.join("spark"), false, say).await?;
+    let pid = child
+        .id()
+        .ok_or_else(|| "the Spark Connect server exited at once".to_string())?;
+    let record = PersistentServer {
+        pid,
         port,
-        log,
-        guard: std::sync::Mutex::new(guard),
-    }))
+        url: format!("sc://127.0.0.1:{port}"),
+        log: log.display().to_string(),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let path = persistent_file(state_root);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // Not waited for: the server is meant to outlive this process.
+    drop(child);
+    Ok(record)
+}
+
+/// Stops the persistent server of this state dir (its process group:
+/// spark-submit's JVM and any Python workers). Returns whether one ran.
+pub fn stop_persistent(state_root: &Path) -> Result<bool, String> {
+    let path = persistent_file(state_root);
+    let Some(found) = persistent(state_root) else {
+        let _ = std::fs::remove_file(&path);
+        return Ok(false);
+    };
+    let group = found.pid as i32;
+    // SAFETY: signals the process group the server was started in.
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pid_alive(found.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if pid_alive(found.pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    Ok(true)
 }

@@ -285,12 +285,11 @@ impl TaskAction for LocalSpark {
         let mut command = match mode {
             Mode::Submit => submit_command(&runtime, job, &script, &py_files, &args),
             Mode::Warm => {
-                let server =
-                    connect::server(&runtime, &attempt.state_root.join("spark"), &|line| {
-                        eprintln!("flux-engine: {line}")
-                    })
-                    .await
-                    .map_err(TaskFailure::new)?;
+                let server = connect::server(&runtime, &attempt.state_root, &|line| {
+                    eprintln!("flux-engine: {line}")
+                })
+                .await
+                .map_err(TaskFailure::new)?;
                 server_log = Some(server.log.clone());
                 warm_command(&runtime, &server, job, &script, &py_files, &args)?
             }
