@@ -914,3 +914,68 @@ fn glob_logs(runs: &Path, task: &str, file: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+// ---------------------------------------------------------------------
+// A warm Spark that outlives runs
+// ---------------------------------------------------------------------
+
+fn server_logs(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("spark"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("spark-connect-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn spark_start_keeps_one_server_for_every_run_until_stop() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let cli = |args: &[&str]| {
+        let output = flux(&state, args);
+        assert!(output.status.success(), "{args:?}\n{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert!(cli(&["spark", "status"]).contains("no warm Spark"));
+    /// Stops the server however the test ends, so a failure leaks no JVM.
+    struct StopOnDrop(PathBuf);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            let _ = flux(&self.0, &["spark", "stop"]);
+        }
+    }
+    let _stop = StopOnDrop(state.clone());
+    let started = cli(&["spark", "start"]);
+    let url = started
+        .split_whitespace()
+        .find(|w| w.starts_with("sc://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no server URL in: {started}"))
+        .to_string();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    // A second start reports the same server instead of starting another.
+    assert!(cli(&["spark", "start"]).contains(&url));
+    assert!(cli(&["spark", "status"]).contains(&url));
+
+    let run = Run::start(&state, &sample_dir());
+    run.assert_succeeded();
+    assert_kpis(&run, &Kpis::of(&sample_dir()));
+    // The run used the running server: no other server log appeared, and
+    // the server still answers after the run ended.
+    assert_eq!(
+        server_logs(&state),
+        vec![format!("spark-connect-{port}.log")]
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    assert!(cli(&["spark", "stop"]).contains("stopped"));
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        }),
+        "the server on port {port} still answers after `spark stop`"
+    );
+    assert!(cli(&["spark", "status"]).contains("no warm Spark"));
+}

@@ -13,6 +13,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use super::infer::{Kind, classify, glue_type, widen};
 use super::*;
 use crate::catalog::{Format, Partition};
+use crate::sql::tests::parquet;
 
 fn fields(text: &str) -> Fields {
     Fields::new(toml::from_str(text).unwrap())
@@ -27,16 +28,6 @@ fn parse_err(text: &str) -> FieldError {
         Err(e) => e,
         Ok(_) => panic!("{text:?} must be refused"),
     }
-}
-
-/// A Parquet file holding `columns` (name, array), as bytes.
-fn parquet(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    bytes
 }
 
 /// Columns to write (name, array), and their Arrow types (name, type).
