@@ -663,6 +663,11 @@ fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
             "duplicate_key",
         ),
         (format!("dirty00011,{user},{vehicle},{s}"), "ragged_line"),
+        // A quote that never closes: the line cannot be parsed at all.
+        (
+            format!("dirty00012,\"{user},{vehicle},{s},{e},{location},{location},20.0"),
+            "unparseable_line",
+        ),
     ];
     append(
         &input.join("rental_transactions.csv"),
@@ -685,10 +690,38 @@ fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
     let locations = read_csv(&input.join("locations.csv"));
     append(
         &input.join("locations.csv"),
-        &[format!(
-            "{},\"Dup, Later\",1 Main St,Fresno,CA,93650,36.7,-119.7",
-            locations[0]["location_id"]
-        )],
+        &[
+            format!(
+                "{},\"Dup, Later\",1 Main St,Fresno,CA,93650,36.7,-119.7",
+                locations[0]["location_id"]
+            ),
+            ",\"No Key\",1 Main St,Fresno,CA,93650,36.7,-119.7".to_string(),
+        ],
+    );
+    // vehicles.csv: a later duplicate of the first vehicle, and one without
+    // a vehicle_id; the other columns copied from the first vehicle.
+    let vehicles_path = input.join("vehicles.csv");
+    let mut reader = csv::Reader::from_path(&vehicles_path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let first_vehicle = reader.records().next().unwrap().unwrap();
+    let id_column = header.iter().position(|h| h == "vehicle_id").unwrap();
+    let vehicle_line = |id: &str| -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(
+            first_vehicle
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i == id_column { id } else { v }),
+        )
+        .unwrap();
+        String::from_utf8(w.into_inner().unwrap())
+            .unwrap()
+            .trim_end()
+            .to_string()
+    };
+    append(
+        &vehicles_path,
+        &[vehicle_line(&first_vehicle[id_column]), vehicle_line("")],
     );
 
     let state = work.path().join("state");
@@ -719,8 +752,8 @@ fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
         bad_transactions.len(),
     );
     expect_file("users.csv", lines["users.csv"] + 2, 2);
-    expect_file("locations.csv", lines["locations.csv"] + 1, 1);
-    expect_file("vehicles.csv", lines["vehicles.csv"], 0);
+    expect_file("locations.csv", lines["locations.csv"] + 2, 2);
+    expect_file("vehicles.csv", lines["vehicles.csv"] + 2, 2);
 
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for (_, reason) in &bad_transactions {
@@ -730,10 +763,13 @@ fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
         serde_json::to_value(&expected).unwrap(),
         counts["quarantine_reasons_by_file"]["rental_transactions.csv"]
     );
-    assert_eq!(
-        counts["quarantine_reasons_by_file"]["users.csv"],
-        serde_json::json!({"duplicate_key": 1, "missing_key": 1})
-    );
+    for file in ["users.csv", "vehicles.csv", "locations.csv"] {
+        assert_eq!(
+            counts["quarantine_reasons_by_file"][file],
+            serde_json::json!({"duplicate_key": 1, "missing_key": 1}),
+            "{file}"
+        );
+    }
 
     // The quarantine table holds the original lines with their reasons.
     let csv = run.cli(&[
