@@ -3,6 +3,7 @@
 //! 130 interrupted.
 
 mod doctor;
+mod export_cli;
 mod output;
 mod progress;
 mod query_cli;
@@ -80,6 +81,21 @@ enum Command {
         dag: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+    },
+    /// Export a DAG for production: --sfn writes the AWS Step Functions
+    /// state machine (Amazon States Language JSON), parameters substituted
+    Export {
+        dag: PathBuf,
+        /// Amazon States Language for AWS Step Functions (the [aws] section
+        /// of the DAG holds the production settings)
+        #[arg(long, required = true)]
+        sfn: bool,
+        /// Override a parameter: --param key=value (repeatable)
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Write to FILE instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Write deterministic rental sample CSVs (locations, users, vehicles,
     /// rental_transactions); tables scale with --transactions
@@ -225,6 +241,12 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             );
             Ok(0)
         }
+        Command::Export {
+            dag,
+            sfn: _,
+            params,
+            output,
+        } => export_cli::sfn(&dag, &params, output.as_deref(), &registry),
         Command::Run {
             dag,
             params,

@@ -33,7 +33,7 @@ pub const MAX_TASK_ID_LEN: usize = 64;
 /// a huge generated file full of mistakes fails fast instead of hanging.
 pub const MAX_DIAGNOSTICS: usize = 100;
 
-const TOP_LEVEL: &[&str] = &["dag", "params", "defaults", "tasks"];
+const TOP_LEVEL: &[&str] = &["dag", "params", "defaults", "tasks", "aws"];
 const DAG_FIELDS: &[&str] = &["name", "description"];
 const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout_seconds"];
 const TASK_COMMON_FIELDS: &[&str] = &[
@@ -67,6 +67,11 @@ pub struct Dag {
     /// Edges point from a dependency to its dependent; node weights are
     /// indexes into `tasks` (and equal the node index).
     pub graph: DiGraph<usize, ()>,
+    /// The `[aws]` section (empty if absent), with `${params.NAME}` and
+    /// `${dag.dir}` substituted: what only a production export needs. The
+    /// engine runs nothing from it, so its keys are checked by the
+    /// exporter that reads them, not here.
+    pub aws: toml::Table,
 }
 
 /// One task as the file declares it, before run-time substitution.
@@ -381,6 +386,7 @@ impl<'a> Loader<'a> {
         let (name, description) = self.dag_section(&doc);
         let params = self.params(&doc, overrides);
         let (default_retry, default_timeout) = self.defaults(&doc);
+        let aws = self.aws_section(&doc, &params);
         let dir = self
             .path
             .parent()
@@ -394,6 +400,7 @@ impl<'a> Loader<'a> {
             params,
             tasks: Vec::new(),
             graph: DiGraph::new(),
+            aws,
         };
         self.tasks(&doc, &mut dag, default_retry, default_timeout);
         self.graph(&mut dag);
@@ -648,6 +655,60 @@ impl<'a> Loader<'a> {
         }
         let dag_dir = self.path.parent().unwrap_or(Path::new(""));
         Some((absolute(&dag_dir.join(default), &cwd()), true))
+    }
+
+    /// The `[aws]` section with its strings substituted. Only
+    /// `${params.NAME}` and `${dag.dir}` mean something there: a production
+    /// setting has no run or task, so `${run.id}` and `${task.id}` are errors.
+    fn aws_section(&mut self, doc: &toml::Table, params: &BTreeMap<String, String>) -> toml::Table {
+        let section = match doc.get("aws") {
+            None => return toml::Table::new(),
+            Some(toml::Value::Table(section)) => section,
+            Some(_) => {
+                let at = self.locate(&[Seg::Key("aws")], false);
+                self.error(
+                    at,
+                    "`aws` must be a table",
+                    "write it as an [aws] section of `setting = value` lines",
+                );
+                return toml::Table::new();
+            }
+        };
+        // A NUL cannot occur in TOML text, so it marks a value that came
+        // from a run-time reference without clashing with real content.
+        const NO_VALUE: &str = "\u{0}";
+        let vars = Vars {
+            params: params.clone(),
+            run_id: NO_VALUE.into(),
+            task_id: NO_VALUE.into(),
+            dag_dir: self
+                .path
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+        };
+        let mut out = toml::Table::new();
+        for (key, value) in section {
+            let at = |s: &Self| s.locate(&[Seg::Key("aws"), Seg::Key(key)], false);
+            match template::substitute_value(value, &vars) {
+                Ok(v) if mentions(&v, NO_VALUE) => {
+                    let position = at(self);
+                    self.error(
+                        position,
+                        format!("[aws] {key}: `${{run.id}}` and `${{task.id}}` have no value in [aws]"),
+                        "production settings belong to the whole state machine: use ${params.NAME} or a fixed value",
+                    );
+                }
+                Ok(v) => {
+                    out.insert(key.clone(), v);
+                }
+                Err(e) => {
+                    let position = at(self);
+                    self.error(position, format!("[aws] {key}: {}", e.message), e.help);
+                }
+            }
+        }
+        out
     }
 
     fn defaults(&mut self, doc: &toml::Table) -> (RetryPolicy, Option<Duration>) {
@@ -1153,6 +1214,16 @@ fn cycle_path(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<NodeIn
         }
     }
     vec![start]
+}
+
+/// Whether any string inside `value` contains `needle`.
+fn mentions(value: &toml::Value, needle: &str) -> bool {
+    match value {
+        toml::Value::String(s) => s.contains(needle),
+        toml::Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
+        toml::Value::Table(table) => table.values().any(|v| mentions(v, needle)),
+        _ => false,
+    }
 }
 
 pub fn valid_task_id(id: &str) -> bool {

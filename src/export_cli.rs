@@ -1,0 +1,32 @@
+//! `flux-engine export --sfn DAG [--param k=v]... [-o FILE]`: the DAG as an
+//! AWS Step Functions state machine (Amazon States Language JSON).
+
+use std::path::Path;
+
+use engine::Registry;
+
+use crate::Exit;
+
+/// Loads the DAG with its `--param` overrides and writes the state
+/// machine to `output`, or stdout. A DAG that is invalid or cannot be
+/// exported (a missing `[aws]` setting, a `shell` task) exits 2.
+pub fn sfn(
+    dag: &Path,
+    params: &[(String, String)],
+    output: Option<&Path>,
+    registry: &Registry,
+) -> Result<u8, Exit> {
+    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
+    let text = exporters::sfn::export(&loaded).map_err(|e| {
+        Exit(
+            2,
+            format!("{}: cannot export to Step Functions:\n{e}", dag.display()),
+        )
+    })?;
+    match output {
+        None => print!("{text}"),
+        Some(path) => std::fs::write(path, &text)
+            .map_err(|e| Exit(1, format!("error: cannot write {}: {e}", path.display())))?,
+    }
+    Ok(0)
+}
