@@ -4,6 +4,8 @@
 //! Each test crate uses its own subset, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod sfn_local;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
