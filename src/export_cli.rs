@@ -1,5 +1,6 @@
 //! `flux-engine export --sfn DAG [--param k=v]... [-o FILE]`: the DAG as an
-//! AWS Step Functions state machine (Amazon States Language JSON).
+//! AWS Step Functions state machine (Amazon States Language JSON); `--iam`
+//! instead writes its execution role's policy and trust policy.
 
 use std::path::Path;
 
@@ -23,9 +24,31 @@ pub fn sfn(
             format!("{}: cannot export to Step Functions:\n{e}", dag.display()),
         )
     })?;
+    write(&text, output)
+}
+
+/// `--iam`: the state machine role's policies, as `{"RolePolicy": ...,
+/// "TrustPolicy": ...}`; the same errors as `--sfn`.
+pub fn iam(
+    dag: &Path,
+    params: &[(String, String)],
+    output: Option<&Path>,
+    registry: &Registry,
+) -> Result<u8, Exit> {
+    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
+    let text = exporters::sfn::iam::export(&loaded).map_err(|e| {
+        Exit(
+            2,
+            format!("{}: cannot export the IAM policy:\n{e}", dag.display()),
+        )
+    })?;
+    write(&text, output)
+}
+
+fn write(text: &str, output: Option<&Path>) -> Result<u8, Exit> {
     match output {
         None => print!("{text}"),
-        Some(path) => std::fs::write(path, &text)
+        Some(path) => std::fs::write(path, text)
             .map_err(|e| Exit(1, format!("error: cannot write {}: {e}", path.display())))?,
     }
     Ok(0)

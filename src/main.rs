@@ -83,13 +83,18 @@ enum Command {
         format: GraphFormat,
     },
     /// Export a DAG for production: --sfn writes the AWS Step Functions
-    /// state machine (Amazon States Language JSON), parameters substituted
+    /// state machine (Amazon States Language JSON), --iam its execution
+    /// role's policy and trust policy; parameters substituted
     Export {
         dag: PathBuf,
         /// Amazon States Language for AWS Step Functions (the [aws] section
         /// of the DAG holds the production settings)
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "iam", conflicts_with = "iam")]
         sfn: bool,
+        /// The state machine role's IAM policy and trust policy, as
+        /// {"RolePolicy": ..., "TrustPolicy": ...}
+        #[arg(long)]
+        iam: bool,
         /// Override a parameter: --param key=value (repeatable)
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
@@ -244,9 +249,16 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
         Command::Export {
             dag,
             sfn: _,
+            iam,
             params,
             output,
-        } => export_cli::sfn(&dag, &params, output.as_deref(), &registry),
+        } => {
+            if iam {
+                export_cli::iam(&dag, &params, output.as_deref(), &registry)
+            } else {
+                export_cli::sfn(&dag, &params, output.as_deref(), &registry)
+            }
+        }
         Command::Run {
             dag,
             params,

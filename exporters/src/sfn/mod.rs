@@ -9,6 +9,8 @@
 //! * one module per task kind: `emr` (`emr_spark`), `glue`
 //!   (`glue_crawler`), `athena` (`athena_query`), `s3` (`s3_ingest`),
 //!   `report`; `states` holds what they share, and `noop` and `shell`.
+//! * [`iam`]: `export --iam`, the execution role's policy and trust
+//!   policy, read off the exported state machine.
 //! * [`json`]: ordered JSON, so that the output is deterministic and reads
 //!   in flow order.
 //!
@@ -45,6 +47,7 @@
 mod athena;
 mod emr;
 mod glue;
+pub mod iam;
 pub mod json;
 mod report;
 mod s3;

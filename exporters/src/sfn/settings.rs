@@ -2,7 +2,8 @@
 //!
 //! | setting | needed when | meaning |
 //! |---|---|---|
-//! | `region` | never by `--sfn` | the AWS region; kept for the IAM and CloudFormation exports |
+//! | `region` | never by `--sfn` | the AWS region, for the ARNs of `--iam` (`*` when absent) |
+//! | `account_id` | never by `--sfn` | the 12-digit AWS account, for the ARNs and trust condition of `--iam` (`*` when absent) |
 //! | `emr_mode` | an `emr_spark` task | `"cluster"` (EMR on EC2) or `"serverless"` (EMR Serverless) |
 //! | `release_label` | cluster | e.g. `"emr-7.5.0"` |
 //! | `instance_type` | cluster | the primary and core nodes' type, e.g. `"m5.xlarge"` |
@@ -26,6 +27,7 @@ use engine::diagnostic::nearest;
 
 pub const KNOWN: &[&str] = &[
     "region",
+    "account_id",
     "emr_mode",
     "release_label",
     "instance_type",
@@ -46,6 +48,8 @@ const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 3600;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub region: Option<String>,
+    /// 12 digits.
+    pub account_id: Option<String>,
     pub emr: Option<Emr>,
     /// Ends with `/`.
     pub scripts_prefix: Option<String>,
@@ -91,6 +95,16 @@ impl Settings {
             }
         }
         let region = reader.string("region", None);
+        let account_id = reader.string("account_id", None).and_then(|a| {
+            if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
+                Some(a)
+            } else {
+                reader.errors.push(format!(
+                    "[aws] account_id must be the 12 digits of an AWS account, found {a:?}"
+                ));
+                None
+            }
+        });
         let emr = first_of("emr_spark").and_then(|task| {
             let why = format!("task `{task}` is an emr_spark task");
             let mode = reader.string("emr_mode", Some(&format!(
@@ -191,6 +205,7 @@ impl Settings {
         if reader.errors.is_empty() {
             Ok(Settings {
                 region,
+                account_id,
                 emr,
                 scripts_prefix,
                 athena_workgroup,
