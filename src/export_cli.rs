@@ -1,6 +1,7 @@
 //! `flux-engine export --sfn DAG [--param k=v]... [-o FILE]`: the DAG as an
 //! AWS Step Functions state machine (Amazon States Language JSON); `--iam`
-//! instead writes its execution role's policy and trust policy.
+//! instead writes its execution role's policy and trust policy, `--cfn` a
+//! CloudFormation template deploying them.
 
 use std::path::Path;
 
@@ -40,6 +41,26 @@ pub fn iam(
         Exit(
             2,
             format!("{}: cannot export the IAM policy:\n{e}", dag.display()),
+        )
+    })?;
+    write(&text, output)
+}
+
+/// `--cfn`: the CloudFormation template; the same errors as `--sfn`.
+pub fn cfn(
+    dag: &Path,
+    params: &[(String, String)],
+    output: Option<&Path>,
+    registry: &Registry,
+) -> Result<u8, Exit> {
+    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
+    let text = exporters::sfn::cfn::export(&loaded).map_err(|e| {
+        Exit(
+            2,
+            format!(
+                "{}: cannot export the CloudFormation template:\n{e}",
+                dag.display()
+            ),
         )
     })?;
     write(&text, output)

@@ -84,17 +84,23 @@ enum Command {
     },
     /// Export a DAG for production: --sfn writes the AWS Step Functions
     /// state machine (Amazon States Language JSON), --iam its execution
-    /// role's policy and trust policy; parameters substituted
+    /// role's policy and trust policy, --cfn a CloudFormation template
+    /// deploying both; parameters substituted
     Export {
         dag: PathBuf,
         /// Amazon States Language for AWS Step Functions (the [aws] section
         /// of the DAG holds the production settings)
-        #[arg(long, required_unless_present = "iam", conflicts_with = "iam")]
+        #[arg(long, required_unless_present_any = ["iam", "cfn"], conflicts_with_all = ["iam", "cfn"])]
         sfn: bool,
         /// The state machine role's IAM policy and trust policy, as
         /// {"RolePolicy": ..., "TrustPolicy": ...}
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cfn")]
         iam: bool,
+        /// A CloudFormation template (JSON): the state machine, its role,
+        /// the Glue database and crawlers, the Athena workgroup and,
+        /// optionally, the bucket
+        #[arg(long)]
+        cfn: bool,
         /// Override a parameter: --param key=value (repeatable)
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
@@ -250,11 +256,14 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             dag,
             sfn: _,
             iam,
+            cfn,
             params,
             output,
         } => {
             if iam {
                 export_cli::iam(&dag, &params, output.as_deref(), &registry)
+            } else if cfn {
+                export_cli::cfn(&dag, &params, output.as_deref(), &registry)
             } else {
                 export_cli::sfn(&dag, &params, output.as_deref(), &registry)
             }

@@ -9,6 +9,8 @@
 //! * one module per task kind: `emr` (`emr_spark`), `glue`
 //!   (`glue_crawler`), `athena` (`athena_query`), `s3` (`s3_ingest`),
 //!   `report`; `states` holds what they share, and `noop` and `shell`.
+//! * [`cfn`]: `export --cfn`, a CloudFormation template deploying the
+//!   state machine, its role and the Glue, Athena and S3 resources.
 //! * [`iam`]: `export --iam`, the execution role's policy and trust
 //!   policy, read off the exported state machine.
 //! * [`json`]: ordered JSON, so that the output is deterministic and reads
@@ -45,6 +47,7 @@
 //!   results under a per-execution prefix, `output_json` objects).
 
 mod athena;
+pub mod cfn;
 mod emr;
 mod glue;
 pub mod iam;
