@@ -9,60 +9,38 @@ use engine::Registry;
 
 use crate::Exit;
 
-/// Loads the DAG with its `--param` overrides and writes the state
-/// machine to `output`, or stdout. A DAG that is invalid or cannot be
-/// exported (a missing `[aws]` setting, a `shell` task) exits 2.
-pub fn sfn(
-    dag: &Path,
-    params: &[(String, String)],
-    output: Option<&Path>,
-    registry: &Registry,
-) -> Result<u8, Exit> {
-    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
-    let text = exporters::sfn::export(&loaded).map_err(|e| {
-        Exit(
-            2,
-            format!("{}: cannot export to Step Functions:\n{e}", dag.display()),
-        )
-    })?;
-    write(&text, output)
+/// What `export` writes.
+#[derive(Clone, Copy)]
+pub enum Target {
+    /// `--sfn`: the state machine.
+    StateMachine,
+    /// `--iam`: its role's policies, `{"RolePolicy": ..., "TrustPolicy": ...}`.
+    Iam,
+    /// `--cfn`: a CloudFormation template deploying them.
+    CloudFormation,
 }
 
-/// `--iam`: the state machine role's policies, as `{"RolePolicy": ...,
-/// "TrustPolicy": ...}`; the same errors as `--sfn`.
-pub fn iam(
+/// Loads the DAG with its `--param` overrides and writes `target` to
+/// `output`, or stdout. A DAG that is invalid or cannot be exported (a
+/// missing `[aws]` setting, a `shell` task) exits 2.
+pub fn export(
+    target: Target,
     dag: &Path,
     params: &[(String, String)],
     output: Option<&Path>,
     registry: &Registry,
 ) -> Result<u8, Exit> {
     let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
-    let text = exporters::sfn::iam::export(&loaded).map_err(|e| {
-        Exit(
-            2,
-            format!("{}: cannot export the IAM policy:\n{e}", dag.display()),
-        )
-    })?;
-    write(&text, output)
-}
-
-/// `--cfn`: the CloudFormation template; the same errors as `--sfn`.
-pub fn cfn(
-    dag: &Path,
-    params: &[(String, String)],
-    output: Option<&Path>,
-    registry: &Registry,
-) -> Result<u8, Exit> {
-    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
-    let text = exporters::sfn::cfn::export(&loaded).map_err(|e| {
-        Exit(
-            2,
-            format!(
-                "{}: cannot export the CloudFormation template:\n{e}",
-                dag.display()
-            ),
-        )
-    })?;
+    let (exported, what) = match target {
+        Target::StateMachine => (exporters::sfn::export(&loaded), "to Step Functions"),
+        Target::Iam => (exporters::sfn::iam::export(&loaded), "the IAM policy"),
+        Target::CloudFormation => (
+            exporters::sfn::cfn::export(&loaded),
+            "the CloudFormation template",
+        ),
+    };
+    let text =
+        exported.map_err(|e| Exit(2, format!("{}: cannot export {what}:\n{e}", dag.display())))?;
     write(&text, output)
 }
 

@@ -260,13 +260,14 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             params,
             output,
         } => {
-            if iam {
-                export_cli::iam(&dag, &params, output.as_deref(), &registry)
+            let target = if iam {
+                export_cli::Target::Iam
             } else if cfn {
-                export_cli::cfn(&dag, &params, output.as_deref(), &registry)
+                export_cli::Target::CloudFormation
             } else {
-                export_cli::sfn(&dag, &params, output.as_deref(), &registry)
-            }
+                export_cli::Target::StateMachine
+            };
+            export_cli::export(target, &dag, &params, output.as_deref(), &registry)
         }
         Command::Run {
             dag,

@@ -17,35 +17,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::{Value, json};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The DAGs under dags/ that export (the others have shell tasks).
-const EXPORTABLE: &[&str] = &["dags/rental.toml", "dags/sfn_example.toml"];
-
-fn run(s: &Scratch, args: &[&str]) -> Output {
-    command(&s.path("state"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("start flux-engine")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn exported(s: &Scratch, flag: &str, args: &[&str]) -> String {
-    let mut all = vec!["export", flag];
-    all.extend_from_slice(args);
-    let out = run(s, &all);
+    let out = export_with(s, flag, args);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -166,7 +144,7 @@ fn the_template_is_byte_identical_and_holds_the_export() {
             json!({"Fn::GetAtt": ["StateMachineRole", "Arn"]})
         );
         let file = s.path("template.json");
-        let out = run(&s, &["export", "--cfn", dag, "-o", file.to_str().unwrap()]);
+        let out = run_in_root(&s, &["export", "--cfn", dag, "-o", file.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert!(out.stdout.is_empty(), "-o must leave stdout empty");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
@@ -343,7 +321,7 @@ fn a_workgroup_of_its_own_is_created_with_the_common_results_prefix() {
 fn cfn_excludes_sfn_and_iam_and_fails_as_they_do() {
     let s = Scratch::new();
     for other in ["--sfn", "--iam"] {
-        let out = run(&s, &["export", "--cfn", other, "dags/rental.toml"]);
+        let out = run_in_root(&s, &["export", "--cfn", other, "dags/rental.toml"]);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -352,7 +330,7 @@ fn cfn_excludes_sfn_and_iam_and_fails_as_they_do() {
         );
         assert!(out.stdout.is_empty());
     }
-    let out = run(&s, &["export", "--cfn", "dags/example.toml"]);
+    let out = run_in_root(&s, &["export", "--cfn", "dags/example.toml"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(out.stdout.is_empty());

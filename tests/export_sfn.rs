@@ -13,30 +13,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::*;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The DAGs under dags/ that export (the others have shell tasks).
-const EXPORTABLE: &[&str] = &["dags/rental.toml", "dags/sfn_example.toml"];
-
 fn export(s: &Scratch, args: &[&str]) -> Output {
-    let mut all = vec!["export", "--sfn"];
-    all.extend_from_slice(args);
-    command(&s.path("state"))
-        .current_dir(root())
-        .args(&all)
-        .output()
-        .expect("start flux-engine")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    export_with(s, "--sfn", args)
 }
 
 fn exported(s: &Scratch, dag: &str) -> String {

@@ -240,3 +240,34 @@ impl Scratch {
         path
     }
 }
+
+// ------------------------------------------------------------ exports
+
+/// The repository's root, where `dags/` is.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The DAGs under dags/ that export (the others have shell tasks).
+pub const EXPORTABLE: &[&str] = &["dags/rental.toml", "dags/sfn_example.toml"];
+
+/// `flux-engine ARGS...` run from the repository's root.
+pub fn run_in_root(s: &Scratch, args: &[&str]) -> Output {
+    command(&s.path("state"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("start flux-engine")
+}
+
+/// `flux-engine export FLAG ARGS...` run from the repository's root.
+pub fn export_with(s: &Scratch, flag: &str, args: &[&str]) -> Output {
+    let mut all = vec!["export", flag];
+    all.extend_from_slice(args);
+    run_in_root(s, &all)
+}
+
+/// Bytes a command printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
