@@ -158,7 +158,7 @@ pub(crate) fn remove_leftovers(
     dir: &Path,
     kinds: &[&str],
     tag: &str,
-    keep: Option<&Path>,
+    keep: &[&Path],
 ) -> io::Result<()> {
     let prefixes: Vec<(String, &str)> = kinds.iter().map(|k| (hidden_prefix(k, tag), *k)).collect();
     let entries = match fs::read_dir(dir) {
@@ -174,7 +174,7 @@ pub(crate) fn remove_leftovers(
             continue;
         };
         let path = entry.path();
-        if keep == Some(path.as_path()) {
+        if keep.contains(&path.as_path()) {
             continue;
         }
         if *kind == LINK {

@@ -40,7 +40,10 @@
 //! it when the writer dies), and each reader of a [`Snapshot`] a shared one
 //! on the versions it reads, so the next write of the same key or prefix
 //! removes exactly the leftovers nobody holds: crashed writers' parts and
-//! staging folders, and old versions no reader still uses. A writer that
+//! staging folders, and old versions no reader still uses — except the
+//! version the prefix pointed at until that commit, kept until the next
+//! one because a reader going through the path may have resolved the
+//! symlink to it an instant before the switch. A writer that
 //! is still running keeps its staging folder. `.flux-lock.*` files (one
 //! per published prefix) serialize commits and stay.
 //!
@@ -231,7 +234,7 @@ impl LocalS3 {
             });
         }
         let tag = fsutil::tag(name);
-        fsutil::remove_leftovers(dir, &[fsutil::PART], &tag, None).map_err(S3Error::io(
+        fsutil::remove_leftovers(dir, &[fsutil::PART], &tag, &[]).map_err(S3Error::io(
             uri,
             "clean up leftovers in",
             dir,

@@ -54,13 +54,24 @@ impl PrefixWrite {
             .map_err(S3Error::io(&uri, "open the lock file", &lock_path))?;
         fsutil::lock_exclusive(&commit_lock).map_err(S3Error::io(&uri, "lock", &lock_path))?;
 
+        // The version the prefix pointed at until now. A reader going
+        // through the path may have resolved the symlink to it an instant
+        // before the switch and not yet opened its file (the kernel walks
+        // the path in steps), so it is kept until the next commit rather
+        // than removed at once; snapshot readers are protected by their
+        // locks either way.
+        let previous = fs::read_link(&self.dest)
+            .ok()
+            .map(|target| self.parent.join(target));
         self.switch()?;
         // Published: from now on the staging folder is the current version,
         // which Drop must not remove and cleanups keep.
         self.lock = None;
         let staging = self.staging.clone();
         fsutil::sync_dir(&self.parent).map_err(S3Error::io(&uri, "sync", &self.parent))?;
-        fsutil::remove_leftovers(&self.parent, &[VERSION, LINK], &self.tag, Some(&staging))
+        let mut keep: Vec<&Path> = vec![&staging];
+        keep.extend(previous.as_deref());
+        fsutil::remove_leftovers(&self.parent, &[VERSION, LINK], &self.tag, &keep)
             .map_err(S3Error::io(&uri, "clean up old versions in", &self.parent))?;
         drop(commit_lock);
         Ok(())

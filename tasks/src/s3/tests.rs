@@ -269,8 +269,8 @@ fn a_publish_replaces_the_whole_prefix_and_cleans_up() {
     assert_eq!(s3.get(&uri("s3://bkt/jobs/out/c.csv")).unwrap(), b"2");
     assert_eq!(
         hidden(&parent, "v").len(),
-        1,
-        "only the current version stays"
+        2,
+        "only the current version and the one it replaced stay"
     );
     assert_eq!(hidden(&parent, "link"), Vec::<String>::new());
 
@@ -281,7 +281,11 @@ fn a_publish_replaces_the_whole_prefix_and_cleans_up() {
     drop(write);
     assert!(!staging.exists());
     assert_eq!(keys(&s3.list(&out).unwrap()), vec!["jobs/out/c.csv"]);
-    assert_eq!(hidden(&parent, "v").len(), 1);
+    assert_eq!(
+        hidden(&parent, "v").len(),
+        2,
+        "the dropped write left nothing"
+    );
 
     // An empty publish empties the prefix.
     publish(&s3, &out, &[]);
@@ -332,7 +336,11 @@ fn crashed_staging_folders_are_removed_by_the_next_publish_but_live_ones_are_kep
 
     live.commit().unwrap();
     assert_eq!(keys(&s3.list(&out).unwrap()), vec!["out/v3"]);
-    assert_eq!(hidden(&parent, "v").len(), 1);
+    assert_eq!(
+        hidden(&parent, "v").len(),
+        2,
+        "the current version and the one it replaced"
+    );
 }
 
 #[test]
@@ -396,10 +404,18 @@ fn a_snapshot_keeps_its_version_until_dropped() {
     assert_eq!(snapshot.objects().len(), 1);
     assert_eq!(s3.get(&uri("s3://bkt/out/a")).unwrap(), b"3");
     let parent = dir.path().join("s3/bkt");
-    assert_eq!(hidden(&parent, "v").len(), 2, "current and pinned");
+    assert_eq!(
+        hidden(&parent, "v").len(),
+        3,
+        "current, the one it replaced, and pinned"
+    );
     drop(snapshot);
     publish(&s3, &out, &[("a", "4".into())]);
-    assert_eq!(hidden(&parent, "v").len(), 1, "unpinned versions go");
+    assert_eq!(
+        hidden(&parent, "v").len(),
+        2,
+        "unpinned versions go, but for the one just replaced"
+    );
 }
 
 /// The files of version `i`: a manifest naming the version and how many
@@ -511,10 +527,10 @@ fn readers_never_see_a_partial_prefix_while_a_writer_publishes() {
     assert!(snapshots_read.load(Ordering::Relaxed) > 0);
     assert_eq!(check_snapshot(&s3.snapshot(&out).unwrap()).unwrap(), 150);
     // Versions the readers still held at the last publish go with the next
-    // one; then nothing but the current version is left.
+    // one; then only the current version and the one it replaced are left.
     publish_version(&s3, &out, 151);
     let parent = dir.path().join("s3/bkt");
-    assert_eq!(hidden(&parent, "v").len(), 1);
+    assert_eq!(hidden(&parent, "v").len(), 2);
     assert_eq!(hidden(&parent, "link").len(), 0);
 }
 
