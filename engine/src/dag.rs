@@ -1217,7 +1217,7 @@ fn cycle_path(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<NodeIn
 }
 
 /// Whether any string inside `value` contains `needle`.
-fn mentions(value: &toml::Value, needle: &str) -> bool {
+pub fn mentions(value: &toml::Value, needle: &str) -> bool {
     match value {
         toml::Value::String(s) => s.contains(needle),
         toml::Value::Array(items) => items.iter().any(|v| mentions(v, needle)),

@@ -47,7 +47,7 @@ impl<'a> TaskCtx<'a> {
         let fields = template::substitute_table(&task.fields, &vars)
             .map_err(|e| format!("task `{}`: {}; {}", task.id, e.message, e.help))?;
         for (key, value) in &fields {
-            if mentions(value, NO_RUN_ID) {
+            if engine::dag::mentions(value, NO_RUN_ID) {
                 return Err(format!(
                     "task `{}`, field `{key}`: `${{run.id}}` has no value at export time (each Step Functions execution is a run); use a parameter instead",
                     task.id
@@ -211,16 +211,6 @@ pub fn shell(task: &TaskDef) -> String {
          report for the report, or noop for a placeholder",
         task.id
     )
-}
-
-/// Whether any string inside `value` contains `needle`.
-fn mentions(value: &toml::Value, needle: &str) -> bool {
-    match value {
-        toml::Value::String(s) => s.contains(needle),
-        toml::Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
-        toml::Value::Table(table) => table.values().any(|v| mentions(v, needle)),
-        _ => false,
-    }
 }
 
 /// `s3://bucket/key` as (bucket, key); the key may be empty.
