@@ -521,24 +521,7 @@ fn substitute_definition(json: &mut Json, settings: &Settings) {
 /// The trust policy of `--iam`, with the stack's account as the source
 /// account whatever `[aws] account_id` says.
 fn trust_policy() -> Json {
-    let statement = Obj::new()
-        .with("Effect", "Allow")
-        .with(
-            "Principal",
-            Obj::new().with("Service", "states.amazonaws.com"),
-        )
-        .with("Action", "sts:AssumeRole")
-        .with(
-            "Condition",
-            Obj::new().with(
-                "StringEquals",
-                Obj::new().with("aws:SourceAccount", reference("AWS::AccountId")),
-            ),
-        );
-    Obj::new()
-        .with("Version", "2012-10-17")
-        .with("Statement", vec![Json::from(statement)])
-        .into()
+    super::iam::trust_policy_for(Some(reference("AWS::AccountId")))
 }
 
 /// The `--iam` role policy with its ARNs in the stack's partition, region

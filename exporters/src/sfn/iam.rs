@@ -543,6 +543,13 @@ fn role_policy(
 }
 
 fn trust_policy(arns: &Arns) -> Json {
+    trust_policy_for(arns.known_account.as_deref().map(Json::from))
+}
+
+/// The state machine role's trust policy: Step Functions may assume it,
+/// only on behalf of `source_account` when one is given (a literal id
+/// here, the stack's account in the CloudFormation template).
+pub(crate) fn trust_policy_for(source_account: Option<Json>) -> Json {
     let statement = Obj::new()
         .with("Effect", "Allow")
         .with(
@@ -552,9 +559,7 @@ fn trust_policy(arns: &Arns) -> Json {
         .with("Action", "sts:AssumeRole")
         .with_opt(
             "Condition",
-            arns.known_account
-                .as_deref()
-                .map(|a| condition("StringEquals", "aws:SourceAccount", a)),
+            source_account.map(|a| condition("StringEquals", "aws:SourceAccount", a)),
         );
     Obj::new()
         .with("Version", "2012-10-17")
