@@ -82,13 +82,25 @@
 //! The file is replaced atomically, so a rerun (the engine runs a task at
 //! least once) rewrites the same object.
 //!
-//! # On AWS (not implemented yet)
+//! # On AWS
 //!
-//! The same rendering runs in a Lambda function that reads the query
-//! results from S3 (`s3:GetObject` on the results' prefix) and writes the
-//! report (`s3:PutObject` on `output`); Step Functions invokes it with the
-//! upstream outputs as its input.
+//! `export --sfn` makes the task a `lambda:invoke` of `[aws]
+//! report_function`, and `export --cfn` creates that function from the
+//! image `docker/report-lambda.Dockerfile` builds (`flux-engine lambda
+//! report`). The function ([`aws`]) runs this module's code: the same
+//! field checks ([`ReportSpec::parse`]), the same CSV and counts parsing
+//! and the same report, from a [`ReportSource`] that reads S3 instead of
+//! the run's inputs: for an `athena_query` input the one `.csv` object
+//! directly under this execution's results prefix (the newest if a retry
+//! left several), for an `emr_spark` input its `output_json`. Athena's
+//! `.csv.metadata` is not read, so on AWS a table's column types are
+//! judged by the values (whole numbers get thousands separators, other
+//! numbers two decimals), where locally the query's declared types decide;
+//! the charts and tiles do not depend on them. The HTML goes to `output`
+//! with `s3:PutObject`, content type `text/html`, and the function returns
+//! `{"report": "s3://…html", "bytes": N}`.
 
+pub mod aws;
 #[cfg(test)]
 mod tests;
 
@@ -390,6 +402,16 @@ impl TaskKind for Report {
     }
 
     fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
+        Ok(Arc::new(LocalReport {
+            spec: ReportSpec::parse(fields)?,
+        }))
+    }
+}
+
+impl ReportSpec {
+    /// Reads and checks a `report` task's fields: the local task kind and
+    /// the Lambda function (from its payload's `fields`) share it.
+    pub(crate) fn parse(fields: &Fields) -> Result<ReportSpec, FieldError> {
         // Every field is asked for before any error returns, so that one bad
         // field does not make the others look unknown.
         let (title, output, tiles, sections, threshold) = (
@@ -447,15 +469,13 @@ impl TaskKind for Report {
             )
             .help("0.05 highlights a file with more than 5% of its rows quarantined"));
         }
-        Ok(Arc::new(LocalReport {
-            spec: ReportSpec {
-                title,
-                output,
-                tiles,
-                sections,
-                quarantine_threshold,
-            },
-        }))
+        Ok(ReportSpec {
+            title,
+            output,
+            tiles,
+            sections,
+            quarantine_threshold,
+        })
     }
 }
 
@@ -516,6 +536,86 @@ impl QueryResult {
     }
 }
 
+/// Where a report's data comes from. The local task reads its inputs'
+/// outputs and the local S3 store ([`LocalSource`]); the Lambda function
+/// reads S3 ([`aws`]). Everything after reading the bytes (the CSV and
+/// counts parsing, the report, the HTML) is the same code for both.
+pub(crate) trait ReportSource {
+    /// The CSV result of the `athena_query` task `from`, which `field`
+    /// names.
+    fn query_result(&self, field: &str, from: &str) -> Result<QueryData, TaskFailure>;
+    /// The cleaning job's counts JSON from the task `from`, which `field`
+    /// names.
+    fn row_counts(&self, field: &str, from: &str) -> Result<serde_json::Value, TaskFailure>;
+}
+
+/// An `athena_query` result as read, before parsing.
+#[derive(Debug, Clone)]
+pub(crate) struct QueryData {
+    /// Where it was read, for messages (`s3://…/ID.csv`).
+    pub location: String,
+    /// The CSV in Athena's format.
+    pub bytes: Vec<u8>,
+    /// Athena's type of each column by name, when known (the local task's
+    /// output lists them; on AWS they would be in `.csv.metadata`, which is
+    /// not read, so it is empty there and formatting judges by the values).
+    pub types: BTreeMap<String, String>,
+}
+
+/// The local task's source: the attempt's inputs, and the local S3 store
+/// their `output_location`s point into.
+pub(crate) struct LocalSource<'a> {
+    pub attempt: &'a Attempt,
+    pub s3: &'a LocalS3,
+}
+
+impl ReportSource for LocalSource<'_> {
+    fn query_result(&self, field: &str, from: &str) -> Result<QueryData, TaskFailure> {
+        let output = input(self.attempt, field, from)?;
+        let location = output
+            .get("output_location")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                TaskFailure::new(format!(
+                    "`{field}` = \"{from}\": the output of `{from}` has no `output_location`, so it is not an athena_query result (a row_counts section reads the cleaning job's counts instead)"
+                ))
+            })?;
+        let uri = S3Uri::parse(location).map_err(|e| {
+            TaskFailure::new(format!("`{field}` = \"{from}\": `output_location`: {e}"))
+        })?;
+        let bytes = self.s3.get(&uri).map_err(|e| {
+            TaskFailure::new(format!(
+                "`{field}` = \"{from}\": cannot read the query result: {e}"
+            ))
+        })?;
+        let types = output
+            .get("columns")
+            .and_then(|c| c.as_array())
+            .map(|columns| {
+                columns
+                    .iter()
+                    .filter_map(|c| {
+                        Some((
+                            c.get("name")?.as_str()?.to_string(),
+                            c.get("type")?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(QueryData {
+            location: location.to_string(),
+            bytes,
+            types,
+        })
+    }
+
+    fn row_counts(&self, field: &str, from: &str) -> Result<serde_json::Value, TaskFailure> {
+        // Locally the cleaning job's `output_json` is the task's output.
+        input(self.attempt, field, from).cloned()
+    }
+}
+
 /// The output of task `from`, which `field` names.
 fn input<'a>(
     attempt: &'a Attempt,
@@ -523,48 +623,41 @@ fn input<'a>(
     from: &str,
 ) -> Result<&'a serde_json::Value, TaskFailure> {
     attempt.inputs.get(from).ok_or_else(|| {
-        let available = if attempt.inputs.is_empty() {
-            "it has no inputs".to_string()
-        } else {
-            format!(
-                "its inputs are: {}",
-                attempt
-                    .inputs
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        TaskFailure::new(format!(
-            "`{field}` = \"{from}\": task `{}` has no input from `{from}` ({available}); add \"{from}\" to its `depends_on`",
-            attempt.task_id
-        ))
+        missing_input(
+            field,
+            from,
+            &attempt.task_id,
+            attempt.inputs.keys().map(String::as_str),
+        )
     })
 }
 
-/// Reads the CSV result of an `athena_query` output.
-fn read_query_result(
-    s3: &LocalS3,
+/// `field` names `from`, which is not one of `task`'s inputs.
+pub(crate) fn missing_input<'a>(
     field: &str,
     from: &str,
-    output: &serde_json::Value,
+    task: &str,
+    inputs: impl Iterator<Item = &'a str>,
+) -> TaskFailure {
+    let inputs: Vec<&str> = inputs.collect();
+    let available = if inputs.is_empty() {
+        "it has no inputs".to_string()
+    } else {
+        format!("its inputs are: {}", inputs.join(", "))
+    };
+    TaskFailure::new(format!(
+        "`{field}` = \"{from}\": task `{task}` has no input from `{from}` ({available}); add \"{from}\" to its `depends_on`"
+    ))
+}
+
+/// Parses an `athena_query` result: a header of column names, then rows;
+/// an empty field is a NULL.
+pub(crate) fn parse_query_result(
+    field: &str,
+    from: &str,
+    data: &QueryData,
 ) -> Result<QueryResult, TaskFailure> {
-    let location = output
-        .get("output_location")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| {
-            TaskFailure::new(format!(
-                "`{field}` = \"{from}\": the output of `{from}` has no `output_location`, so it is not an athena_query result (a row_counts section reads the cleaning job's counts instead)"
-            ))
-        })?;
-    let uri = S3Uri::parse(location)
-        .map_err(|e| TaskFailure::new(format!("`{field}` = \"{from}\": `output_location`: {e}")))?;
-    let bytes = s3.get(&uri).map_err(|e| {
-        TaskFailure::new(format!(
-            "`{field}` = \"{from}\": cannot read the query result: {e}"
-        ))
-    })?;
+    let location = &data.location;
     let failed = |e: csv::Error| {
         TaskFailure::new(format!(
             "`{field}` = \"{from}\": {location} is not a valid CSV result: {e}"
@@ -572,7 +665,7 @@ fn read_query_result(
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(bytes.as_slice());
+        .from_reader(data.bytes.as_slice());
     let columns: Vec<String> = reader
         .headers()
         .map_err(failed)?
@@ -590,19 +683,9 @@ fn read_query_result(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
-    let declared: BTreeMap<&str, &str> = output
-        .get("columns")
-        .and_then(|c| c.as_array())
-        .map(|columns| {
-            columns
-                .iter()
-                .filter_map(|c| Some((c.get("name")?.as_str()?, c.get("type")?.as_str()?)))
-                .collect()
-        })
-        .unwrap_or_default();
     let types = columns
         .iter()
-        .map(|c| declared.get(c.as_str()).map(|t| t.to_ascii_lowercase()))
+        .map(|c| data.types.get(c).map(|t| t.to_ascii_lowercase()))
         .collect();
     Ok(QueryResult {
         from: from.to_string(),
@@ -775,7 +858,8 @@ impl ReportSpec {
     /// it to `output`.
     pub(crate) fn write(&self, attempt: &Attempt) -> Result<serde_json::Value, TaskFailure> {
         let s3 = LocalS3::new(&attempt.state_root);
-        let report = self.build(attempt, &s3)?;
+        let source = LocalSource { attempt, s3: &s3 };
+        let report = self.build(&source, &attempt.run_id, &attempt.task_id)?;
         let html = reports::to_html(&report);
         s3.put_bytes(&self.output, html.as_bytes())
             .map_err(|e| TaskFailure::new(format!("cannot write the report: {e}")))?;
@@ -788,28 +872,51 @@ impl ReportSpec {
         }))
     }
 
-    pub(crate) fn build(
-        &self,
-        attempt: &Attempt,
-        s3: &LocalS3,
-    ) -> Result<reports::Report, TaskFailure> {
-        // Several tiles and sections often read one query: read each once.
-        let mut results: BTreeMap<String, QueryResult> = BTreeMap::new();
-        let mut result = |field: &str, from: &str| -> Result<(), TaskFailure> {
-            if !results.contains_key(from) {
-                let output = input(attempt, field, from)?;
-                let read = read_query_result(s3, field, from, output)?;
-                results.insert(from.to_string(), read);
+    /// The tasks whose query results the report reads, each with the first
+    /// field that names it, in field order.
+    pub(crate) fn query_inputs(&self) -> Vec<(String, String)> {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut add = |field: String, from: &str| {
+            if !seen.iter().any(|(_, f)| f == from) {
+                seen.push((field, from.to_string()));
             }
-            Ok(())
         };
         for (i, tile) in self.tiles.iter().enumerate() {
-            result(&format!("tiles[{i}].from"), &tile.from)?;
+            add(format!("tiles[{i}].from"), &tile.from);
         }
         for (i, section) in self.sections.iter().enumerate() {
             if section.chart != Chart::RowCounts {
-                result(&format!("sections[{i}].from"), &section.from)?;
+                add(format!("sections[{i}].from"), &section.from);
             }
+        }
+        seen
+    }
+
+    /// The tasks whose counts JSON the report reads (`row_counts`
+    /// sections), each with the field that names it.
+    pub(crate) fn counts_inputs(&self) -> Vec<(String, String)> {
+        self.sections
+            .iter()
+            .enumerate()
+            .filter(|(_, section)| section.chart == Chart::RowCounts)
+            .map(|(i, section)| (format!("sections[{i}].from"), section.from.clone()))
+            .collect()
+    }
+
+    /// Builds the report from `source`; `run` and `task` name what made it
+    /// (the run id locally, the execution name on AWS).
+    pub(crate) fn build(
+        &self,
+        source: &dyn ReportSource,
+        run: &str,
+        task: &str,
+    ) -> Result<reports::Report, TaskFailure> {
+        // Several tiles and sections often read one query: read each once.
+        let mut results: BTreeMap<String, QueryResult> = BTreeMap::new();
+        for (field, from) in self.query_inputs() {
+            let data = source.query_result(&field, &from)?;
+            let read = parse_query_result(&field, &from, &data)?;
+            results.insert(from, read);
         }
 
         let tiles = self
@@ -825,11 +932,11 @@ impl ReportSpec {
             .map(|(i, section)| {
                 let field = format!("sections[{i}]");
                 if section.chart == Chart::RowCounts {
-                    let output = input(attempt, &format!("{field}.from"), &section.from)?;
+                    let output = source.row_counts(&format!("{field}.from"), &section.from)?;
                     let counts = read_row_counts(
                         &format!("{field}.from"),
                         &section.from,
-                        output,
+                        &output,
                         self.quarantine_threshold,
                     )?;
                     return Ok(Section {
@@ -844,14 +951,8 @@ impl ReportSpec {
 
         let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
         Ok(reports::Report {
-            title: self
-                .title
-                .clone()
-                .unwrap_or_else(|| attempt.task_id.clone()),
-            subtitle: Some(format!(
-                "Generated {generated} by run {}, task {}",
-                attempt.run_id, attempt.task_id
-            )),
+            title: self.title.clone().unwrap_or_else(|| task.to_string()),
+            subtitle: Some(format!("Generated {generated} by run {run}, task {task}")),
             tiles,
             sections,
         })
