@@ -4,6 +4,7 @@
 
 mod doctor;
 mod export_cli;
+mod lambda_cli;
 mod output;
 mod progress;
 mod query_cli;
@@ -146,12 +147,31 @@ enum Command {
         #[command(subcommand)]
         action: SparkAction,
     },
+    /// Production entry points: `lambda report` is the report Lambda
+    /// function's Runtime API loop (the container image's entry point)
+    Lambda {
+        #[command(subcommand)]
+        function: LambdaFunction,
+    },
+    /// Render once the report a Lambda payload (as `export --sfn` writes
+    /// it) describes: reads the inputs from S3, writes the HTML to S3, and
+    /// prints {"report": URI, "bytes": N}; for debugging the function
+    ReportPayload {
+        /// The payload, a JSON file
+        payload: PathBuf,
+    },
     /// Check what local runs need (sh, Java, Python, Spark, the state dir)
     Doctor {
         /// Provision PySpark now if it is missing, instead of on first use
         #[arg(long)]
         fix: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LambdaFunction {
+    /// The report function behind `[aws] report_function`
+    Report,
 }
 
 #[derive(Subcommand)]
@@ -295,6 +315,10 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 Box::pin(async { engine.resume(&run_id, &from, options).await })
             })
         }
+        Command::Lambda {
+            function: LambdaFunction::Report,
+        } => lambda_cli::report_function(),
+        Command::ReportPayload { payload } => lambda_cli::report_payload(&payload),
         Command::Doctor { fix } => Ok(doctor::run(&state_dir, fix)),
         Command::Spark { action } => spark_server(&state_dir, action),
         Command::Query {

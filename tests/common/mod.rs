@@ -271,3 +271,15 @@ pub fn export_with(s: &Scratch, flag: &str, args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+// ------------------------------------------------------------ checkers
+
+/// A checker or server a test needs is missing: the test fails under
+/// `FLUX_REQUIRE_CHECKERS=1` (CI), else it says SKIPPED loudly and the
+/// caller returns.
+pub fn checker_missing(message: &str) {
+    if std::env::var_os("FLUX_REQUIRE_CHECKERS").is_some_and(|v| v == "1") {
+        panic!("{message} (FLUX_REQUIRE_CHECKERS=1)");
+    }
+    eprintln!("\n!!!!!!!! {message}\n");
+}

@@ -1,0 +1,113 @@
+//! The report Lambda function (`flux-engine lambda report`, the container
+//! image's entry point) and its one-shot form for debugging
+//! (`flux-engine report-payload PAYLOAD.json`). Both hand the payload
+//! `export --sfn` writes to `tasks::report::aws::render`.
+
+use std::path::Path;
+
+use tasks::report::aws;
+
+use crate::Exit;
+
+/// Lambda's own limit on a synchronous invocation's payload; a larger file
+/// is not a payload Step Functions could have sent.
+const MAX_PAYLOAD_BYTES: u64 = 6 * 1024 * 1024;
+
+/// What the Lambda runtime needs from its environment. `lambda_runtime`
+/// panics on a missing one; checking first turns that into a message.
+const RUNTIME_VARIABLES: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Exit(1, format!("error: starting the async runtime: {e}")))
+}
+
+/// Renders once from a payload file; prints `{"report", "bytes"}`.
+pub fn report_payload(path: &Path) -> Result<u8, Exit> {
+    let unreadable =
+        |e: std::io::Error| Exit(2, format!("error: cannot read {}: {e}", path.display()));
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > MAX_PAYLOAD_BYTES {
+        return Err(Exit(
+            2,
+            format!(
+                "error: {} is {size} bytes; a Lambda payload is at most {MAX_PAYLOAD_BYTES}",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read(path).map_err(unreadable)?;
+    let payload: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Exit(2, format!("error: {} is not JSON: {e}", path.display())))?;
+    let result = runtime()?.block_on(async {
+        let client = aws::s3_client().await;
+        aws::render(&client, &payload).await
+    });
+    match result {
+        Ok(output) => {
+            println!("{output}");
+            Ok(0)
+        }
+        Err(e) => Err(Exit(1, format!("error: {e}"))),
+    }
+}
+
+/// The Lambda Runtime API loop: each invocation's payload is rendered and
+/// its result (or error) posted back, until the sandbox is stopped.
+pub fn report_function() -> Result<u8, Exit> {
+    let missing: Vec<&str> = RUNTIME_VARIABLES
+        .iter()
+        .copied()
+        .filter(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Exit(
+            2,
+            format!(
+                "error: `flux-engine lambda report` runs inside AWS Lambda, which sets {}; missing: {}. To render one payload outside Lambda use `flux-engine report-payload PAYLOAD.json`",
+                RUNTIME_VARIABLES.join(", "),
+                missing.join(", ")
+            ),
+        ));
+    }
+    if std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .is_none()
+    {
+        return Err(Exit(
+            2,
+            "error: AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a whole number of MB".into(),
+        ));
+    }
+    runtime()?
+        .block_on(async {
+            // One client for every invocation of this sandbox: its
+            // connections and credentials are reused.
+            // (A client is a handle: cloning it shares them.)
+            let client = aws::s3_client().await;
+            lambda_runtime::run(lambda_runtime::service_fn(
+                move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                    let client = client.clone();
+                    async move {
+                        aws::render(&client, &event.payload).await.map_err(|e| {
+                            lambda_runtime::Diagnostic {
+                                error_type: "ReportFailed".to_string(),
+                                error_message: e.message,
+                            }
+                        })
+                    }
+                },
+            ))
+            .await
+        })
+        .map_err(|e| Exit(1, format!("error: the Lambda runtime stopped: {e}")))?;
+    Ok(0)
+}
