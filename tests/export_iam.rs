@@ -40,8 +40,28 @@ fn the_document_holds_the_role_and_trust_policies_and_is_byte_identical() {
         let first = exported(&s, &[dag]);
         assert_eq!(first, exported(&s, &[dag]), "two exports of {dag} differ");
         let doc: Value = serde_json::from_str(&first).expect("the export is JSON");
+        // (serde_json lists an object's keys sorted.)
         let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["RolePolicy", "TrustPolicy"]);
+        let has_report = std::fs::read_to_string(root().join(dag))
+            .unwrap()
+            .contains("type = \"report\"");
+        if has_report {
+            assert_eq!(
+                keys,
+                [
+                    "ReportFunctionRolePolicy",
+                    "ReportFunctionTrustPolicy",
+                    "RolePolicy",
+                    "TrustPolicy"
+                ]
+            );
+            assert_eq!(
+                doc["ReportFunctionTrustPolicy"]["Statement"][0]["Principal"]["Service"],
+                "lambda.amazonaws.com"
+            );
+        } else {
+            assert_eq!(keys, ["RolePolicy", "TrustPolicy"]);
+        }
         assert_eq!(doc["RolePolicy"]["Version"], "2012-10-17");
         assert!(
             !doc["RolePolicy"]["Statement"]
@@ -113,27 +133,35 @@ fn parliament_finds_nothing_in_the_role_policy_of_every_exportable_dag() {
         return;
     }
     let s = Scratch::new();
+    let mut function_policies = 0;
     for dag in EXPORTABLE {
         let doc: Value = serde_json::from_str(&exported(&s, &[dag])).unwrap();
-        let file = s.path("role_policy.json");
-        std::fs::write(
-            &file,
-            serde_json::to_string_pretty(&doc["RolePolicy"]).unwrap(),
-        )
-        .unwrap();
-        // The policy goes in on stdin: parliament refuses --file when its
-        // stdin is not a terminal, as under `cargo test`.
-        let out = parliament()
-            .args(["--json", "--minimum_severity", "INFO"])
-            .stdin(std::fs::File::open(&file).unwrap())
-            .output()
-            .expect("run parliament");
-        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(
-            out.status.success() && said.trim().is_empty(),
-            "parliament reports findings on the role policy of {dag}:\n{said}"
-        );
+        for key in ["RolePolicy", "ReportFunctionRolePolicy"] {
+            if key != "RolePolicy" && doc.get(key).is_none() {
+                continue;
+            }
+            function_policies += usize::from(key != "RolePolicy");
+            let file = s.path("role_policy.json");
+            std::fs::write(&file, serde_json::to_string_pretty(&doc[key]).unwrap()).unwrap();
+            // The policy goes in on stdin: parliament refuses --file when its
+            // stdin is not a terminal, as under `cargo test`.
+            let out = parliament()
+                .args(["--json", "--minimum_severity", "INFO"])
+                .stdin(std::fs::File::open(&file).unwrap())
+                .output()
+                .expect("run parliament");
+            let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "parliament reports findings on the {key} of {dag}:\n{said}"
+            );
+        }
     }
+    // dags/rental.toml has a report: its function's role was checked.
+    assert!(
+        function_policies >= 1,
+        "no report function role was checked"
+    );
     // And it does find what it should: the checker is really looking.
     let bad = s.write(
         "bad.json",
@@ -148,5 +176,81 @@ fn parliament_finds_nothing_in_the_role_policy_of_every_exportable_dag() {
         text(&out.stdout).contains("RESOURCE_STAR"),
         "parliament should flag s3:GetObject on *: {}",
         text(&out.stdout)
+    );
+}
+
+/// The report function's role grants exactly what the rental DAG's
+/// report reads and writes (dags/rental.toml's fields, written out here
+/// with the default bucket): list and read its queries' results, read the
+/// cleaning job's counts, write the report, log to its own group.
+#[test]
+fn the_report_function_role_reads_the_inputs_and_writes_the_report() {
+    use std::collections::BTreeSet;
+    let s = Scratch::new();
+    let doc: Value = serde_json::from_str(&exported(&s, &["dags/rental.toml"])).unwrap();
+    let bucket = "flux-rental";
+    let queries = [
+        "record_counts",
+        "summary",
+        "top_vehicles",
+        "top_locations",
+        "revenue_by_vehicle_type",
+        "daily_trend",
+        "quality_checks",
+    ];
+    let prefixes: BTreeSet<String> = queries
+        .iter()
+        .map(|q| format!("analytics/queries/{q}/*"))
+        .collect();
+    let mut reads: BTreeSet<String> = prefixes
+        .iter()
+        .map(|p| format!("arn:aws:s3:::{bucket}/{p}"))
+        .collect();
+    reads.insert(format!(
+        "arn:aws:s3:::{bucket}/processed/job_counts/clean.json"
+    ));
+    let output = format!("arn:aws:s3:::{bucket}/analytics/report/rental_report.html");
+
+    let statements = doc["ReportFunctionRolePolicy"]["Statement"]
+        .as_array()
+        .unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|st| st["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}: {statements:?}"))
+    };
+    let strings = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let read = by_sid("ReportReadInputs");
+    assert_eq!(read["Action"], serde_json::json!(["s3:GetObject"]));
+    assert_eq!(strings(&read["Resource"]), reads);
+    let list = by_sid("ReportListResults1");
+    assert_eq!(list["Action"], serde_json::json!(["s3:ListBucket"]));
+    assert_eq!(
+        list["Resource"],
+        serde_json::json!([format!("arn:aws:s3:::{bucket}")])
+    );
+    assert_eq!(
+        strings(&list["Condition"]["StringLike"]["s3:prefix"]),
+        prefixes
+    );
+    let write = by_sid("ReportWriteReport");
+    assert_eq!(write["Action"], serde_json::json!(["s3:PutObject"]));
+    assert_eq!(write["Resource"], serde_json::json!([output]));
+    // dags/rental.toml: region eu-west-1, no account, function flux-engine-report.
+    assert_eq!(
+        by_sid("ReportFunctionLogs")["Resource"],
+        serde_json::json!(["arn:aws:logs:eu-west-1:*:log-group:/aws/lambda/flux-engine-report:*"])
+    );
+    assert_eq!(statements.len(), 4, "{statements:?}");
+    assert_eq!(
+        doc["ReportFunctionTrustPolicy"]["Statement"][0]["Action"],
+        "sts:AssumeRole"
     );
 }

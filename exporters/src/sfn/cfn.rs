@@ -9,11 +9,18 @@
 //! | `AWS::Glue::Crawler`, named as `startCrawler` names it (`DAG-TASK`) | `GlueCrawler` + task id | each `glue_crawler` task |
 //! | `AWS::Athena::WorkGroup` | `AthenaWorkGroup` | `athena_query` tasks, unless the workgroup is `primary` (every account has it) |
 //! | `AWS::S3::Bucket` (retained on delete) | `Bucket` | the `CreateBucket` parameter is `true` (default `false`) |
+//! | `AWS::Lambda::Function` (`PackageType: Image`, 1024 MB, 300 s), named `[aws] report_function` (the name part of an ARN) | `ReportFunction` | a `report` task |
+//! | `AWS::IAM::Role` of that function (the `--iam` document's `ReportFunctionRolePolicy`, trusting `lambda.amazonaws.com`) | `ReportFunctionRole` | a `report` task |
+//!
+//! The report function runs `flux-engine lambda report` from the image
+//! `docker/report-lambda.Dockerfile` builds; the required parameter
+//! `ReportImageUri` (no default) is that image in ECR. The state machine
+//! invokes the function the template creates (its name, or its ARN when
+//! `report_function` is an ARN), and its role may invoke only that one.
 //!
 //! Account-specific values are template parameters whose defaults are the
 //! `[aws]` values: `EmrServiceRole`, `EmrJobFlowRole` (cluster),
-//! `EmrServerlessExecutionRoleArn` (serverless), `ReportFunction` (a
-//! `report` task; give it in the same form, name or ARN, as the default),
+//! `EmrServerlessExecutionRoleArn` (serverless),
 //! `GlueCrawlerRoleArn` (crawlers; no default: `[aws]` has no such
 //! setting). The definition refers to them through
 //! `DefinitionSubstitutions`, the policy through `Fn::Sub`; ARNs are built
@@ -22,7 +29,8 @@
 //! (else of the first query output or crawler target); like every
 //! parameter of the DAG it is fixed at export time.
 //!
-//! Outputs: `StateMachineArn`, `RoleArn`.
+//! Outputs: `StateMachineArn`, `RoleArn`, and `ReportFunctionArn` with a
+//! `report` task.
 
 use std::collections::BTreeSet;
 
@@ -99,13 +107,12 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
         }),
         None => {}
     }
-    if dag.tasks.iter().any(|t| t.kind == "report")
-        && let Some(function) = &settings.report_function
-    {
+    let report = super::iam::report_function_of(dag)?;
+    if report.is_some() {
         params.push(Param {
-            name: "ReportFunction",
-            default: Some(function.clone()),
-            description: "The Lambda function running flux-engine's report code (the same form, name or ARN, as the default)",
+            name: "ReportImageUri",
+            default: None,
+            description: "The ECR image URI (REPOSITORY_URI:TAG or @sha256:...) of flux-engine's report Lambda image (docker/report-lambda.Dockerfile)",
         });
     }
 
@@ -156,9 +163,14 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
     substitute_definition(&mut machine, &settings);
     let mut substitutions = Obj::new();
     for p in &params {
-        if p.name != "GlueCrawlerRoleArn" {
+        if !matches!(p.name, "GlueCrawlerRoleArn" | "ReportImageUri") {
             substitutions.set(p.name, reference(p.name));
         }
+    }
+    if report.is_some() {
+        // The function the template creates: by name as the export names
+        // it, or by ARN when `[aws] report_function` is an ARN.
+        substitutions.set("ReportFunction", report_function_ref(&settings));
     }
 
     let mut parameters = Obj::new();
@@ -233,6 +245,56 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
             .with("Type", "AWS::StepFunctions::StateMachine")
             .with("Properties", machine_props),
     );
+
+    if let Some(function) = report {
+        resources.set(
+            "ReportFunctionRole",
+            Obj::new().with("Type", "AWS::IAM::Role").with(
+                "Properties",
+                Obj::new()
+                    .with(
+                        "Description",
+                        format!(
+                            "The role of the report Lambda function of the flux-engine DAG {}",
+                            dag.name
+                        ),
+                    )
+                    .with("AssumeRolePolicyDocument", function.trust_policy)
+                    .with(
+                        "Policies",
+                        vec![Json::from(
+                            Obj::new()
+                                .with("PolicyName", format!("flux-engine-{}-report", dag.name))
+                                .with(
+                                    "PolicyDocument",
+                                    sub_policy(function.role_policy, &settings),
+                                ),
+                        )],
+                    ),
+            ),
+        );
+        resources.set(
+            "ReportFunction",
+            Obj::new().with("Type", "AWS::Lambda::Function").with(
+                "Properties",
+                Obj::new()
+                    .with("FunctionName", function.name.as_str())
+                    .with(
+                        "Description",
+                        format!(
+                            "flux-engine's report code for the DAG {}: query results and counts from S3 to the HTML report",
+                            dag.name
+                        ),
+                    )
+                    .with("PackageType", "Image")
+                    .with("Code", Obj::new().with("ImageUri", reference("ReportImageUri")))
+                    .with("Role", get_att("ReportFunctionRole", "Arn"))
+                    .with("Architectures", vec![Json::from("x86_64")])
+                    .with("MemorySize", REPORT_MEMORY_MB)
+                    .with("Timeout", REPORT_TIMEOUT_SECONDS),
+            ),
+        );
+    }
 
     let mut ids: BTreeSet<String> = resources.0.iter().map(|(k, _)| k.clone()).collect();
     let mut database_ids: Vec<(String, String)> = Vec::new();
@@ -356,24 +418,49 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
     if !conditions.0.is_empty() {
         template.set("Conditions", conditions);
     }
+    let has_report = resources.get("ReportFunction").is_some();
     template.set("Resources", resources);
-    template.set(
-        "Outputs",
-        Obj::new()
-            .with(
-                "StateMachineArn",
-                Obj::new()
-                    .with("Description", "The state machine to start executions of")
-                    .with("Value", reference("StateMachine")),
-            )
-            .with(
-                "RoleArn",
-                Obj::new()
-                    .with("Description", "The state machine's execution role")
-                    .with("Value", get_att("StateMachineRole", "Arn")),
-            ),
-    );
+    let mut outputs = Obj::new()
+        .with(
+            "StateMachineArn",
+            Obj::new()
+                .with("Description", "The state machine to start executions of")
+                .with("Value", reference("StateMachine")),
+        )
+        .with(
+            "RoleArn",
+            Obj::new()
+                .with("Description", "The state machine's execution role")
+                .with("Value", get_att("StateMachineRole", "Arn")),
+        );
+    if has_report {
+        outputs.set(
+            "ReportFunctionArn",
+            Obj::new()
+                .with("Description", "The report Lambda function")
+                .with("Value", get_att("ReportFunction", "Arn")),
+        );
+    }
+    template.set("Outputs", outputs);
     Ok(template.into())
+}
+
+/// The report function's memory: the query results and the HTML are held
+/// in memory, a few MB for a report's worth of rows; more memory also
+/// buys CPU.
+const REPORT_MEMORY_MB: u32 = 1024;
+/// The report function's timeout: reading a few objects, rendering and
+/// writing one takes seconds; Lambda's maximum is 900.
+const REPORT_TIMEOUT_SECONDS: u32 = 300;
+
+/// The created report function as the state machine and its policy name
+/// it: `Ref` gives its name, `Fn::GetAtt` its ARN (when `[aws]
+/// report_function` is an ARN).
+fn report_function_ref(settings: &Settings) -> Json {
+    match settings.report_function.as_deref() {
+        Some(f) if f.starts_with("arn:") => get_att("ReportFunction", "Arn"),
+        _ => reference("ReportFunction"),
+    }
 }
 
 fn reference(name: &str) -> Json {
@@ -577,9 +664,10 @@ fn sub_arn(arn: &str, settings: &Settings) -> Json {
     }
     let function = settings.report_function.as_deref();
     if let Some(f) = function
+        && f == arn
         && f.starts_with("arn:")
     {
-        whole.push((f, "ReportFunction"));
+        return report_function_ref(settings);
     }
     if let Some((_, param)) = whole.iter().find(|(value, _)| *value == arn) {
         return reference(param);

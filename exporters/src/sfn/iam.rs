@@ -29,6 +29,13 @@
 //! | `aws-sdk:s3:headObject` | `s3:GetObject` (what HeadObject needs) | each object, by key |
 //! | `lambda:invoke` | `lambda:InvokeFunction` | the function |
 //!
+//! With a `report` task the document also holds the report Lambda
+//! function's role (`ReportFunctionRolePolicy`, `ReportFunctionTrustPolicy`
+//! for `lambda.amazonaws.com`), read off the invocation's payload: logs to
+//! its own log group `/aws/lambda/NAME`; `s3:ListBucket` with `s3:prefix`
+//! and `s3:GetObject` on each query results prefix it reads; `s3:GetObject`
+//! on each `output_json`; `s3:PutObject` on the report's `output` object.
+//!
 //! `Resource: "*"` appears once, for `elasticmapreduce:RunJobFlow`, which
 //! supports no resource-level permission (it is narrowed by the request
 //! tag instead). The region comes from `[aws] region` and the account from
@@ -76,7 +83,9 @@ pub fn export(dag: &Dag) -> Result<String, ExportError> {
     Ok(text)
 }
 
-/// `{"RolePolicy": ..., "TrustPolicy": ...}` for the DAG's state machine.
+/// `{"RolePolicy": ..., "TrustPolicy": ...}` for the DAG's state machine,
+/// and `"ReportFunctionRolePolicy"`, `"ReportFunctionTrustPolicy"` for the
+/// report Lambda function's role when the DAG has a `report` task.
 pub fn policies(dag: &Dag) -> Result<Json, ExportError> {
     let machine = super::state_machine(dag)?;
     let settings = Settings::from_dag(dag).map_err(ExportError)?;
@@ -84,10 +93,134 @@ pub fn policies(dag: &Dag) -> Result<Json, ExportError> {
     task_states(&machine, &mut tasks);
     let data = data_prefixes(dag, &settings).map_err(|e| ExportError(vec![e]))?;
     let ctx = Arns::new(&settings);
-    Ok(Obj::new()
+    let mut doc = Obj::new()
         .with("RolePolicy", role_policy(&dag.name, &ctx, &tasks, &data))
-        .with("TrustPolicy", trust_policy(&ctx))
-        .into())
+        .with("TrustPolicy", trust_policy(&ctx));
+    if let Some(function) = report_function(&ctx, &tasks) {
+        doc.set("ReportFunctionRolePolicy", function.role_policy);
+        doc.set("ReportFunctionTrustPolicy", function.trust_policy);
+    }
+    Ok(doc.into())
+}
+
+/// The report Lambda function the state machine invokes, and its role.
+pub(crate) struct ReportFunction {
+    /// The function's name (`[aws] report_function`, or the name in its
+    /// ARN).
+    pub name: String,
+    pub role_policy: Json,
+    pub trust_policy: Json,
+}
+
+/// The report function's name from `[aws] report_function`: a name, or
+/// the function name inside an ARN (`arn:…:function:NAME[:QUALIFIER]`).
+pub(crate) fn function_name(function: &str) -> &str {
+    match function.split_once(":function:") {
+        Some((_, rest)) if function.starts_with("arn:") => rest.split(':').next().unwrap_or(rest),
+        _ => function,
+    }
+}
+
+/// The role of the report function, read off the `lambda:invoke` states'
+/// payloads (`exporters/src/sfn/report.rs` writes them): its CloudWatch
+/// Logs group; `s3:ListBucket` (with `s3:prefix`) and `s3:GetObject` on
+/// the query results prefixes it picks the `.csv` from; `s3:GetObject` on
+/// the `output_json` counts objects; `s3:PutObject` on the report objects.
+/// `None` without a `report` task.
+fn report_function(arns: &Arns, tasks: &[(String, Obj)]) -> Option<ReportFunction> {
+    let invokes: Vec<&Obj> = tasks
+        .iter()
+        .filter(|(r, _)| r == LAMBDA_INVOKE)
+        .map(|(_, p)| p)
+        .collect();
+    let name = function_name(invokes.iter().find_map(|p| text(p, "FunctionName"))?).to_string();
+    let mut reads: BTreeSet<String> = BTreeSet::new();
+    let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut writes: BTreeSet<String> = BTreeSet::new();
+    for p in &invokes {
+        let Some(Json::Object(payload)) = p.get("Payload") else {
+            continue;
+        };
+        if let Some(Json::Object(fields)) = payload.get("fields")
+            && let Some((bucket, key)) = text(fields, "output").and_then(split_s3)
+        {
+            writes.insert(arns.s3(&format!("{bucket}/{key}")));
+        }
+        let Some(Json::Object(inputs)) = payload.get("inputs") else {
+            continue;
+        };
+        for (_, input) in &inputs.0 {
+            let Json::Object(input) = input else { continue };
+            let results = text(input, "results_prefix.$")
+                .and_then(per_execution_prefix)
+                .or_else(|| text(input, "results_prefix").map(str::to_string));
+            if let Some((bucket, objects, prefixes)) = results.as_deref().and_then(s3_places) {
+                reads.extend(objects.iter().map(|o| arns.s3(o)));
+                listed.entry(bucket).or_default().extend(prefixes);
+            }
+            if let Some((bucket, key)) = text(input, "output_json").and_then(split_s3) {
+                reads.insert(arns.s3(&format!("{bucket}/{key}")));
+            }
+        }
+    }
+    let mut statements: Vec<Json> = vec![
+        statement(
+            "ReportFunctionLogs",
+            &[
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+            ],
+            [arns.arn("logs", &format!("log-group:/aws/lambda/{name}:*"))],
+        )
+        .into(),
+    ];
+    if !reads.is_empty() {
+        statements.push(statement("ReportReadInputs", &["s3:GetObject"], reads).into());
+    }
+    for (i, (bucket, prefixes)) in listed.iter().enumerate() {
+        let prefixes: Vec<String> = prefixes.iter().cloned().collect();
+        statements.push(
+            statement(
+                &format!("ReportListResults{}", i + 1),
+                &["s3:ListBucket"],
+                [arns.s3(bucket)],
+            )
+            .with("Condition", condition("StringLike", "s3:prefix", prefixes))
+            .into(),
+        );
+    }
+    if !writes.is_empty() {
+        statements.push(statement("ReportWriteReport", &["s3:PutObject"], writes).into());
+    }
+    let trust = Obj::new()
+        .with("Effect", "Allow")
+        .with(
+            "Principal",
+            Obj::new().with("Service", "lambda.amazonaws.com"),
+        )
+        .with("Action", "sts:AssumeRole");
+    Some(ReportFunction {
+        name,
+        role_policy: Obj::new()
+            .with("Version", "2012-10-17")
+            .with("Statement", statements)
+            .into(),
+        trust_policy: Obj::new()
+            .with("Version", "2012-10-17")
+            .with("Statement", vec![Json::from(trust)])
+            .into(),
+    })
+}
+
+/// The report function of the DAG's state machine, if it has one: for the
+/// CloudFormation template, which creates it.
+pub(crate) fn report_function_of(dag: &Dag) -> Result<Option<ReportFunction>, ExportError> {
+    let machine = super::state_machine(dag)?;
+    let settings = Settings::from_dag(dag).map_err(ExportError)?;
+    let mut tasks = Vec::new();
+    task_states(&machine, &mut tasks);
+    Ok(report_function(&Arns::new(&settings), &tasks))
 }
 
 /// Partition, region and account for ARNs (`*` where unknown).

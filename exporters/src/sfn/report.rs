@@ -16,7 +16,17 @@
 //! results prefix (this execution's `QUERY_ID.csv` is the one `.csv`
 //! directly under it, or the newest after a retry), an `emr_spark` task's
 //! `output_json`; other kinds give their kind only. The function writes
-//! the HTML to the task's `output`.
+//! the HTML to the task's `output` and returns `{"report": "s3://…html",
+//! "bytes": N}`.
+//!
+//! The function ships with flux-engine: `flux-engine lambda report` is its
+//! Runtime API loop, `docker/report-lambda.Dockerfile` its container image,
+//! and its code is the local `report` task's (`tasks/src/report/aws.rs`
+//! reads S3, `tasks/src/report/mod.rs` builds and renders). `export --cfn`
+//! creates it (`AWS::Lambda::Function` from the `ReportImageUri`
+//! parameter) with a role that may read only the inputs named here and
+//! write only `output` (`iam.rs`); `flux-engine report-payload FILE`
+//! renders one payload outside Lambda.
 
 use super::json::{Json, Obj, from_toml};
 use super::states::{TaskCtx, Translated, per_execution};
