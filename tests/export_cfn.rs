@@ -3,7 +3,8 @@
 //! crawlers, the Athena workgroup and the optional bucket; byte-identical
 //! output, `-o`, flags that exclude each other, and an independent checker
 //! of CloudFormation templates (`cfn-lint`, from PyPI) on the template of
-//! every exportable DAG under dags/ (and of a DAG with its own workgroup).
+//! every exportable DAG under dags/ (and of a DAG with its own workgroup,
+//! and one whose report function is given by ARN).
 //!
 //! The expected values are the DAGs' fields, written out here; the state
 //! machine and the role policy are compared with `--sfn` and `--iam` once
@@ -300,15 +301,8 @@ fn the_rental_template_has_the_dags_resources_and_parameters() {
     );
 }
 
-/// `report_function` given as an ARN: the function is created under the
-/// name in it, and the state machine and its policy use the created
-/// function's ARN.
-#[test]
-fn a_report_function_arn_names_the_created_function() {
-    let s = Scratch::new();
-    let dag = s.write(
-        "arn.toml",
-        r#"
+/// A report whose `report_function` is an ARN.
+const ARN_DAG: &str = r#"
 [dag]
 name = "arn_test"
 [aws]
@@ -325,8 +319,15 @@ type = "report"
 depends_on = ["q"]
 output = "s3://bkt/r/report.html"
 tiles = [{ label = "N", from = "q", column = "n" }]
-"#,
-    );
+"#;
+
+/// `report_function` given as an ARN: the function is created under the
+/// name in it, and the state machine and its policy use the created
+/// function's ARN.
+#[test]
+fn a_report_function_arn_names_the_created_function() {
+    let s = Scratch::new();
+    let dag = s.write("arn.toml", ARN_DAG);
     let t = template(&s, &[dag.to_str().unwrap()]);
     let f = &t["Resources"]["ReportFunction"]["Properties"];
     assert_eq!(f["FunctionName"], "my-report");
@@ -477,8 +478,10 @@ fn cfn_lint_reports_no_error_on_the_template_of_every_exportable_dag() {
     }
     let s = Scratch::new();
     let workgroup_dag = s.write("wg.toml", WORKGROUP_DAG);
+    let arn_dag = s.write("arn.toml", ARN_DAG);
     let mut dags: Vec<&str> = EXPORTABLE.to_vec();
     dags.push(workgroup_dag.to_str().unwrap());
+    dags.push(arn_dag.to_str().unwrap());
     for (i, dag) in dags.iter().enumerate() {
         let file = s.write(&format!("template{i}.json"), &exported(&s, "--cfn", &[dag]));
         // Errors exit with bit 2 set, warnings with 4, informational
