@@ -18,6 +18,7 @@ pub mod kind;
 pub mod retry;
 pub mod run;
 pub mod scheduler;
+pub mod spans;
 pub mod state_dir;
 pub mod template;
 
