@@ -15,8 +15,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::spans::{SpanEvent, SpanLink, SpanRecord, SpanStatus};
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -38,6 +40,24 @@ pub enum CheckpointError {
     TooNew { found: i64, supported: i64 },
     #[error("no run with id `{0}` in this state dir")]
     UnknownRun(String),
+    /// A span that cannot be stored as given (a time past the year 2262,
+    /// which SQLite's signed 64-bit integers cannot hold in nanoseconds).
+    #[error("run `{run_id}`: span {span_id} of trace {trace_id} cannot be stored: {reason}")]
+    InvalidSpan {
+        run_id: String,
+        trace_id: String,
+        span_id: String,
+        reason: String,
+    },
+    /// A stored span row that does not read back (edited by hand, or
+    /// written by a broken build): named so that it can be found and fixed.
+    #[error("run `{run_id}`: span row {row} (span {span_id}) is corrupt: {reason}")]
+    CorruptSpan {
+        run_id: String,
+        row: i64,
+        span_id: String,
+        reason: String,
+    },
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how
@@ -79,6 +99,25 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         PRIMARY KEY (run_id, task_id, attempt)
     );",
+    // 2: finished OpenTelemetry spans, so that `flux-engine trace` works
+    // without a collector. The columns a query filters, orders or links
+    // by are columns; the rest of the span (kind, status, attributes,
+    // events, links, resource, scope) is one JSON document, read back only
+    // with its row. The primary key makes a re-delivered batch a no-op;
+    // the index serves `WHERE run_id = ? ORDER BY start_unix_nano` for a
+    // run of many thousands of spans without a sort or a scan.
+    "CREATE TABLE spans (
+        run_id TEXT NOT NULL,
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_span_id TEXT,
+        name TEXT NOT NULL,
+        start_unix_nano INTEGER NOT NULL,
+        end_unix_nano INTEGER NOT NULL,
+        detail_json TEXT NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
+    );
+    CREATE INDEX spans_by_run ON spans (run_id, start_unix_nano);",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -527,6 +566,157 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// The part of a [`SpanRecord`] kept as one JSON document (`detail_json`).
+#[derive(Serialize)]
+struct SpanDetailRef<'a> {
+    kind: &'a str,
+    status: &'a SpanStatus,
+    attributes: &'a [(String, serde_json::Value)],
+    events: &'a [SpanEvent],
+    links: &'a [SpanLink],
+    resource: &'a [(String, serde_json::Value)],
+    scope: &'a str,
+}
+
+/// [`SpanDetailRef`] read back. The lists default to empty so that a row
+/// written by a later release that drops an empty list still reads.
+#[derive(Deserialize)]
+struct SpanDetail {
+    kind: String,
+    status: SpanStatus,
+    #[serde(default)]
+    attributes: Vec<(String, serde_json::Value)>,
+    #[serde(default)]
+    events: Vec<SpanEvent>,
+    #[serde(default)]
+    links: Vec<SpanLink>,
+    #[serde(default)]
+    resource: Vec<(String, serde_json::Value)>,
+    #[serde(default)]
+    scope: String,
+}
+
+impl Checkpoint {
+    /// Stores finished spans of run `run_id`, all or none. A span already
+    /// stored (same trace and span id: an exporter that re-delivers a
+    /// batch after a timeout) is left as it is, so delivery may repeat.
+    pub fn insert_spans(
+        &mut self,
+        run_id: &str,
+        spans: &[SpanRecord],
+    ) -> Result<(), CheckpointError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO spans (run_id, trace_id, span_id, parent_span_id, name,
+                     start_unix_nano, end_unix_nano, detail_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (trace_id, span_id) DO NOTHING",
+            )?;
+            for span in spans {
+                let invalid = |reason: String| CheckpointError::InvalidSpan {
+                    run_id: run_id.to_string(),
+                    trace_id: span.trace_id.clone(),
+                    span_id: span.span_id.clone(),
+                    reason,
+                };
+                // SQLite integers are signed; nanoseconds since 1970 fit
+                // until 2262, and a time past that is a bug upstream.
+                let nanos = |what: &str, t: u64| {
+                    i64::try_from(t).map_err(|_| invalid(format!("{what} {t} ns is out of range")))
+                };
+                let start = nanos("start", span.start_unix_nano)?;
+                let end = nanos("end", span.end_unix_nano)?;
+                let detail = serde_json::to_string(&SpanDetailRef {
+                    kind: &span.kind,
+                    status: &span.status,
+                    attributes: &span.attributes,
+                    events: &span.events,
+                    links: &span.links,
+                    resource: &span.resource,
+                    scope: &span.scope,
+                })
+                .map_err(|e| invalid(e.to_string()))?;
+                insert.execute(params![
+                    run_id,
+                    span.trace_id,
+                    span.span_id,
+                    span.parent_span_id,
+                    span.name,
+                    start,
+                    end,
+                    detail
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every span stored for run `run_id` (all its traces: the original
+    /// run and each resume), ordered by start time, then by the order they
+    /// were stored. An unknown run has none: callers that must tell the
+    /// two apart ask [`Checkpoint::run`] first.
+    pub fn spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, trace_id, span_id, parent_span_id, name,
+                    start_unix_nano, end_unix_nano, detail_json
+             FROM spans WHERE run_id = ?1 ORDER BY start_unix_nano, rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok(span_from_row(r)))?;
+        let mut spans = Vec::new();
+        for row in rows {
+            let (row, span_id, span) = row?;
+            spans.push(span.map_err(|reason| CheckpointError::CorruptSpan {
+                run_id: run_id.to_string(),
+                row,
+                span_id,
+                reason,
+            })?);
+        }
+        Ok(spans)
+    }
+}
+
+/// A `spans` row as (rowid, span id, the span or why it does not read),
+/// so that a bad row is reported by name instead of as a bare SQL type
+/// error.
+fn span_from_row(r: &rusqlite::Row) -> (i64, String, Result<SpanRecord, String>) {
+    let row: i64 = r.get(0).unwrap_or(-1);
+    let span_id = r
+        .get::<_, String>(2)
+        .unwrap_or_else(|_| "(unreadable)".to_string());
+    let span = (|| {
+        let column = |i: usize, name: &str, e: rusqlite::Error| format!("column {i} ({name}): {e}");
+        let nanos = |i: usize, name: &str| -> Result<u64, String> {
+            let v: i64 = r.get(i).map_err(|e| column(i, name, e))?;
+            u64::try_from(v).map_err(|_| format!("{name} is negative ({v})"))
+        };
+        let detail: String = r.get(7).map_err(|e| column(7, "detail_json", e))?;
+        let detail: SpanDetail =
+            serde_json::from_str(&detail).map_err(|e| format!("detail_json: {e}"))?;
+        Ok(SpanRecord {
+            trace_id: r.get(1).map_err(|e| column(1, "trace_id", e))?,
+            span_id: r.get(2).map_err(|e| column(2, "span_id", e))?,
+            parent_span_id: r.get(3).map_err(|e| column(3, "parent_span_id", e))?,
+            name: r.get(4).map_err(|e| column(4, "name", e))?,
+            kind: detail.kind,
+            start_unix_nano: nanos(5, "start_unix_nano")?,
+            end_unix_nano: nanos(6, "end_unix_nano")?,
+            status: detail.status,
+            attributes: detail.attributes,
+            events: detail.events,
+            links: detail.links,
+            resource: detail.resource,
+            scope: detail.scope,
+        })
+    })();
+    (row, span_id, span)
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), CheckpointError> {
     let supported = MIGRATIONS.len() as i64;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -609,5 +799,206 @@ mod tests {
             cp.run("nope"),
             Err(CheckpointError::UnknownRun(_))
         ));
+    }
+
+    fn span(trace: &str, id: &str, parent: Option<&str>, name: &str, start: u64) -> SpanRecord {
+        SpanRecord {
+            trace_id: trace.repeat(32 / trace.len()),
+            span_id: id.repeat(16 / id.len()),
+            parent_span_id: parent.map(|p| p.repeat(16 / p.len())),
+            name: name.to_string(),
+            kind: "internal".to_string(),
+            start_unix_nano: start,
+            end_unix_nano: start + 1_500_000_000,
+            status: SpanStatus::Error {
+                message: "exit code 3 <&>".to_string(),
+            },
+            attributes: vec![
+                ("flux.task_id".to_string(), serde_json::json!("load")),
+                ("flux.attempt".to_string(), serde_json::json!(2)),
+                ("tags".to_string(), serde_json::json!(["a", true, 1.5])),
+            ],
+            events: vec![SpanEvent {
+                name: "exception".to_string(),
+                time_unix_nano: start + 5,
+                attributes: vec![(
+                    "exception.message".to_string(),
+                    serde_json::json!("exit code 3 <&>"),
+                )],
+            }],
+            links: vec![SpanLink {
+                trace_id: "f".repeat(32),
+                span_id: "e".repeat(16),
+                attributes: vec![],
+            }],
+            resource: vec![("service.name".to_string(), serde_json::json!("flux-engine"))],
+            scope: "flux-engine".to_string(),
+        }
+    }
+
+    #[test]
+    fn spans_read_back_as_stored_ordered_by_start_and_kept_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        // Stored out of start order, and a second run's span in between.
+        let late = span("a", "2", Some("1"), "task load", 1_700_000_000_000_000_300);
+        let root = span("a", "1", None, "run d", 1_700_000_000_000_000_100);
+        let other = span("b", "3", None, "run other", 1_700_000_000_000_000_200);
+        cp.insert_spans("r1", &[late.clone(), root.clone()])
+            .unwrap();
+        cp.insert_spans("r2", std::slice::from_ref(&other)).unwrap();
+        drop(cp);
+        let cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.spans("r1").unwrap(), vec![root, late]);
+        assert_eq!(cp.spans("r2").unwrap(), vec![other]);
+        assert!(cp.spans("nope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_redelivered_batch_adds_no_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        let batch = vec![
+            span("a", "1", None, "run d", 100),
+            span("a", "2", Some("1"), "task t", 200),
+        ];
+        cp.insert_spans("r1", &batch).unwrap();
+        cp.insert_spans("r1", &batch).unwrap();
+        // A batch overlapping the first: only the new span is added.
+        cp.insert_spans(
+            "r1",
+            &[
+                batch[1].clone(),
+                span("a", "3", Some("2"), "attempt 1", 300),
+            ],
+        )
+        .unwrap();
+        let stored = cp.spans("r1").unwrap();
+        let ids: Vec<&str> = stored.iter().map(|s| &s.span_id[..1]).collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_span_that_cannot_be_stored_stores_nothing_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        let mut bad = span("a", "2", Some("1"), "task t", 200);
+        bad.end_unix_nano = u64::MAX;
+        let err = cp
+            .insert_spans("r1", &[span("a", "1", None, "run d", 100), bad])
+            .unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::InvalidSpan { span_id, .. } if span_id == &"2".repeat(16)),
+            "{err}"
+        );
+        assert!(cp.spans("r1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_span_row_is_an_error_naming_the_run_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        cp.insert_spans("r1", &[span("a", "1", None, "run d", 100)])
+            .unwrap();
+        drop(cp);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE spans SET detail_json = '{not json'", [])
+            .unwrap();
+        drop(conn);
+        let cp = Checkpoint::open(&path).unwrap();
+        let err = cp.spans("r1").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, CheckpointError::CorruptSpan { row: 1, .. }),
+            "{text}"
+        );
+        assert!(text.contains("`r1`") && text.contains("row 1"), "{text}");
+
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE spans SET detail_json = '{\"kind\":\"internal\",\"status\":{\"code\":\"ok\"}}', start_unix_nano = -5",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let err = Checkpoint::open(&path).unwrap().spans("r1").unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn migrating_a_version_1_database_keeps_its_runs_and_adds_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        // A database as the first release left it: migration 1 only.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at, resume_count)
+             VALUES ('old', 'd', '/d.toml', '{\"k\":\"v\"}', 'failed', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z', 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tasks (run_id, task_id, position, kind, status, attempts, definition_hash, error)
+             VALUES ('old', 't', 0, 'shell', 'failed', 2, 'h', 'boom')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let run = cp.run("old").unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.resume_count, 1);
+        assert_eq!(run.params, serde_json::json!({"k": "v"}));
+        let tasks = cp.tasks("old").unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].attempts, 2);
+        assert_eq!(tasks[0].error.as_deref(), Some("boom"));
+        assert!(cp.spans("old").unwrap().is_empty());
+        let s = span("a", "1", None, "run d", 100);
+        cp.insert_spans("old", std::slice::from_ref(&s)).unwrap();
+        assert_eq!(cp.spans("old").unwrap(), vec![s]);
+    }
+
+    #[test]
+    fn ten_thousand_spans_of_a_run_are_read_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        let spans: Vec<SpanRecord> = (0..10_000u64)
+            .map(|i| {
+                let mut s = span("a", "1", Some("1"), "attempt 1", 1_000_000 - i);
+                s.span_id = format!("{i:016x}");
+                s
+            })
+            .collect();
+        cp.insert_spans("r1", &spans).unwrap();
+        let read = cp.spans("r1").unwrap();
+        assert_eq!(read.len(), 10_000);
+        assert!(
+            read.windows(2)
+                .all(|w| w[0].start_unix_nano <= w[1].start_unix_nano)
+        );
+        let plan: Vec<String> = {
+            let mut stmt = cp
+                .conn
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT rowid FROM spans WHERE run_id = ?1 ORDER BY start_unix_nano, rowid",
+                )
+                .unwrap();
+            stmt.query_map(["r1"], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert!(
+            plan.iter().any(|p| p.contains("spans_by_run"))
+                && !plan.iter().any(|p| p.starts_with("SCAN spans")),
+            "{plan:?}"
+        );
     }
 }
