@@ -14,6 +14,9 @@ use crate::Exit;
 pub enum Target {
     /// `--sfn`: the state machine.
     StateMachine,
+    /// `--sfn --inline-params`: the state machine with the parameters'
+    /// values written in.
+    StateMachineInline,
     /// `--iam`: its role's policies, `{"RolePolicy": ..., "TrustPolicy": ...}`.
     Iam,
     /// `--cfn`: a CloudFormation template deploying them.
@@ -33,6 +36,7 @@ pub fn export(
     let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
     let (exported, what) = match target {
         Target::StateMachine => (exporters::sfn::export(&loaded), "to Step Functions"),
+        Target::StateMachineInline => (exporters::sfn::export_inline(&loaded), "to Step Functions"),
         Target::Iam => (exporters::sfn::iam::export(&loaded), "the IAM policy"),
         Target::CloudFormation => (
             exporters::sfn::cfn::export(&loaded),

@@ -86,7 +86,9 @@ enum Command {
     /// Export a DAG for production: --sfn writes the AWS Step Functions
     /// state machine (Amazon States Language JSON), --iam its execution
     /// role's policy and trust policy, --cfn a CloudFormation template
-    /// deploying both; parameters substituted
+    /// deploying both. The state machine reads the DAG's parameters from
+    /// its execution input ({"params": {...}}), the export's values being
+    /// the defaults
     Export {
         dag: PathBuf,
         /// Amazon States Language for AWS Step Functions (the [aws] section
@@ -105,6 +107,10 @@ enum Command {
         /// Override a parameter: --param key=value (repeatable)
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        /// With --sfn: write the parameters' values into the state machine
+        /// instead of reading them from the execution input
+        #[arg(long, requires = "sfn")]
+        inline_params: bool,
         /// Write to FILE instead of stdout
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
@@ -278,12 +284,15 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             iam,
             cfn,
             params,
+            inline_params,
             output,
         } => {
             let target = if iam {
                 export_cli::Target::Iam
             } else if cfn {
                 export_cli::Target::CloudFormation
+            } else if inline_params {
+                export_cli::Target::StateMachineInline
             } else {
                 export_cli::Target::StateMachine
             };

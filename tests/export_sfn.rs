@@ -81,20 +81,43 @@ fn the_export_is_byte_identical_and_o_writes_the_same_bytes() {
 }
 
 #[test]
-fn params_given_on_the_command_line_are_substituted() {
+fn params_given_on_the_command_line_are_the_defaults_or_inlined() {
     let s = Scratch::new();
-    let out = exported(&s, "dags/rental.toml");
-    let other = {
-        let o = export(&s, &["dags/rental.toml", "--param", "bucket=prod-data"]);
+    let export_text = |args: &[&str]| {
+        let o = export(&s, args);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
         text(&o.stdout)
     };
-    assert!(out.contains("s3://flux-rental/scripts/rental_clean.py"));
-    assert!(
-        !other.contains("s3://flux-rental"),
-        "the default bucket is left"
+    // dags/rental.toml: bucket = "flux-rental", scripts_prefix = "s3://${params.bucket}/scripts/".
+    let runtime = export_text(&["dags/rental.toml", "--param", "bucket=prod-data"]);
+    let machine: serde_json::Value = serde_json::from_str(&runtime).unwrap();
+    assert_eq!(
+        machine["States"]["Collect parameters"]["Parameters"]["defaults"]["bucket"],
+        "prod-data"
     );
-    assert!(other.contains("s3://prod-data/scripts/rental_clean.py"));
+    assert!(
+        !runtime.contains("s3://flux-rental"),
+        "the DAG's default is left"
+    );
+    assert!(runtime.contains("States.Format('s3://{}/scripts/rental_clean.py', $.params.bucket)"));
+
+    let inline = export_text(&[
+        "dags/rental.toml",
+        "--inline-params",
+        "--param",
+        "bucket=prod-data",
+    ]);
+    assert!(
+        !inline.contains("s3://flux-rental"),
+        "the DAG's default is left"
+    );
+    assert!(
+        !inline.contains("$.params"),
+        "the inline export reads no parameters"
+    );
+    assert!(inline.contains("s3://prod-data/scripts/rental_clean.py"));
+    let inline_default = export_text(&["dags/rental.toml", "--inline-params"]);
+    assert!(inline_default.contains("s3://flux-rental/scripts/rental_clean.py"));
 }
 
 /// The rental DAG with its [aws] section replaced by `aws`.

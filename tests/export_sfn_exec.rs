@@ -21,9 +21,16 @@ fn repo() -> PathBuf {
 
 /// `flux-engine export --sfn DAG` as JSON.
 fn export(dag: &str) -> Value {
+    export_args(dag, &[])
+}
+
+/// `flux-engine export --sfn DAG ARGS...` as JSON.
+fn export_args(dag: &str, args: &[&str]) -> Value {
     let state = tempfile::tempdir().unwrap();
     let path = repo().join(dag);
-    let output = common::flux(state.path(), &["export", "--sfn", path.to_str().unwrap()]);
+    let mut all = vec!["export", "--sfn", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = common::flux(state.path(), &all);
     assert!(
         output.status.success(),
         "export --sfn {dag} failed:\n{}",
@@ -214,4 +221,101 @@ fn terminates_cluster(definition: &Value, state: &str) -> bool {
     find(&definition["States"], state)
         .and_then(|s| s["Resource"].as_str())
         .is_some_and(|r| r.contains("elasticmapreduce:terminateCluster"))
+}
+
+/// Every Task call's input, by (state, call number). An EMR Serverless
+/// job run's `ClientToken` is `States.UUID()`, new at every call: it is
+/// checked to be there and left out of the comparison.
+fn task_inputs(run: &Execution) -> std::collections::BTreeMap<(String, u64), Value> {
+    run.events
+        .iter()
+        .filter(|e| e.phase == Phase::Start)
+        .map(|e| {
+            let mut input = e.input.clone().expect("inputs are recorded");
+            if let Some(token) = input.as_object_mut().and_then(|o| o.remove("ClientToken")) {
+                assert_eq!(token.as_str().map(str::len), Some(36), "{token}");
+            }
+            ((e.state.clone(), e.call), input)
+        })
+        .collect()
+}
+
+/// Parameters given in the execution input mean what the same values
+/// given at export mean: the interpreter, evaluating the intrinsic
+/// functions, hands every Task the same input as the state machine
+/// exported with `--inline-params --param` the same values.
+#[test]
+fn execution_params_mean_what_export_params_mean() {
+    if !available("execution_params_mean_what_export_params_mean") {
+        return;
+    }
+    for dag in common::EXPORTABLE {
+        let loaded = engine::dag::load(&repo().join(dag), &[], &tasks::registry())
+            .unwrap_or_else(|e| panic!("{dag}: {e}"));
+        let overrides: Vec<(String, String)> = loaded
+            .params
+            .keys()
+            .filter(|name| !loaded.path_params.contains(*name))
+            .map(|name| {
+                // Values the DAG's validation accepts: bucket names take
+                // `-`, database names `_`, numbers stay numbers.
+                let value = if loaded.params[name].parse::<f64>().is_ok() {
+                    "0.25".to_string()
+                } else if name.contains("bucket") {
+                    format!("other-{}", name.replace('_', "-"))
+                } else {
+                    format!("other_{name}")
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        assert!(!overrides.is_empty(), "{dag} has no parameter to override");
+        let run = |definition: &Value, input: Value| {
+            let run = run_state_machine(definition, &RunOptions::new().record_input().input(input));
+            assert_eq!(run.status, "SUCCEEDED", "{dag}\n{}", run.describe());
+            task_inputs(&run)
+        };
+        let runtime = export(dag);
+
+        // No input: the defaults, as the DAG declares them.
+        let defaults = run(&runtime, serde_json::json!({}));
+        let inline_defaults = run(
+            &export_args(dag, &["--inline-params"]),
+            serde_json::json!({}),
+        );
+        assert_eq!(defaults, inline_defaults, "{dag}: defaults differ");
+
+        // Every parameter given at execution.
+        let params: serde_json::Map<String, Value> = overrides
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let given = run(&runtime, serde_json::json!({ "params": params }));
+        let mut args = vec!["--inline-params".to_string()];
+        for (k, v) in &overrides {
+            args.push("--param".into());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let inline_given = run(&export_args(dag, &args), serde_json::json!({}));
+        assert_eq!(given, inline_given, "{dag}: given parameters differ");
+        // The values reached the tasks (so the comparison above compared something).
+        let text = format!("{given:?}");
+        for (_, v) in &overrides {
+            assert!(text.contains(v.as_str()), "{dag}: {v} reached no task");
+        }
+        assert_ne!(defaults, given, "{dag}");
+
+        // One parameter given: the others keep their defaults.
+        let (name, value) = &overrides[0];
+        let one = run(&runtime, serde_json::json!({ "params": { name: value } }));
+        let inline_one = run(
+            &export_args(
+                dag,
+                &["--inline-params", "--param", &format!("{name}={value}")],
+            ),
+            serde_json::json!({}),
+        );
+        assert_eq!(one, inline_one, "{dag}: one given parameter");
+    }
 }

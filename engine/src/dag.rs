@@ -4,7 +4,7 @@
 //! Loading never panics and never guesses: unknown fields, unknown types,
 //! unknown dependencies and cycles are errors with a place in the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub struct Dag {
     pub dir: PathBuf,
     /// Parameter values after `--param` overrides, as strings.
     pub params: BTreeMap<String, String>,
+    /// The parameters declared `type = "path"`: files on this machine,
+    /// which an export keeps as values rather than making them inputs.
+    pub path_params: BTreeSet<String>,
     /// Tasks in the order the file declares them.
     pub tasks: Vec<TaskDef>,
     /// Edges point from a dependency to its dependent; node weights are
@@ -72,6 +75,9 @@ pub struct Dag {
     /// engine runs nothing from it, so its keys are checked by the
     /// exporter that reads them, not here.
     pub aws: toml::Table,
+    /// The `[aws]` section as written, for an exporter that substitutes
+    /// parameters its own way (as execution input, say).
+    pub aws_unsubstituted: toml::Table,
 }
 
 /// One task as the file declares it, before run-time substitution.
@@ -384,7 +390,7 @@ impl<'a> Loader<'a> {
         self.unknown_keys(&doc, TOP_LEVEL, &[], "a DAG file");
 
         let (name, description) = self.dag_section(&doc);
-        let params = self.params(&doc, overrides);
+        let (params, path_params) = self.params(&doc, overrides);
         let (default_retry, default_timeout) = self.defaults(&doc);
         let aws = self.aws_section(&doc, &params);
         let dir = self
@@ -398,9 +404,15 @@ impl<'a> Loader<'a> {
             path: self.path.to_path_buf(),
             dir,
             params,
+            path_params,
             tasks: Vec::new(),
             graph: DiGraph::new(),
             aws,
+            aws_unsubstituted: doc
+                .get("aws")
+                .and_then(toml::Value::as_table)
+                .cloned()
+                .unwrap_or_default(),
         };
         self.tasks(&doc, &mut dag, default_retry, default_timeout);
         self.graph(&mut dag);
@@ -515,9 +527,9 @@ impl<'a> Loader<'a> {
         &mut self,
         doc: &toml::Table,
         overrides: &[(String, String)],
-    ) -> BTreeMap<String, String> {
+    ) -> (BTreeMap<String, String>, BTreeSet<String>) {
         let mut params = BTreeMap::new();
-        let mut paths: Vec<String> = Vec::new();
+        let mut paths: BTreeSet<String> = BTreeSet::new();
         match doc.get("params") {
             None => {}
             Some(toml::Value::Table(table)) => {
@@ -527,7 +539,7 @@ impl<'a> Loader<'a> {
                             match self.typed_param(key, declared, overrides) {
                                 Some((text, is_path)) => {
                                     if is_path {
-                                        paths.push(key.clone());
+                                        paths.insert(key.clone());
                                     }
                                     text
                                 }
@@ -588,7 +600,7 @@ impl<'a> Loader<'a> {
                 );
             }
         }
-        params
+        (params, paths)
     }
 
     /// A parameter declared as a table: `{ default = "...", type = "path" }`.

@@ -38,7 +38,7 @@ pub fn translate(ctx: &TaskCtx) -> Result<Translated, String> {
         (Some(sql), None) => sql,
         (None, Some(file)) => {
             // As the engine does, the file's text is not substituted.
-            let path = ctx.dag.dir.join(&file);
+            let path = ctx.dag.dir.join(ctx.local(&file));
             std::fs::read_to_string(&path)
                 .map_err(|e| ctx.error(format!("cannot read sql_file {}: {e}", path.display())))?
         }

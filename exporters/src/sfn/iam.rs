@@ -87,7 +87,7 @@ pub fn export(dag: &Dag) -> Result<String, ExportError> {
 /// and `"ReportFunctionRolePolicy"`, `"ReportFunctionTrustPolicy"` for the
 /// report Lambda function's role when the DAG has a `report` task.
 pub fn policies(dag: &Dag) -> Result<Json, ExportError> {
-    let machine = super::state_machine(dag)?;
+    let machine = super::state_machine_with_values(dag)?;
     let settings = Settings::from_dag(dag).map_err(ExportError)?;
     let mut tasks = Vec::new();
     task_states(&machine, &mut tasks);
@@ -216,7 +216,7 @@ fn report_function(arns: &Arns, tasks: &[(String, Obj)]) -> Option<ReportFunctio
 /// The report function of the DAG's state machine, if it has one: for the
 /// CloudFormation template, which creates it.
 pub(crate) fn report_function_of(dag: &Dag) -> Result<Option<ReportFunction>, ExportError> {
-    let machine = super::state_machine(dag)?;
+    let machine = super::state_machine_with_values(dag)?;
     let settings = Settings::from_dag(dag).map_err(ExportError)?;
     let mut tasks = Vec::new();
     task_states(&machine, &mut tasks);

@@ -36,12 +36,13 @@
 //!   error, so the execution ends with the error of the task that failed.
 //!   (The engine lets independent branches finish; Step Functions stops
 //!   them. Either way the run fails.)
-//! * Parameters are substituted at export time, with the DAG's defaults
-//!   and `--param` overrides, as `flux-engine run` substitutes them: the
-//!   state machine is specific to its parameters (export it again for
-//!   other ones) and ignores its execution input. `${run.id}` has no
-//!   export-time value and is an error; the per-execution locations use
-//!   the execution's name instead.
+//! * Parameters are execution input: the state machine starts by merging
+//!   the input's `params` into the defaults (the DAG's, or `--param` at
+//!   export) and every state reads `$.params` (see [`params`] for how, and
+//!   what stays fixed at export: path parameters, and the IAM policy and
+//!   resources computed from the values). `${run.id}` has no export-time
+//!   value and is an error; the per-execution locations use the
+//!   execution's name instead.
 //! * Task outputs are not passed in the state data (`ResultPath` null):
 //!   what a downstream task reads in production it reads from S3 (query
 //!   results under a per-execution prefix, `output_json` objects).
@@ -52,6 +53,7 @@ mod emr;
 mod glue;
 pub mod iam;
 pub mod json;
+pub mod params;
 mod report;
 mod s3;
 pub mod settings;
@@ -88,15 +90,93 @@ impl std::error::Error for ExportError {}
 /// The state machine as pretty-printed JSON, ending with a newline. The
 /// same DAG and parameters give the same bytes.
 pub fn export(dag: &Dag) -> Result<String, ExportError> {
-    let machine = state_machine(dag)?;
-    let mut text = serde_json::to_string_pretty(&machine)
+    to_text(&state_machine(dag)?)
+}
+
+/// [`export`] with the parameters' values written in (`export --sfn
+/// --inline-params`): a state machine for these values only, which
+/// ignores its execution input.
+pub fn export_inline(dag: &Dag) -> Result<String, ExportError> {
+    to_text(&state_machine_with_values(dag)?)
+}
+
+fn to_text(machine: &Json) -> Result<String, ExportError> {
+    let mut text = serde_json::to_string_pretty(machine)
         .map_err(|e| ExportError(vec![format!("cannot write the JSON: {e}")]))?;
     text.push('\n');
     Ok(text)
 }
 
-/// The state machine as a JSON tree.
+/// The state machine as exported: its parameters read from the
+/// execution's input, with the DAG's defaults (see [`params`]).
 pub fn state_machine(dag: &Dag) -> Result<Json, ExportError> {
+    // With the values first: an error there is the DAG's, and reads as
+    // the user wrote it.
+    assemble(dag, None)?;
+    let symbolic = params::symbolic(dag)?;
+    let mut machine = assemble(&symbolic, Some(&dag.params)).map_err(|e| {
+        ExportError(
+            e.0.into_iter()
+                .map(|m| {
+                    format!(
+                        "{}; the value depends on a parameter, which the state machine reads when it runs: keep the part the export needs fixed in the DAG (for example s3://${{params.bucket}}/raw/ rather than ${{params.raw_uri}})",
+                        params::as_reference(&m)
+                    )
+                })
+                .collect(),
+        )
+    })?;
+    let used = params::bind(&mut machine).map_err(|e| ExportError(vec![e]))?;
+    if !used.is_empty() {
+        let defaults = used
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    dag.params.get(name).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let Json::Object(top) = &mut machine else {
+            unreachable!("assemble() returns an object")
+        };
+        let first = match top.get("StartAt") {
+            Some(Json::Str(first)) => first.clone(),
+            _ => unreachable!("assemble() sets StartAt"),
+        };
+        let Some(Json::Object(states)) = top
+            .0
+            .iter_mut()
+            .find(|(k, _)| k == "States")
+            .map(|(_, v)| v)
+        else {
+            unreachable!("assemble() sets States")
+        };
+        let mut with_entry = Obj(Vec::new());
+        for (name, state) in params::entry_states(&defaults, &first) {
+            with_entry.set(&name, state);
+        }
+        with_entry.0.append(&mut states.0);
+        *states = with_entry;
+        top.set("StartAt", params::ENTRY);
+    }
+    check_names(&machine).map_err(|e| ExportError(vec![e]))?;
+    Ok(machine)
+}
+
+/// The state machine with the parameters' values written in: what the
+/// IAM policy and the CloudFormation resources are computed from.
+pub fn state_machine_with_values(dag: &Dag) -> Result<Json, ExportError> {
+    assemble(dag, None)
+}
+
+/// The state machine of `dag`; `values` are the parameters' values when
+/// `dag` is [`params::symbolic`], for what the export reads on this
+/// machine.
+fn assemble(
+    dag: &Dag,
+    values: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Json, ExportError> {
     let settings = Settings::from_dag(dag).map_err(ExportError)?;
     let mut errors = Vec::new();
     let mut translated = Vec::with_capacity(dag.tasks.len());
@@ -107,16 +187,19 @@ pub fn state_machine(dag: &Dag) -> Result<Json, ExportError> {
             translated.push(None);
             continue;
         }
-        let result = TaskCtx::new(dag, task, &settings).and_then(|ctx| match task.kind.as_str() {
-            "emr_spark" => emr::translate(&ctx),
-            "glue_crawler" => glue::translate(&ctx),
-            "athena_query" => athena::translate(&ctx),
-            "s3_ingest" => s3::translate(&ctx),
-            "report" => report::translate(&ctx),
-            "noop" => Ok(states::noop(&ctx)),
-            other => Err(ctx.error(format!(
-                "the task kind `{other}` has no Step Functions translation"
-            ))),
+        let result = TaskCtx::new(dag, task, &settings).and_then(|ctx| {
+            let ctx = ctx.with_values(values);
+            match task.kind.as_str() {
+                "emr_spark" => emr::translate(&ctx),
+                "glue_crawler" => glue::translate(&ctx),
+                "athena_query" => athena::translate(&ctx),
+                "s3_ingest" => s3::translate(&ctx),
+                "report" => report::translate(&ctx),
+                "noop" => Ok(states::noop(&ctx)),
+                other => Err(ctx.error(format!(
+                    "the task kind `{other}` has no Step Functions translation"
+                ))),
+            }
         });
         match result {
             Ok(t) => translated.push(Some(t)),
@@ -175,7 +258,7 @@ pub fn state_machine(dag: &Dag) -> Result<Json, ExportError> {
         .with(
             "Comment",
             format!(
-                "The flux-engine DAG `{}`{description}, exported by `flux-engine export --sfn` with its parameters substituted; edit the DAG and export again rather than editing this file",
+                "The flux-engine DAG `{}`{description}, exported by `flux-engine export --sfn`; the execution input's `params` override the DAG's parameters; edit the DAG and export again rather than editing this file",
                 dag.name
             ),
         )

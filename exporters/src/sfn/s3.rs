@@ -38,7 +38,7 @@ pub fn translate(ctx: &TaskCtx) -> Result<Translated, String> {
     let include = ctx.strings("include")?;
     let mut keys: BTreeSet<String> = BTreeSet::new();
     for source in ctx.strings("source")? {
-        let path = ctx.dag.dir.join(&source);
+        let path = ctx.dag.dir.join(ctx.local(&source));
         let found = if path.is_dir() {
             let mut found = Vec::new();
             walk(&path, "", &include, &mut found, 0)

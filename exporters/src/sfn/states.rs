@@ -24,6 +24,9 @@ pub struct TaskCtx<'a> {
     pub settings: &'a Settings,
     /// `timeout_seconds`, for `TimeoutSeconds`.
     pub timeout: Option<u64>,
+    /// The parameters' values when `dag` stands for them with markers
+    /// ([`super::params::symbolic`]).
+    values: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 /// A task's translation: the state named after the task, and for tasks of
@@ -60,7 +63,27 @@ impl<'a> TaskCtx<'a> {
             fields,
             settings,
             timeout: task.timeout.map(|t| t.as_secs().max(1)),
+            values: None,
         })
+    }
+
+    /// The same task, its fields holding parameter markers whose values
+    /// are `values` (`None`: the fields hold values).
+    pub fn with_values(
+        mut self,
+        values: Option<&'a std::collections::BTreeMap<String, String>>,
+    ) -> Self {
+        self.values = values;
+        self
+    }
+
+    /// `text` as a value on this machine, for what the export reads here
+    /// (a file's path): parameter markers replaced by their values.
+    pub fn local(&self, text: &str) -> String {
+        match self.values {
+            Some(values) => super::params::concrete(text, values),
+            None => text.to_string(),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -222,7 +245,7 @@ pub fn split_s3(uri: &str) -> Option<(String, String)> {
 
 /// A `States.Format` string literal: `'`, `{`, `}` and `\` are escaped
 /// with a backslash, as intrinsic functions require.
-fn format_literal(text: &str) -> String {
+pub(super) fn format_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     for c in text.chars() {
         if matches!(c, '\'' | '{' | '}' | '\\') {

@@ -98,7 +98,7 @@ fn load(text: &str, overrides: &[(&str, &str)]) -> Dag {
 }
 
 fn exported(text: &str) -> Value {
-    let out = export(&load(text, &[])).unwrap_or_else(|e| panic!("{e}"));
+    let out = export_inline(&load(text, &[])).unwrap_or_else(|e| panic!("{e}"));
     serde_json::from_str(&out).expect("the export is JSON")
 }
 
@@ -421,10 +421,90 @@ fn unknown_settings_are_errors_with_a_suggestion() {
 }
 
 #[test]
-fn params_are_substituted_at_export_time_with_overrides() {
+fn inline_params_are_substituted_at_export_time_with_overrides() {
+    let dag = load(&pipeline(AWS_CLUSTER), &[("bucket", "prod-bucket")]);
+    let m: Value = serde_json::from_str(&export_inline(&dag).unwrap()).unwrap();
+    assert_eq!(m["States"]["ingest"]["Parameters"]["Bucket"], "prod-bucket");
+    assert_ne!(m["StartAt"], params::ENTRY);
+}
+
+#[test]
+fn params_are_execution_input_merged_into_the_defaults() {
     let dag = load(&pipeline(AWS_CLUSTER), &[("bucket", "prod-bucket")]);
     let m: Value = serde_json::from_str(&export(&dag).unwrap()).unwrap();
-    assert_eq!(m["States"]["ingest"]["Parameters"]["Bucket"], "prod-bucket");
+    // The entry states: a Choice on $.params, then the merge with the
+    // default given at export (the override, not the DAG's "bkt").
+    assert_eq!(m["StartAt"], params::ENTRY);
+    assert_eq!(m["States"][params::ENTRY]["Type"], "Choice");
+    let collect = &m["States"]["Collect parameters"];
+    assert_eq!(
+        collect["Parameters"],
+        json!({"defaults": {"bucket": "prod-bucket"}, "given.$": "$.params"})
+    );
+    assert_eq!(
+        m["States"]["Merge parameters"]["Parameters"]["params.$"],
+        "States.JsonMerge($.params.defaults, $.params.given, false)"
+    );
+    // After the merge the flow is the DAG's: ingest's branch comes first.
+    let first_task = m["States"]["Merge parameters"]["Next"].as_str().unwrap();
+    assert!(m["States"].get(first_task).is_some());
+    // `destination = "s3://${params.bucket}/raw/"` → the bucket is read.
+    let ingest = &m["States"]["ingest"]["Parameters"];
+    assert_eq!(ingest["Bucket.$"], "$.params.bucket");
+    assert_eq!(ingest["Key"], "raw/a.csv");
+    assert!(ingest.get("Bucket").is_none());
+    // `args = ["--in", "s3://${params.bucket}/raw/"]`: a list with a
+    // parameter is built by States.Array.
+    let text = serde_json::to_string(&m).unwrap();
+    assert!(
+        text.contains(r#"'--in', States.Format('s3://{}/raw/', $.params.bucket)"#),
+        "{text}"
+    );
+    // The per-execution query output keeps the execution's name after the bucket.
+    assert!(
+        text.contains(r#"States.Format('s3://{}/q/gate/{}/', $.params.bucket, $$.Execution.Name)"#),
+        "{text}"
+    );
+    // The value at export appears nowhere outside the defaults.
+    assert_eq!(text.matches("prod-bucket").count(), 1, "{text}");
+    // Nothing of the private markers is left.
+    assert!(!text.contains('\u{E000}') && !text.contains('\u{E001}'));
+}
+
+#[test]
+fn a_dag_without_params_has_no_entry_states() {
+    let text = pipeline(AWS_CLUSTER)
+        .replace("[params]\nbucket = \"bkt\"\n", "")
+        .replace("${params.bucket}", "bkt");
+    let m = exported(&text);
+    let runtime: Value = serde_json::from_str(&export(&load(&text, &[])).unwrap()).unwrap();
+    assert_eq!(m, runtime);
+}
+
+#[test]
+fn a_parameter_the_export_must_read_is_an_error_that_says_so() {
+    let text = pipeline(AWS_CLUSTER)
+        .replace(
+            "bucket = \"bkt\"",
+            "bucket = \"bkt\"\nreport_uri = \"s3://bkt/report.html\"",
+        )
+        .replace(
+            "output = \"s3://${params.bucket}/report.html\"",
+            "output = \"${params.report_uri}\"",
+        )
+        .replace(
+            "output = \"s3://${params.bucket}/q/gate/\"",
+            "output = \"${params.report_uri}\"",
+        );
+    let err = export_errors(&text);
+    assert!(
+        err.contains("`output` must be an s3:// prefix, found \"${params.report_uri}\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("keep the part the export needs fixed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -450,8 +530,8 @@ output = { run = "${run.id}" }
 
 #[test]
 fn the_output_is_byte_identical_for_the_same_input() {
-    let a = export(&load(&pipeline(AWS_CLUSTER), &[])).unwrap();
-    let b = export(&load(&pipeline(AWS_CLUSTER), &[])).unwrap();
+    let a = export_inline(&load(&pipeline(AWS_CLUSTER), &[])).unwrap();
+    let b = export_inline(&load(&pipeline(AWS_CLUSTER), &[])).unwrap();
     assert_eq!(a, b);
     // And reads in flow order: Comment and StartAt first.
     assert!(a.starts_with("{\n  \"Comment\": "), "{a}");
@@ -500,6 +580,7 @@ fn run_in_order(
 ) -> BTreeSet<String> {
     let states = scope["States"].as_object().unwrap();
     let mut at = scope["StartAt"].as_str().map(str::to_string);
+    let mut seen: BTreeSet<String> = at.iter().cloned().collect();
     while let Some(name) = at {
         let state = &states[&name];
         if let Some(task_deps) = deps.get(&name) {
@@ -517,7 +598,14 @@ fn run_in_order(
         if deps.contains_key(&name) {
             done.insert(name.clone());
         }
-        at = state["Next"].as_str().map(str::to_string);
+        // A Choice goes on at its Default (the parameters' entry states
+        // join again right after); a poll loop's Choice leads back, so a
+        // state seen before ends the walk.
+        at = state["Next"]
+            .as_str()
+            .or(state["Default"].as_str())
+            .filter(|next| seen.insert(next.to_string()))
+            .map(str::to_string);
     }
     done
 }
