@@ -9,6 +9,7 @@ mod output;
 mod progress;
 mod query_cli;
 mod sample_data;
+mod trace_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,17 @@ enum Command {
         run_id: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// One run's traces (the original run and each resume) from the spans
+    /// the checkpoint keeps: a waterfall, or --html / --otlp-json files
+    Trace {
+        run_id: String,
+        /// Write a self-contained timeline page to FILE
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write the spans as OTLP JSON (an ExportTraceServiceRequest) to FILE
+        #[arg(long = "otlp-json", value_name = "FILE")]
+        otlp_json: Option<PathBuf>,
     },
     /// Draw a DAG as Graphviz DOT or Mermaid
     Graph {
@@ -394,6 +406,11 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             }
             Ok(0)
         }
+        Command::Trace {
+            run_id,
+            html,
+            otlp_json,
+        } => trace_cli::trace(&state_dir, &run_id, html.as_deref(), otlp_json.as_deref()),
     }
 }
 

@@ -8,6 +8,9 @@
 //! values from the data (a location named `<Smith & Sons>`) cannot break
 //! the page.
 //!
+//! [`trace`] renders a run's stored spans the same way (a page, a terminal
+//! waterfall, OTLP JSON).
+//!
 //! ```
 //! use reports::{Bar, BarChart, Report, Section, SectionBody, Tile, ValueFormat};
 //!
@@ -31,6 +34,7 @@
 mod chart;
 mod format;
 mod text;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
