@@ -232,13 +232,22 @@ struct Exit(u8, String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match dispatch(cli) {
+    // Runs are traced (spans kept in the checkpoint, sent to a collector
+    // when OTEL_EXPORTER_OTLP_ENDPOINT says so); other commands are not.
+    let telemetry =
+        matches!(cli.command, Command::Run { .. } | Command::Resume { .. }).then(|| {
+            engine::telemetry::Telemetry::start(
+                StateDir::resolve(cli.state_dir.clone()).checkpoint_path(),
+            )
+        });
+    init_logging(telemetry.as_ref());
+    let result = dispatch(cli);
+    // Flushed on every way out of a run: success, failure and Ctrl-C
+    // (which ends the run, then returns here).
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(Exit(code, message)) => {
             if !message.is_empty() {
@@ -247,6 +256,31 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The terminal log (warnings by default, `RUST_LOG` to change) and, for
+/// traced commands, the OpenTelemetry layer, which sees the engine's spans
+/// whatever `RUST_LOG` says.
+fn init_logging(telemetry: Option<&engine::telemetry::Telemetry>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let log_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn".into())
+        // Events that exist for the trace only (an attempt's exception).
+        .add_directive(
+            format!("{}=off", engine::telemetry::TRACE_TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(log_filter);
+    let traces = telemetry.map(|t| {
+        t.layer()
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    tracing_subscriber::registry().with(log).with(traces).init();
 }
 
 fn invalid(e: impl std::fmt::Display) -> Exit {

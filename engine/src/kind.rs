@@ -65,6 +65,10 @@ pub struct Attempt {
     pub state_root: PathBuf,
     /// The outputs of the task's dependencies, by task id.
     pub inputs: BTreeMap<String, serde_json::Value>,
+    /// The attempt span's W3C `traceparent` when the run is traced: task
+    /// kinds pass it to their processes as `TRACEPARENT`, so that a
+    /// script using OpenTelemetry joins the trace.
+    pub traceparent: Option<String>,
 }
 
 /// Why an attempt failed, in words for the person reading `show`.

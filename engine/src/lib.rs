@@ -20,6 +20,7 @@ pub mod run;
 pub mod scheduler;
 pub mod spans;
 pub mod state_dir;
+pub mod telemetry;
 pub mod template;
 
 pub use checkpoint::{RunStatus, TaskStatus};

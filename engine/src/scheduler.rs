@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
-use tracing::{Instrument, Span, info_span};
+use tracing::{Instrument, Span, field, info_span};
 
 use crate::checkpoint::{
     AttemptStatus, Change, Checkpoint, CheckpointError, RunStatus, TaskStatus,
@@ -112,7 +112,16 @@ impl Execution<'_> {
     /// Drives the run to its end and returns its final status.
     pub async fn run(mut self, plan: Vec<TaskPlan>) -> Result<RunStatus, CheckpointError> {
         let dag = self.dag;
-        let run_span = info_span!("run", flux.run_id = %self.run_id, flux.dag = %dag.name);
+        let run_span = info_span!(
+            "run",
+            otel.name = %crate::spans::name::run(&dag.name),
+            flux.run_id = %self.run_id,
+            flux.dag = %dag.name,
+            flux.status = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+        );
+        self.link_to_earlier_traces(&run_span);
         let n = dag.tasks.len();
         let mut slots: Vec<Slot> = Vec::with_capacity(n);
         let mut unresolvable: Vec<(usize, String)> = Vec::new();
@@ -188,10 +197,34 @@ impl Execution<'_> {
                 let task_span = slot
                     .span
                     .get_or_insert_with(|| {
-                        info_span!(parent: &run_span, "task", flux.task_id = %task.id, flux.task_type = %task.kind)
+                        info_span!(
+                            parent: &run_span,
+                            "task",
+                            otel.name = %crate::spans::name::task(&task.id),
+                            flux.run_id = %self.run_id,
+                            flux.task_id = %task.id,
+                            flux.task_type = %task.kind,
+                            flux.status = field::Empty,
+                            otel.status_code = field::Empty,
+                            otel.status_description = field::Empty,
+                        )
                     })
                     .clone();
+                let number = slot.attempts;
+                let attempt_span = info_span!(
+                    parent: &task_span,
+                    "attempt",
+                    otel.name = %crate::spans::name::attempt(number),
+                    flux.run_id = %self.run_id,
+                    flux.task_id = %task.id,
+                    flux.task_type = %task.kind,
+                    flux.attempt = i64::from(number),
+                    flux.status = field::Empty,
+                    otel.status_code = field::Empty,
+                    otel.status_description = field::Empty,
+                );
                 let attempt = Attempt {
+                    traceparent: crate::telemetry::traceparent(&attempt_span),
                     run_id: self.run_id.to_string(),
                     task_id: task.id.clone(),
                     number: slot.attempts,
@@ -221,25 +254,40 @@ impl Execution<'_> {
                     .action
                     .clone();
                 let timeout = task.timeout;
-                let number = slot.attempts;
                 self.observer.event(&RunEvent::AttemptStarted {
                     task_id: task.id.clone(),
                     attempt: number,
                 });
-                let attempt_span = info_span!(parent: &task_span, "attempt", flux.task_id = %task.id, flux.attempt = number);
                 let handle = running.spawn(
                     async move {
                         let work = action.run(&attempt);
+                        let mut timed_out = false;
                         let result = match timeout {
                             Some(limit) => match tokio::time::timeout(limit, work).await {
                                 Ok(result) => result,
-                                Err(_) => Err(TaskFailure::new(format!(
-                                    "timed out after {} s (timeout_seconds)",
-                                    limit.as_secs()
-                                ))),
+                                Err(_) => {
+                                    timed_out = true;
+                                    Err(TaskFailure::new(format!(
+                                        "timed out after {} s (timeout_seconds)",
+                                        limit.as_secs()
+                                    )))
+                                }
                             },
                             None => work.await,
                         };
+                        let result = limit_output(result);
+                        // The attempt's span ends with this future: its
+                        // status is recorded here, not when the scheduler
+                        // hears of it.
+                        let span = Span::current();
+                        match &result {
+                            Ok(_) => end_span(&span, "succeeded", None),
+                            Err(failure) => end_span(
+                                &span,
+                                if timed_out { "timed_out" } else { "failed" },
+                                Some(&failure.message),
+                            ),
+                        }
                         Event::Finished {
                             index: i,
                             attempt: number,
@@ -322,6 +370,9 @@ impl Execution<'_> {
             while running.join_next().await.is_some() {}
             for (slot, task) in slots.iter_mut().zip(&dag.tasks) {
                 if slot.status == TaskStatus::Running {
+                    if let Some(span) = slot.span.take() {
+                        end_span(&span, TaskStatus::Cancelled.as_str(), Some("cancelled"));
+                    }
                     let attempt = slot.attempts;
                     let task_id = task.id.clone();
                     slot.status = TaskStatus::Cancelled;
@@ -351,6 +402,7 @@ impl Execution<'_> {
                 status: RunStatus::Cancelled,
                 ended: true,
             });
+            end_span(&run_span, RunStatus::Cancelled.as_str(), Some("cancelled"));
             self.checkpoint.apply(self.run_id, &changes)?;
             return Ok(RunStatus::Cancelled);
         }
@@ -364,8 +416,41 @@ impl Execution<'_> {
             status,
             ended: true,
         });
+        let failed: Vec<&str> = slots
+            .iter()
+            .zip(&dag.tasks)
+            .filter(|(s, _)| s.status == TaskStatus::Failed)
+            .map(|(_, t)| t.id.as_str())
+            .collect();
+        let why = (!failed.is_empty()).then(|| format!("failed tasks: {}", failed.join(", ")));
+        end_span(&run_span, status.as_str(), why.as_deref());
         self.checkpoint.apply(self.run_id, &changes)?;
         Ok(status)
+    }
+
+    /// A resumed run is a new trace: its root links to the root span of
+    /// every earlier trace of the run, so a viewer can go back to them.
+    fn link_to_earlier_traces(&self, run_span: &Span) {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let Ok(spans) = self.checkpoint.spans(self.run_id) else {
+            return;
+        };
+        for root in spans.iter().filter(|s| s.parent_span_id.is_none()) {
+            let (Ok(trace_id), Ok(span_id)) = (
+                TraceId::from_hex(&root.trace_id),
+                SpanId::from_hex(&root.span_id),
+            ) else {
+                continue;
+            };
+            run_span.add_link(SpanContext::new(
+                trace_id,
+                span_id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -382,26 +467,21 @@ impl Execution<'_> {
         let dag = self.dag;
         let task = &dag.tasks[index];
         slots[index].attempt_running = false;
-        let result = result.and_then(|output| match output {
-            None => Ok(None),
-            Some(value) => {
+        // limit_output() checked the size in the attempt.
+        let result = result.map(|output| {
+            output.map(|value| {
                 let text = value.to_string();
-                if text.len() > MAX_OUTPUT_BYTES {
-                    Err(TaskFailure::new(format!(
-                        "the task's output is {} bytes; outputs are limited to {MAX_OUTPUT_BYTES} bytes (as in Step Functions): write large results to a file and pass its path",
-                        text.len()
-                    )))
-                } else {
-                    Ok(Some((value, text)))
-                }
-            }
+                (value, text)
+            })
         });
         match result {
             Ok(output) => {
                 let (value, text) = output.unzip();
                 slots[index].status = TaskStatus::Succeeded;
                 slots[index].output = value;
-                slots[index].span = None;
+                if let Some(span) = slots[index].span.take() {
+                    end_span(&span, TaskStatus::Succeeded.as_str(), None);
+                }
                 changes.push(Change::AttemptEnded {
                     task_id: task.id.clone(),
                     attempt,
@@ -435,6 +515,14 @@ impl Execution<'_> {
                 });
                 tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
                 if let Some(delay) = retry_in {
+                    if let Some(span) = &slots[index].span {
+                        tracing::info!(
+                            target: "flux_engine::trace",
+                            parent: span,
+                            { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay.as_millis() as i64 },
+                            "retry"
+                        );
+                    }
                     changes.push(Change::AttemptEnded {
                         task_id: task.id.clone(),
                         attempt,
@@ -456,6 +544,9 @@ impl Execution<'_> {
                         task_status: TaskStatus::Failed,
                         output: None,
                     });
+                    if let Some(span) = slots[index].span.take() {
+                        end_span(&span, TaskStatus::Failed.as_str(), Some(&failure.message));
+                    }
                     self.mark_failed(slots, index, changes);
                 }
             }
@@ -464,6 +555,11 @@ impl Execution<'_> {
 
     /// A task failed without an attempt (it could not be resolved).
     fn fail(&self, slots: &mut [Slot], index: usize, error: String, changes: &mut Vec<Change>) {
+        tracing::info!(
+            target: "flux_engine::trace",
+            { flux.task_id = %self.dag.tasks[index].id, exception.message = %error },
+            "task not started"
+        );
         changes.push(Change::TaskEnded {
             task_id: self.dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,
@@ -495,6 +591,43 @@ impl Execution<'_> {
                 task_id: dag.tasks[d].id.clone(),
                 status: TaskStatus::UpstreamFailed,
             });
+        }
+    }
+}
+
+/// An output over [`MAX_OUTPUT_BYTES`] fails the attempt.
+fn limit_output(
+    result: Result<Option<serde_json::Value>, TaskFailure>,
+) -> Result<Option<serde_json::Value>, TaskFailure> {
+    let output = result?;
+    if let Some(value) = &output {
+        let len = value.to_string().len();
+        if len > MAX_OUTPUT_BYTES {
+            return Err(TaskFailure::new(format!(
+                "the task's output is {len} bytes; outputs are limited to {MAX_OUTPUT_BYTES} bytes (as in Step Functions): write large results to a file and pass its path"
+            )));
+        }
+    }
+    Ok(output)
+}
+
+/// Records how a span ended: `flux.status`, and for an error the span's
+/// status and an `exception` event with the message.
+fn end_span(span: &Span, status: &str, error: Option<&str>) {
+    span.record("flux.status", status);
+    match error {
+        None => {
+            span.record("otel.status_code", "OK");
+        }
+        Some(message) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", message);
+            tracing::info!(
+                target: "flux_engine::trace",
+                parent: span,
+                { exception.message = message },
+                "exception"
+            );
         }
     }
 }

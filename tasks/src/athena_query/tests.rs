@@ -27,6 +27,7 @@ fn attempt(lake: &Lake, dag_dir: &Path) -> Attempt {
         scratch_dir: run.join("scratch"),
         state_root: lake.root().to_path_buf(),
         inputs: BTreeMap::new(),
+        traceparent: None,
     }
 }
 

@@ -294,6 +294,10 @@ impl TaskAction for LocalSpark {
                 warm_command(&runtime, &server, job, &script, &py_files, &args)?
             }
         };
+        if let Some(traceparent) = &attempt.traceparent {
+            // The job's driver script can join the run's trace.
+            command.env("TRACEPARENT", traceparent);
+        }
         command
             .current_dir(&attempt.dag_dir)
             .env("FLUX_RUN_ID", &attempt.run_id)

@@ -687,6 +687,7 @@ async fn the_action_runs_the_crawl_and_returns_its_output() {
         scratch_dir: root.join("scratch"),
         state_root: root.to_path_buf(),
         inputs: BTreeMap::new(),
+        traceparent: None,
     };
     let out = action.run(&attempt).await.unwrap().unwrap();
     assert_eq!(out["database"], "rental");

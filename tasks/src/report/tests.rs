@@ -155,6 +155,7 @@ impl Lake {
             scratch_dir: root.join("scratch"),
             state_root: self.state(),
             inputs: self.inputs.clone(),
+            traceparent: None,
         }
     }
 

@@ -55,6 +55,7 @@ impl Setup {
             scratch_dir: root.join("scratch"),
             state_root: root.join("state"),
             inputs: BTreeMap::new(),
+            traceparent: None,
         }
     }
 

@@ -83,6 +83,9 @@ impl TaskAction for ShellAction {
             .env("FLUX_SCRATCH_DIR", &attempt.scratch_dir)
             .env("FLUX_INPUTS", &inputs_path)
             .env("FLUX_OUTPUT", &output_path);
+        if let Some(traceparent) = &attempt.traceparent {
+            command.env("TRACEPARENT", traceparent);
+        }
         run_logged(command, "command", &logs).await?;
         match std::fs::read(&output_path) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),

@@ -1,0 +1,637 @@
+//! Traces of runs: the scheduler's `tracing` spans (run, task, attempt,
+//! and the steps task kinds open) become OpenTelemetry spans through
+//! `tracing-opentelemetry` and the OpenTelemetry SDK. Every finished span
+//! goes two ways:
+//!
+//! * into the checkpoint (`spans` table), so `flux-engine trace RUN_ID`
+//!   works later without any collector;
+//! * to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, over
+//!   `OTEL_EXPORTER_OTLP_PROTOCOL` = `http/protobuf` (the default) or
+//!   `grpc`. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` set the
+//!   resource, as the SDK reads them.
+//!
+//! Both run on threads of their own, fed through bounded queues, so that a
+//! slow disk or an unreachable collector never slows the run: a full
+//! queue drops spans (and says how many at the end), a failed export is
+//! one warning on stderr. [`Telemetry::shutdown`] flushes both before the
+//! process exits, waiting at most [`FLUSH_DEADLINE`] for the collector.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanKind, Status, TracerProvider as _};
+use opentelemetry::{Array, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
+use tracing_subscriber::Layer;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::checkpoint::Checkpoint;
+use crate::spans::{SpanEvent, SpanLink, SpanRecord, SpanStatus, attr};
+
+/// The `tracing` target of events that exist for the trace only (an
+/// attempt's exception, a retry): the terminal log leaves them out. (The
+/// macros take it as a literal: `tracing` cannot tell a constant there
+/// from a field name.)
+pub const TRACE_TARGET: &str = "flux_engine::trace";
+
+/// The instrumentation scope of flux-engine's spans.
+pub const SCOPE: &str = "flux-engine";
+
+/// How long the end of a process waits for the collector, at most.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Set once an export failed: the end of the process then does not wait
+/// for a collector that is not there.
+static COLLECTOR_FAILED: AtomicBool = AtomicBool::new(false);
+/// An export is under way, and whether one ever succeeded: a first export
+/// still retrying at the end is a collector that is not there either.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+static COLLECTOR_ANSWERED: AtomicBool = AtomicBool::new(false);
+/// The one warning about the collector was written.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Spans waiting for a thread beyond this many are dropped (and counted).
+const QUEUE: usize = 16_384;
+/// Spans per OTLP request.
+const BATCH: usize = 512;
+/// A partial batch goes after this long.
+const BATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// The tracer provider and its two outlets; dropping it without
+/// [`Telemetry::shutdown`] loses what is still queued.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    outlets: Arc<Outlets>,
+}
+
+impl Telemetry {
+    /// Starts the pipeline: spans are kept in the checkpoint at
+    /// `checkpoint`, and sent to a collector when the OTLP variables say
+    /// so. A collector that cannot be configured is a warning.
+    pub fn start(checkpoint: PathBuf) -> Telemetry {
+        let resource = resource();
+        let store = Outlet::spawn("flux-spans", move |rx| store_spans(checkpoint, rx));
+        let mut endpoint = String::new();
+        let otlp = match collector() {
+            None => None,
+            Some(Err(e)) => {
+                eprintln!("warning: traces are not sent to a collector: {e}");
+                None
+            }
+            Some(Ok((protocol, to))) => {
+                let resource = resource.clone();
+                endpoint = to.clone();
+                Some(Outlet::spawn("flux-otlp", move |rx| {
+                    send_spans(protocol, &resource, to, rx)
+                }))
+            }
+        };
+        let outlets = Arc::new(Outlets {
+            store,
+            endpoint,
+            otlp,
+            resource: Mutex::new(Vec::new()),
+        });
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_span_processor(Processor(outlets.clone()))
+            .build();
+        Telemetry { provider, outlets }
+    }
+
+    /// Whether spans go to a collector too.
+    pub fn exports(&self) -> bool {
+        self.outlets.otlp.is_some()
+    }
+
+    /// The `tracing` layer that turns spans into OpenTelemetry spans.
+    pub fn layer<S>(&self) -> impl Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(SCOPE))
+            .with_error_records_to_exceptions(true)
+            // The flux.* attributes say where a span belongs; source
+            // locations and thread names would only add bytes per span.
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+    }
+
+    /// Flushes the checkpoint and the collector, then stops both threads.
+    pub fn shutdown(self) {
+        // Ends the provider first, so that no span arrives after the flush.
+        let _ = self.provider.shutdown_with_timeout(FLUSH_DEADLINE);
+        self.outlets.close(FLUSH_DEADLINE);
+    }
+}
+
+/// The resource: the SDK's (`service.name` from `OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`), `flux-engine` by default, with the version
+/// and the host.
+fn resource() -> Resource {
+    let mut builder = Resource::builder();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    if !named {
+        builder = builder.with_service_name("flux-engine");
+    }
+    let mut attributes = vec![KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))];
+    if let Some(host) = hostname() {
+        attributes.push(KeyValue::new("host.name", host));
+    }
+    builder.with_attributes(attributes).build()
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+/// Where the environment asks spans to go: the protocol and the endpoint
+/// (for messages); `None` when no endpoint is set.
+fn collector() -> Option<Result<(Protocol, String), String>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let endpoint =
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+    let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".into());
+    Some(match protocol.as_str() {
+        "http/protobuf" => Ok((Protocol::HttpProtobuf, format!("{endpoint} ({protocol})"))),
+        "grpc" => Ok((Protocol::Grpc, format!("{endpoint} ({protocol})"))),
+        other => Err(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use http/protobuf or grpc"
+        )),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Protocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+/// The OTLP exporter; the SDK's builders read the endpoint, headers and
+/// timeout from the standard variables. Called inside the exporter
+/// thread's runtime: the gRPC client needs one to exist.
+fn exporter(protocol: Protocol) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    match protocol {
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build(),
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// What a thread is told.
+enum Msg<T> {
+    Spans(Vec<T>),
+    /// Send or write everything queued, then answer.
+    Flush(mpsc::Sender<()>),
+}
+
+/// A thread fed through a bounded queue.
+struct Outlet<T> {
+    tx: Mutex<Option<SyncSender<Msg<T>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    dropped: AtomicU64,
+}
+
+impl<T: Send + 'static> Outlet<T> {
+    fn spawn(name: &str, body: impl FnOnce(Receiver<Msg<T>>) + Send + 'static) -> Outlet<T> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(rx))
+            .ok();
+        Outlet {
+            tx: Mutex::new(thread.is_some().then_some(tx)),
+            thread: Mutex::new(thread),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn send(&self, item: T) {
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return;
+        };
+        match tx.try_send(Msg::Spans(vec![item])) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Asks the thread to flush and waits until `deadline`.
+    fn flush(&self, deadline: Instant) -> bool {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        {
+            let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(tx) = guard.as_ref() else {
+                return true;
+            };
+            // Blocks while the queue is full: that is the flush's wait.
+            if tx.send(Msg::Flush(ack_tx)).is_err() {
+                return false;
+            }
+        }
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+
+    /// Flushes, then closes the queue; the thread ends when it has done.
+    fn close(&self, deadline: Instant) -> bool {
+        let flushed = self.flush(deadline);
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if flushed
+            && let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            let _ = thread.join();
+        }
+        flushed
+    }
+}
+
+struct Outlets {
+    store: Outlet<SpanRecord>,
+    /// The collector, for messages.
+    endpoint: String,
+    otlp: Option<Outlet<SpanData>>,
+    resource: Mutex<Vec<(String, serde_json::Value)>>,
+}
+
+impl Outlets {
+    fn close(&self, wait: Duration) {
+        // The checkpoint is the record: it gets a long wait of its own.
+        if !self.store.close(Instant::now() + Duration::from_secs(30)) {
+            eprintln!("warning: some spans of this run could not be written to the checkpoint");
+        }
+        if let Some(otlp) = &self.otlp {
+            // A collector that failed, or has not answered its first
+            // export yet, is not waited for: the run is over.
+            let absent = COLLECTOR_FAILED.load(Ordering::Relaxed)
+                || (EXPORTING.load(Ordering::Relaxed)
+                    && !COLLECTOR_ANSWERED.load(Ordering::Relaxed));
+            let wait = if absent {
+                Duration::from_millis(200)
+            } else {
+                wait
+            };
+            if !otlp.close(Instant::now() + wait) && !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: traces could not all be sent to {} before the run ended; its spans are in the checkpoint (flux-engine trace RUN_ID)",
+                    self.endpoint
+                );
+            }
+        }
+        let dropped = self.store.dropped.load(Ordering::Relaxed)
+            + self
+                .otlp
+                .as_ref()
+                .map_or(0, |o| o.dropped.load(Ordering::Relaxed));
+        if dropped > 0 {
+            eprintln!("warning: {dropped} spans were dropped because the trace queue was full");
+        }
+    }
+}
+
+/// The SDK's span processor: hands each finished span to both outlets.
+struct Processor(Arc<Outlets>);
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("flux-engine span processor")
+    }
+}
+
+impl SpanProcessor for Processor {
+    fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let resource = self
+            .0
+            .resource
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.0.store.send(record(&span, resource));
+        if let Some(otlp) = &self.0.otlp {
+            otlp.send(span);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let deadline = Instant::now() + FLUSH_DEADLINE;
+        self.0.store.flush(deadline);
+        if let Some(otlp) = &self.0.otlp {
+            otlp.flush(deadline);
+        }
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        // The outlets are closed by Telemetry::shutdown, after the provider.
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        let attributes = resource
+            .iter()
+            .map(|(k, v)| (k.to_string(), json_value(v)))
+            .collect();
+        *self.0.resource.lock().unwrap_or_else(|e| e.into_inner()) = attributes;
+    }
+}
+
+/// The checkpoint's thread: spans are written per run; a span whose trace
+/// has not shown its run yet (a step span ends before its attempt) waits
+/// until one of the trace's spans names the run.
+fn store_spans(checkpoint: PathBuf, rx: Receiver<Msg<SpanRecord>>) {
+    let mut db: Option<Checkpoint> = None;
+    let mut run_of_trace: HashMap<String, String> = HashMap::new();
+    let mut waiting: HashMap<String, Vec<SpanRecord>> = HashMap::new();
+    let mut ready: HashMap<String, Vec<SpanRecord>> = HashMap::new();
+    let mut warned = false;
+    let mut write = |ready: &mut HashMap<String, Vec<SpanRecord>>| {
+        if ready.is_empty() {
+            return;
+        }
+        if db.is_none() {
+            db = Checkpoint::open(&checkpoint).ok();
+        }
+        for (run_id, spans) in ready.drain() {
+            let result = match db.as_mut() {
+                Some(db) => db.insert_spans(&run_id, &spans).map_err(|e| e.to_string()),
+                None => Err(format!("cannot open {}", checkpoint.display())),
+            };
+            if let Err(e) = result
+                && !std::mem::replace(&mut warned, true)
+            {
+                eprintln!("warning: spans of run {run_id} were not kept: {e}");
+            }
+        }
+    };
+    let mut last_write = Instant::now();
+    loop {
+        let message = rx.recv_timeout(BATCH_DELAY);
+        let mut flush = None;
+        match message {
+            Ok(Msg::Spans(spans)) => {
+                for span in spans {
+                    let run = span
+                        .attribute(attr::RUN_ID)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .or_else(|| run_of_trace.get(&span.trace_id).cloned());
+                    match run {
+                        Some(run_id) => {
+                            run_of_trace.insert(span.trace_id.clone(), run_id.clone());
+                            let bucket = ready.entry(run_id).or_default();
+                            if let Some(earlier) = waiting.remove(&span.trace_id) {
+                                bucket.extend(earlier);
+                            }
+                            bucket.push(span);
+                        }
+                        None => waiting.entry(span.trace_id.clone()).or_default().push(span),
+                    }
+                }
+            }
+            Ok(Msg::Flush(ack)) => flush = Some(ack),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                write(&mut ready);
+                return;
+            }
+        }
+        let count: usize = ready.values().map(Vec::len).sum();
+        if flush.is_some() || count >= BATCH || last_write.elapsed() >= BATCH_DELAY {
+            write(&mut ready);
+            last_write = Instant::now();
+        }
+        if let Some(ack) = flush {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// The collector's thread: batches of spans sent by the OTLP exporter on a
+/// runtime of its own; the first failure is a warning, later ones are
+/// counted silently (the run goes on either way).
+fn send_spans(
+    protocol: Protocol,
+    resource: &Resource,
+    endpoint: String,
+    rx: Receiver<Msg<SpanData>>,
+) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("warning: traces are not sent to {endpoint}: no runtime for the exporter");
+        return;
+    };
+    let built = {
+        let _inside = runtime.enter();
+        exporter(protocol)
+    };
+    let mut exporter = match built {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("warning: traces are not sent to {endpoint}: {e}");
+            // Answer flushes so that the end of the run does not wait.
+            for message in rx {
+                if let Msg::Flush(ack) = message {
+                    let _ = ack.send(());
+                }
+            }
+            return;
+        }
+    };
+    // The SDK hands the resource to its own processors' exporters; this
+    // one is driven here.
+    exporter.set_resource(resource);
+    let mut batch: Vec<SpanData> = Vec::new();
+    let mut oldest: Option<Instant> = None;
+    let send = |batch: &mut Vec<SpanData>, exporter: &mut opentelemetry_otlp::SpanExporter| {
+        if batch.is_empty() {
+            return;
+        }
+        let spans = std::mem::take(batch);
+        EXPORTING.store(true, Ordering::Relaxed);
+        let result = runtime
+            .block_on(async { tokio::time::timeout(FLUSH_DEADLINE, exporter.export(spans)).await });
+        EXPORTING.store(false, Ordering::Relaxed);
+        let error = match result {
+            Ok(Ok(())) => {
+                COLLECTOR_ANSWERED.store(true, Ordering::Relaxed);
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {} s", FLUSH_DEADLINE.as_secs())),
+        };
+        if error.is_some() {
+            COLLECTOR_FAILED.store(true, Ordering::Relaxed);
+        }
+        if let Some(e) = error
+            && !WARNED.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "warning: traces could not be sent to {endpoint}: {e}; the run goes on and its spans are in the checkpoint"
+            );
+        }
+    };
+    loop {
+        let wait = oldest.map_or(Duration::from_secs(3600), |t| {
+            BATCH_DELAY.saturating_sub(t.elapsed())
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Spans(spans)) => {
+                if batch.is_empty() {
+                    oldest = Some(Instant::now());
+                }
+                batch.extend(spans);
+                if batch.len() >= BATCH {
+                    send(&mut batch, &mut exporter);
+                    oldest = None;
+                }
+            }
+            Ok(Msg::Flush(ack)) => {
+                send(&mut batch, &mut exporter);
+                oldest = None;
+                let _ = ack.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                send(&mut batch, &mut exporter);
+                oldest = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                send(&mut batch, &mut exporter);
+                let _ = exporter.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+/// A finished SDK span as the checkpoint keeps it.
+pub fn record(span: &SpanData, resource: Vec<(String, serde_json::Value)>) -> SpanRecord {
+    let parent = span.parent_span_id;
+    SpanRecord {
+        trace_id: span.span_context.trace_id().to_string(),
+        span_id: span.span_context.span_id().to_string(),
+        parent_span_id: (parent != opentelemetry::trace::SpanId::INVALID)
+            .then(|| parent.to_string()),
+        name: span.name.to_string(),
+        kind: match span.span_kind {
+            SpanKind::Client => "client",
+            SpanKind::Server => "server",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+            SpanKind::Internal => "internal",
+        }
+        .into(),
+        start_unix_nano: unix_nanos(span.start_time),
+        end_unix_nano: unix_nanos(span.end_time),
+        status: match &span.status {
+            Status::Unset => SpanStatus::Unset,
+            Status::Ok => SpanStatus::Ok,
+            Status::Error { description } => SpanStatus::Error {
+                message: description.to_string(),
+            },
+        },
+        attributes: attributes(&span.attributes),
+        events: span
+            .events
+            .iter()
+            .map(|e| SpanEvent {
+                name: e.name.to_string(),
+                time_unix_nano: unix_nanos(e.timestamp),
+                attributes: attributes(&e.attributes),
+            })
+            .collect(),
+        links: span
+            .links
+            .iter()
+            .map(|l| SpanLink {
+                trace_id: l.span_context.trace_id().to_string(),
+                span_id: l.span_context.span_id().to_string(),
+                attributes: attributes(&l.attributes),
+            })
+            .collect(),
+        resource,
+        scope: span.instrumentation_scope.name().to_string(),
+    }
+}
+
+fn attributes(kvs: &[KeyValue]) -> Vec<(String, serde_json::Value)> {
+    kvs.iter()
+        .map(|kv| (kv.key.to_string(), json_value(&kv.value)))
+        .collect()
+}
+
+fn json_value(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Bool(b) => (*b).into(),
+        Value::I64(i) => (*i).into(),
+        Value::F64(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::String(s) => s.as_str().into(),
+        Value::Array(array) => match array {
+            Array::Bool(v) => v.clone().into(),
+            Array::I64(v) => v.clone().into(),
+            Array::F64(v) => v.iter().map(|f| serde_json::json!(f)).collect(),
+            Array::String(v) => v
+                .iter()
+                .map(|s| serde_json::Value::String(s.as_str().to_string()))
+                .collect(),
+            _ => serde_json::Value::Null,
+        },
+        _ => serde_json::Value::String(value.to_string()),
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+/// The W3C `traceparent` of the current span, for child processes:
+/// `None` when no trace is being recorded.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}

@@ -1,0 +1,412 @@
+//! Traces sent over OTLP/HTTP to a receiver this test runs on 127.0.0.1:
+//! what arrives is decoded with the OpenTelemetry protobuf definitions
+//! (`opentelemetry-proto`, not flux-engine's code) and checked against
+//! the DAG: one trace, the run span as root, a span per task under it and
+//! a span per attempt under each task, with their attributes, statuses
+//! and the failing attempt's exception.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, text};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
+use prost::Message;
+
+/// A retried task (fails once, then succeeds after a fixed 1 s delay) and
+/// a failing task with a dependent, after a first task.
+const DAG: &str = r#"
+[dag]
+name = "traced"
+
+[tasks.first]
+type = "shell"
+command = "echo first"
+
+[tasks.flaky]
+type = "shell"
+depends_on = ["first"]
+command = "test -f flaky.ok || { touch flaky.ok; exit 3; }"
+retry = { max_attempts = 2, interval_seconds = 1, jitter = "none" }
+
+[tasks.broken]
+type = "shell"
+depends_on = ["first"]
+command = "echo the disk is on fire >&2; exit 1"
+
+[tasks.after_broken]
+type = "shell"
+depends_on = ["broken"]
+command = "true"
+"#;
+
+/// One request: path, content type, body.
+type Request = (String, String, Vec<u8>);
+
+/// An OTLP/HTTP receiver: every POST body, with its path and content type.
+struct Receiver {
+    port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let store = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let store = store.clone();
+                std::thread::spawn(move || serve(stream, &store));
+            }
+        });
+        Receiver { port, requests }
+    }
+
+    fn spans(&self) -> (Vec<Span>, Vec<KeyValue>) {
+        let requests = self.requests.lock().unwrap();
+        let mut spans = Vec::new();
+        let mut resource = Vec::new();
+        for (path, content_type, body) in requests.iter() {
+            assert_eq!(path, "/v1/traces");
+            assert_eq!(content_type, "application/x-protobuf");
+            let request = ExportTraceServiceRequest::decode(body.as_slice())
+                .expect("the body is an ExportTraceServiceRequest");
+            for resource_spans in request.resource_spans {
+                if let Some(r) = resource_spans.resource {
+                    resource = r.attributes;
+                }
+                for scope_spans in resource_spans.scope_spans {
+                    spans.extend(scope_spans.spans);
+                }
+            }
+        }
+        (spans, resource)
+    }
+}
+
+/// HTTP/1.1 with keep-alive: requests until the client closes.
+fn serve(stream: TcpStream, store: &Mutex<Vec<Request>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut length = 0usize;
+        let mut content_type = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = value.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        store.lock().unwrap().push((path, content_type, body));
+        let reply =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
+    match attribute(attributes, key) {
+        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    match attribute(attributes, key) {
+        Some(any_value::Value::IntValue(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// `flux-engine run DAG` in `dir` with `env`.
+fn run(s: &Scratch, dir: &Path, env: &[(&str, String)]) -> (Output, Duration) {
+    let mut command = common::command(&s.path("state"));
+    command.current_dir(dir).arg("run").arg("traced.toml");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    // The test's own environment must not send this run elsewhere.
+    command
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES");
+    let started = Instant::now();
+    let output = command.output().expect("start flux-engine");
+    (output, started.elapsed())
+}
+
+fn the_run_id(s: &Scratch) -> String {
+    let runs: Vec<_> = std::fs::read_dir(s.path("state").join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
+    let receiver = Receiver::start();
+    let s = Scratch::new();
+    let dir = s.path("dag");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("traced.toml"), DAG).unwrap();
+    let (output, _) = run(
+        &s,
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{}", receiver.port),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_SERVICE_NAME", "flux-test".into()),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains("warning: traces"),
+        "{}",
+        text(&output.stderr)
+    );
+    let run_id = the_run_id(&s);
+
+    // The spans were flushed before the process exited.
+    let (spans, resource) = receiver.spans();
+    assert_eq!(
+        string(&resource, "service.name").as_deref(),
+        Some("flux-test")
+    );
+    assert!(string(&resource, "service.version").is_some());
+    let traces: std::collections::BTreeSet<String> =
+        spans.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(traces.len(), 1, "one trace per run");
+
+    // The root: the run.
+    let roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1);
+    let root = roots[0];
+    assert_eq!(root.name, "run traced");
+    assert_eq!(
+        string(&root.attributes, "flux.run_id"),
+        Some(run_id.clone())
+    );
+    assert_eq!(
+        string(&root.attributes, "flux.dag").as_deref(),
+        Some("traced")
+    );
+    assert_eq!(
+        string(&root.attributes, "flux.status").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        root.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+
+    // One span per task that ran, under the run; none for the task that
+    // never started.
+    let by_id: BTreeMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let tasks: BTreeMap<String, &Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id)
+        .map(|s| (string(&s.attributes, "flux.task_id").unwrap(), s))
+        .collect();
+    assert_eq!(
+        tasks.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["broken", "first", "flaky"]
+    );
+    for (id, span) in &tasks {
+        assert_eq!(span.name, format!("task {id}"));
+        assert_eq!(
+            string(&span.attributes, "flux.task_type").as_deref(),
+            Some("shell")
+        );
+        assert_eq!(
+            string(&span.attributes, "flux.run_id"),
+            Some(run_id.clone())
+        );
+    }
+    assert_eq!(
+        string(&tasks["first"].attributes, "flux.status").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        string(&tasks["flaky"].attributes, "flux.status").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        string(&tasks["broken"].attributes, "flux.status").as_deref(),
+        Some("failed")
+    );
+
+    // Attempts under their task: flaky's two are siblings, the second
+    // starting after the 1 s retry delay.
+    let attempts = |task: &str| -> Vec<&Span> {
+        let mut a: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == tasks[task].span_id)
+            .collect();
+        a.sort_by_key(|s| int(&s.attributes, "flux.attempt"));
+        a
+    };
+    let flaky = attempts("flaky");
+    assert_eq!(flaky.len(), 2);
+    assert_eq!(flaky[0].name, "attempt 1");
+    assert_eq!(flaky[1].name, "attempt 2");
+    assert_eq!(
+        int(&flaky[0].attributes, "flux.attempt"),
+        Some(1),
+        "{:?}",
+        flaky[0].attributes
+    );
+    assert_eq!(
+        string(&flaky[0].attributes, "flux.status").as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        string(&flaky[1].attributes, "flux.status").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        flaky[0].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_eq!(
+        flaky[1].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32)
+    );
+    let gap = flaky[1].start_time_unix_nano - flaky[0].end_time_unix_nano;
+    assert!(gap >= 900_000_000, "the retry delay is visible: {gap} ns");
+    let retry = tasks["flaky"].events.iter().find(|e| e.name == "retry");
+    assert!(retry.is_some(), "a retry event on the task");
+
+    // The failure: the attempt's status and its exception event.
+    let broken = attempts("broken");
+    assert_eq!(broken.len(), 1);
+    let status = broken[0].status.as_ref().unwrap();
+    assert_eq!(status.code, StatusCode::Error as i32);
+    assert!(status.message.contains("exit code 1"), "{}", status.message);
+    let exception = broken[0]
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("an exception event");
+    assert!(
+        string(&exception.attributes, "exception.message")
+            .unwrap()
+            .contains("the disk is on fire")
+    );
+    // Every span's parent is in the trace.
+    for span in &spans {
+        if !span.parent_span_id.is_empty() {
+            assert!(by_id.contains_key(&span.parent_span_id), "{}", span.name);
+        }
+    }
+
+    // The checkpoint kept the same spans: `trace` shows them.
+    let shown = common::command(&s.path("state"))
+        .args(["trace", &run_id])
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let waterfall = text(&shown.stdout);
+    for line in ["run traced", "task flaky", "attempt 2", "task broken"] {
+        assert!(waterfall.contains(line), "{line}\n{waterfall}");
+    }
+    assert!(waterfall.contains(&hex(&root.trace_id)), "{waterfall}");
+}
+
+#[test]
+fn an_unreachable_collector_costs_a_warning_not_the_run() {
+    // A port nothing listens on: connections are refused.
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let s = Scratch::new();
+    let dir = s.path("dag");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("traced.toml"), DAG).unwrap();
+    let (output, took) = run(
+        &s,
+        &dir,
+        &[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )],
+    );
+    let stderr = text(&output.stderr);
+    // The run's own result, as without a collector.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("warning: traces could not").count(),
+        1,
+        "{stderr}"
+    );
+    // flaky's retry waits 1 s; the rest is quick. A collector that cannot
+    // be reached must not add its timeouts.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    // The spans are in the checkpoint all the same.
+    let run_id = the_run_id(&s);
+    let shown = common::command(&s.path("state"))
+        .args(["trace", &run_id])
+        .output()
+        .unwrap();
+    assert!(
+        text(&shown.stdout).contains("attempt 2"),
+        "{}",
+        text(&shown.stdout)
+    );
+}
