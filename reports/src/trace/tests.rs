@@ -223,6 +223,13 @@ fn the_waterfall_has_a_line_per_span_with_offsets_durations_bars_and_statuses() 
     assert!(header_a < header_b, "{text}");
     assert!(lines[0].contains("r-1") && lines[0].contains("rental"));
     assert!(lines[header_b].contains("resume 1"), "{text}");
+    // Each trace's header names the run and the DAG.
+    for header in [header_a, header_b] {
+        assert!(
+            lines[header + 1].starts_with("run r-1 · dag rental · started 2026-11-30 20:0"),
+            "{text}"
+        );
+    }
     assert!(
         lines[header_b..]
             .iter()

@@ -38,7 +38,7 @@ pub fn waterfall(run: RunInfo, spans: &[SpanRecord], width: usize) -> String {
     push_line(&mut out, &fit(&summary, width));
     for trace in &traces {
         out.push('\n');
-        render_trace(&mut out, trace, &traces, width);
+        render_trace(&mut out, run, trace, &traces, width);
     }
     out
 }
@@ -59,7 +59,7 @@ impl Layout {
     }
 }
 
-fn render_trace(out: &mut String, trace: &Trace, all: &[Trace], width: usize) {
+fn render_trace(out: &mut String, run: RunInfo, trace: &Trace, all: &[Trace], width: usize) {
     let layout = Layout::for_width(width);
     push_line(
         out,
@@ -76,7 +76,9 @@ fn render_trace(out: &mut String, trace: &Trace, all: &[Trace], width: usize) {
         out,
         &fit(
             &format!(
-                "started {} · took {}",
+                "run {} · dag {} · started {} · took {}",
+                one_line(run.run_id),
+                one_line(run.dag),
                 format_time(trace.start),
                 format_duration(trace.end.saturating_sub(trace.start))
             ),
