@@ -21,7 +21,7 @@ pub fn otlp_json(spans: &[SpanRecord]) -> Value {
     let mut groups: Vec<ResourceGroup> = Vec::new();
     for span in spans {
         let resource = span.resource.as_slice();
-        let index = match groups.iter().position(|(r, _)| *r == resource) {
+        let index = match groups.iter().position(|(r, _)| same_set(r, resource)) {
             Some(i) => i,
             None => {
                 groups.push((resource, Vec::new()));
@@ -52,6 +52,13 @@ pub fn otlp_json(spans: &[SpanRecord]) -> Value {
         })
         .collect();
     json!({ "resourceSpans": resource_spans })
+}
+
+/// Whether two resources have the same attributes, in any order: the
+/// SDK keeps a resource's attributes in a hash map, so each process (a run,
+/// then its resume) lists the same resource in an order of its own.
+fn same_set(a: &[(String, Value)], b: &[(String, Value)]) -> bool {
+    a.len() == b.len() && a.iter().all(|kv| b.contains(kv))
 }
 
 fn span_json(span: &SpanRecord) -> Value {

@@ -222,11 +222,13 @@ fn the_waterfall_has_a_line_per_span_with_offsets_durations_bars_and_statuses() 
     let header_b = find(&format!("trace {TRACE_B}"), 0);
     assert!(header_a < header_b, "{text}");
     assert!(lines[0].contains("r-1") && lines[0].contains("rental"));
-    assert!(lines[header_b].contains("resume 1"), "{text}");
+    assert!(lines[header_a].ends_with("· original run"), "{text}");
+    assert!(lines[header_b].ends_with("· resume 1"), "{text}");
     // Each trace's header names the run and the DAG.
     for header in [header_a, header_b] {
         assert!(
-            lines[header + 1].starts_with("run r-1 · dag rental · started 2026-11-30 20:0"),
+            lines[header + 1] == "run r-1 · dag rental"
+                && lines[header + 2].starts_with("started 2026-11-30 20:0"),
             "{text}"
         );
     }
@@ -426,6 +428,11 @@ fn spans_of_other_resources_and_scopes_get_groups_of_their_own() {
         groups[1]["scopeSpans"][0]["spans"][0]["spanId"],
         sid(12).as_str()
     );
+    // The same attributes in another order are the same resource.
+    let mut reordered = run_spans();
+    reordered[0].resource.reverse();
+    let request = otlp_json(&reordered);
+    assert_eq!(request["resourceSpans"].as_array().unwrap().len(), 1);
     assert_eq!(otlp::span_kind("client"), 3);
     assert_eq!(otlp::span_kind("SPAN_KIND_SERVER"), 2);
     assert_eq!(otlp::span_kind("mystery"), 0);

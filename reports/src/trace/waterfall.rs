@@ -65,9 +65,9 @@ fn render_trace(out: &mut String, run: RunInfo, trace: &Trace, all: &[Trace], wi
         out,
         &fit(
             &format!(
-                "trace {} · resume {}",
+                "trace {} · {}",
                 one_line(trace.trace_id),
-                trace.resume
+                resume_text(trace.resume)
             ),
             width,
         ),
@@ -75,10 +75,15 @@ fn render_trace(out: &mut String, run: RunInfo, trace: &Trace, all: &[Trace], wi
     push_line(
         out,
         &fit(
+            &format!("run {} · dag {}", one_line(run.run_id), one_line(run.dag)),
+            width,
+        ),
+    );
+    push_line(
+        out,
+        &fit(
             &format!(
-                "run {} · dag {} · started {} · took {}",
-                one_line(run.run_id),
-                one_line(run.dag),
+                "started {} · took {}",
                 format_time(trace.start),
                 format_duration(trace.end.saturating_sub(trace.start))
             ),
@@ -149,17 +154,14 @@ fn render_trace(out: &mut String, run: RunInfo, trace: &Trace, all: &[Trace], wi
         for i in errors {
             let path = one_line(&trace.path(i));
             for message in error_messages(trace.rows[i].span) {
-                let mut first = true;
-                for line in message.lines() {
-                    let text = if first {
-                        format!("{path}: {line}")
-                    } else {
-                        line.to_string()
-                    };
-                    first = false;
-                    for wrapped in wrap(&one_line(&text), width - 4) {
-                        push_line(out, &format!("    {wrapped}"));
-                    }
+                // The message's first line after the span's path at 2
+                // spaces, the rest of it at 4, so that where one message
+                // ends and the next begins shows.
+                let text = format!("{path}: {message}");
+                let wrapped = text.lines().flat_map(|l| wrap(&one_line(l), width - 4));
+                for (n, line) in wrapped.enumerate() {
+                    let indent = if n == 0 { "  " } else { "    " };
+                    push_line(out, &format!("{indent}{line}"));
                 }
             }
         }
