@@ -9,10 +9,16 @@
 //! ```
 //!
 //! The parent process runs every repetition of every scenario in a fresh
-//! child process (this same binary with `--scenario NAME`), so that each
-//! child's peak RSS (`VmHWM`) belongs to one run alone. Repetitions are
-//! interleaved (wide, chain, fan_in, wide, ...) so that drift in the
-//! machine's speed spreads over all scenarios.
+//! child process (this same binary with `--scenario NAME --tracing MODE`),
+//! so that each child's peak RSS (`VmHWM`) belongs to one run alone.
+//! Repetitions are interleaved (wide off, wide checkpoint, wide collector,
+//! chain off, ...) so that drift in the machine's speed spreads over all.
+//!
+//! Tracing modes (issue 5): `off` (no OpenTelemetry layer: the baseline),
+//! `checkpoint` (spans kept in the checkpoint, as every `flux-engine run`
+//! does), `collector` (also sent over OTLP/HTTP to a receiver the parent
+//! runs on 127.0.0.1, which answers 200 and counts what it gets). The run
+//! time includes flushing the spans at the end.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -27,6 +33,8 @@ use engine::{
 };
 
 const REPETITIONS: usize = 5;
+
+const MODES: &[&str] = &["off", "checkpoint", "collector"];
 
 /// (name, task count)
 const SCENARIOS: &[(&str, usize)] = &[("wide", 10_000), ("chain", 10_000), ("fan_in", 1_001)];
@@ -105,7 +113,7 @@ fn vm_hwm_kib() -> u64 {
 }
 
 /// Child: one run of one scenario; prints one `RESULT` line.
-fn child(scenario: &str) {
+fn child(scenario: &str, mode: &str) {
     let mut registry = Registry::new();
     registry.register(Arc::new(Noop));
     let text = dag_text(scenario);
@@ -118,7 +126,21 @@ fn child(scenario: &str) {
     let load_s = load_start.elapsed().as_secs_f64();
     let tasks = dag.tasks.len();
 
-    let engine = Engine::new(registry, StateDir::new(state.path().join("state")));
+    let state_dir = StateDir::new(state.path().join("state"));
+    let telemetry = (mode != "off").then(|| {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        let telemetry = engine::telemetry::Telemetry::start(state_dir.checkpoint_path());
+        assert_eq!(telemetry.exports(), mode == "collector", "{mode}");
+        let subscriber = tracing_subscriber::registry().with(
+            telemetry
+                .layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        );
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        telemetry
+    });
+    let engine = Engine::new(registry, state_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,6 +155,9 @@ fn child(scenario: &str) {
     let outcome = runtime
         .block_on(engine.run_with_id(&dag, "bench-run", options))
         .expect("the run completes");
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     let run_s = run_start.elapsed().as_secs_f64();
     assert_eq!(outcome.status, RunStatus::Succeeded, "{scenario}");
 
@@ -149,12 +174,17 @@ struct Sample {
 }
 
 /// Parent: runs one child and parses its `RESULT` line.
-fn sample(scenario: &str) -> Sample {
+fn sample(scenario: &str, mode: &str, collector: &str) -> Sample {
     let exe = std::env::current_exe().expect("the bench's own path");
-    let out = Command::new(exe)
-        .args(["--scenario", scenario])
-        .output()
-        .expect("the child starts");
+    let mut command = Command::new(exe);
+    command
+        .args(["--scenario", scenario, "--tracing", mode])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    if mode == "collector" {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", collector);
+    }
+    let out = command.output().expect("the child starts");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -193,43 +223,135 @@ fn main() {
     // `--scenario NAME` means anything here.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
-        child(args.get(i + 1).expect("--scenario NAME"));
+        let mode = args
+            .iter()
+            .position(|a| a == "--tracing")
+            .and_then(|j| args.get(j + 1))
+            .map_or("off", String::as_str);
+        child(args.get(i + 1).expect("--scenario NAME"), mode);
         return;
     }
+    let (collector, received) = receiver();
 
     println!(
         "engine_overhead: noop tasks, durable SQLite checkpoint, max_parallel = {}, {REPETITIONS} runs per scenario, one process per run",
         cores()
     );
-    let mut samples: Vec<Vec<Sample>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    let cases: Vec<(&str, usize, &str)> = SCENARIOS
+        .iter()
+        .flat_map(|&(name, tasks)| MODES.iter().map(move |&mode| (name, tasks, mode)))
+        .collect();
+    let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
     for rep in 0..REPETITIONS {
-        for (s, (name, _)) in SCENARIOS.iter().enumerate() {
-            let got = sample(name);
+        for (c, (name, _, mode)) in cases.iter().enumerate() {
+            let got = sample(name, mode, &collector);
             eprintln!(
-                "  run {}/{REPETITIONS} {name:<7} load {:7.1} ms  run {:7.3} s  peak {:6.1} MiB",
+                "  run {}/{REPETITIONS} {name:<7} {mode:<10} load {:7.1} ms  run {:7.3} s  peak {:6.1} MiB",
                 rep + 1,
                 got.load_s * 1e3,
                 got.run_s,
                 got.hwm_kib as f64 / 1024.0
             );
-            samples[s].push(got);
+            samples[c].push(got);
         }
     }
 
     println!();
     println!(
-        "{:<8} {:>6} {:>14} {:>10} {:>10} {:>10} {:>14}",
-        "scenario", "tasks", "median tasks/s", "min", "max", "load ms", "peak RSS MiB"
+        "{:<8} {:<10} {:>6} {:>14} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "scenario",
+        "tracing",
+        "tasks",
+        "median tasks/s",
+        "min",
+        "max",
+        "vs off",
+        "load ms",
+        "peak MiB"
     );
-    for ((name, tasks), runs) in SCENARIOS.iter().zip(&samples) {
+    let mut baseline = 0.0;
+    for ((name, tasks, mode), runs) in cases.iter().zip(&samples) {
         let rates: Vec<f64> = runs.iter().map(|r| *tasks as f64 / r.run_s).collect();
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rates.iter().copied().fold(0.0, f64::max);
         let load_ms = median(runs.iter().map(|r| r.load_s * 1e3).collect());
         let rss = median(runs.iter().map(|r| r.hwm_kib as f64 / 1024.0).collect());
+        let rate = median(rates);
+        if *mode == "off" {
+            baseline = rate;
+        }
         println!(
-            "{name:<8} {tasks:>6} {:>14.0} {min:>10.0} {max:>10.0} {load_ms:>10.1} {rss:>14.1}",
-            median(rates)
+            "{name:<8} {mode:<10} {tasks:>6} {rate:>14.0} {min:>8.0} {max:>8.0} {:>8.2} {load_ms:>8.1} {rss:>12.1}",
+            rate / baseline
         );
     }
+    let (requests, bytes) = received();
+    println!();
+    println!(
+        "the collector received {requests} OTLP requests, {:.1} MiB in all",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+}
+
+/// An OTLP/HTTP sink on 127.0.0.1: answers every request with 200 and
+/// counts requests and body bytes. Returns its URL and a reader of the
+/// counts.
+fn receiver() -> (String, impl Fn() -> (u64, u64)) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let requests = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (r, b) = (requests.clone(), bytes.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (r, b) = (r.clone(), b.clone());
+            std::thread::spawn(move || {
+                let Ok(clone) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(clone);
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = line.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    r.fetch_add(1, Ordering::Relaxed);
+                    b.fetch_add(length as u64, Ordering::Relaxed);
+                    let reply = "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, move || {
+        (
+            requests.load(Ordering::Relaxed),
+            bytes.load(Ordering::Relaxed),
+        )
+    })
 }

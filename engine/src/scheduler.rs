@@ -545,7 +545,9 @@ impl Execution<'_> {
                         output: None,
                     });
                     if let Some(span) = slots[index].span.take() {
-                        end_span(&span, TaskStatus::Failed.as_str(), Some(&failure.message));
+                        // The attempt's span holds the whole message.
+                        let why = format!("attempt {attempt} failed");
+                        end_span(&span, TaskStatus::Failed.as_str(), Some(&why));
                     }
                     self.mark_failed(slots, index, changes);
                 }

@@ -357,10 +357,13 @@ impl SpanProcessor for Processor {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        let attributes = resource
+        let mut attributes: Vec<(String, serde_json::Value)> = resource
             .iter()
             .map(|(k, v)| (k.to_string(), json_value(v)))
             .collect();
+        // The SDK's order varies between processes; a run and its resume
+        // must read as the same resource.
+        attributes.sort_by(|a, b| a.0.cmp(&b.0));
         *self.0.resource.lock().unwrap_or_else(|e| e.into_inner()) = attributes;
     }
 }
