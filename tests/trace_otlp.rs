@@ -46,6 +46,12 @@ command = "echo the disk is on fire >&2; exit 1"
 type = "shell"
 depends_on = ["broken"]
 command = "true"
+
+[tasks.upload]
+type = "s3_ingest"
+depends_on = ["first"]
+source = "landing.csv"
+destination = "s3://lake/raw/"
 "#;
 
 /// One request: path, content type, body.
@@ -199,6 +205,7 @@ fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
     let dir = s.path("dag");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("traced.toml"), DAG).unwrap();
+    std::fs::write(dir.join("landing.csv"), "id\n1\n").unwrap();
     let (output, _) = run(
         &s,
         &dir,
@@ -265,13 +272,13 @@ fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
         .collect();
     assert_eq!(
         tasks.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["broken", "first", "flaky"]
+        ["broken", "first", "flaky", "upload"]
     );
     for (id, span) in &tasks {
         assert_eq!(span.name, format!("task {id}"));
         assert_eq!(
             string(&span.attributes, "flux.task_type").as_deref(),
-            Some("shell")
+            Some(if id == "upload" { "s3_ingest" } else { "shell" })
         );
         assert_eq!(
             string(&span.attributes, "flux.run_id"),
@@ -348,6 +355,26 @@ fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
             .unwrap()
             .contains("the disk is on fire")
     );
+    // A step inside a task kind: the upload, under its attempt.
+    let upload = attempts("upload");
+    assert_eq!(upload.len(), 1);
+    let puts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == upload[0].span_id)
+        .collect();
+    assert_eq!(puts.len(), 1, "one object, one s3.put");
+    assert_eq!(puts[0].name, "s3.put");
+    assert_eq!(
+        string(&puts[0].attributes, "flux.step.target").as_deref(),
+        Some("s3://lake/raw/landing.csv")
+    );
+    assert_eq!(
+        puts[0].status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32)
+    );
+    assert!(puts[0].start_time_unix_nano >= upload[0].start_time_unix_nano);
+    assert!(puts[0].end_time_unix_nano <= upload[0].end_time_unix_nano);
+
     // Every span's parent is in the trace.
     for span in &spans {
         if !span.parent_span_id.is_empty() {
@@ -379,6 +406,7 @@ fn an_unreachable_collector_costs_a_warning_not_the_run() {
     let dir = s.path("dag");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("traced.toml"), DAG).unwrap();
+    std::fs::write(dir.join("landing.csv"), "id\n1\n").unwrap();
     let (output, took) = run(
         &s,
         &dir,

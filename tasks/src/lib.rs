@@ -16,6 +16,7 @@ pub mod s3;
 pub mod s3_ingest;
 pub mod shell;
 pub mod sql;
+mod steps;
 
 use std::sync::Arc;
 

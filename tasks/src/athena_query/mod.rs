@@ -88,6 +88,7 @@ use async_trait::async_trait;
 use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::catalog;
 use crate::s3::{LocalS3, S3Uri};
@@ -243,10 +244,14 @@ impl TaskAction for LocalAthenaQuery {
         .await
         .map_err(|e| TaskFailure::new(format!("opening the catalog stopped: {e}")))?
         .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let span = crate::steps::step(&tracing::Span::current(), "athena.query", &sql);
         let result = session
             .query(&sql)
+            .instrument(span.clone())
             .await
-            .map_err(|e| TaskFailure::new(e.to_string()))?;
+            .map_err(|e| TaskFailure::new(e.to_string()));
+        crate::steps::finish(&span, &result);
+        let result = result?;
         drop(session);
 
         let id = query_execution_id(&attempt.attempt_id);

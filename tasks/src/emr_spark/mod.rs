@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use tracing::Instrument;
 
 use crate::process::{Logs, failure, run_logged};
 use crate::s3::{LocalS3, PrefixWrite, S3Uri};
@@ -304,15 +305,22 @@ impl TaskAction for LocalSpark {
             .env("FLUX_TASK_ID", &attempt.task_id)
             .env("FLUX_ATTEMPT_ID", &attempt.attempt_id);
         let logs = Logs::in_dir(&attempt.log_dir);
-        run_logged(command, "the Spark job", &logs)
-            .await
-            .map_err(|mut e| {
-                if let Some(log) = &server_log {
-                    e.message
-                        .push_str(&format!("\n(warm Spark server log: {})", log.display()));
-                }
-                e
-            })?;
+        let span = crate::steps::step(
+            &tracing::Span::current(),
+            "spark.submit",
+            &script.display().to_string(),
+        );
+        let submitted = run_logged(command, "the Spark job", &logs)
+            .instrument(span.clone())
+            .await;
+        crate::steps::finish(&span, &submitted);
+        submitted.map_err(|mut e| {
+            if let Some(log) = &server_log {
+                e.message
+                    .push_str(&format!("\n(warm Spark server log: {})", log.display()));
+            }
+            e
+        })?;
 
         // Published only now: a failed or killed job leaves the previous
         // output in place (dropping the staging folder discards it).

@@ -271,7 +271,10 @@ impl TaskAction for LocalCrawler {
         let log_dir = attempt.log_dir.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
+        let span = crate::steps::step(&tracing::Span::current(), "glue.crawl", &attempt.task_id);
+        let step = span.clone();
         let report = tokio::task::spawn_blocking(move || {
+            let _inside = step.enter();
             let log_path = log_dir.join("stdout.log");
             fs::create_dir_all(&log_dir).map_err(|e| {
                 TaskFailure::new(format!("cannot create {}: {e}", log_dir.display()))
@@ -286,7 +289,10 @@ impl TaskAction for LocalCrawler {
             Ok::<_, TaskFailure>(report)
         })
         .await
-        .map_err(|e| TaskFailure::new(format!("the crawl stopped unexpectedly: {e}")))??;
+        .map_err(|e| TaskFailure::new(format!("the crawl stopped unexpectedly: {e}")))
+        .and_then(|r| r);
+        crate::steps::finish(&span, &report);
+        let report = report?;
         serde_json::to_value(report.output())
             .map(Some)
             .map_err(|e| TaskFailure::new(format!("cannot encode the crawl's report: {e}")))

@@ -171,6 +171,7 @@ impl TaskAction for S3IngestAction {
             dag_dir: attempt.dag_dir.clone(),
             log_path: attempt.log_dir.join("stdout.log"),
             s3: LocalS3::new(&attempt.state_root),
+            span: tracing::Span::current(),
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
@@ -195,6 +196,8 @@ struct Job {
     dag_dir: PathBuf,
     log_path: PathBuf,
     s3: LocalS3,
+    /// The attempt's span: the uploads run on a blocking thread.
+    span: tracing::Span,
 }
 
 /// What happened to one object.
@@ -219,7 +222,15 @@ impl Job {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TaskFailure::new("cancelled"));
             }
-            let record = self.upload(item)?;
+            let target = self
+                .destination
+                .join(&item.relative)
+                .map(|uri| uri.to_string())
+                .unwrap_or_else(|_| item.relative.clone());
+            let span = crate::steps::step(&self.span, "s3.put", &target);
+            let record = span.in_scope(|| self.upload(item));
+            crate::steps::finish(&span, &record);
+            let record = record?;
             let line = format!(
                 "{} {} ({} bytes, sha256 {}) from {}\n",
                 if record.skipped {
