@@ -78,7 +78,6 @@ impl Telemetry {
     /// so. A collector that cannot be configured is a warning.
     pub fn start(checkpoint: PathBuf) -> Telemetry {
         let resource = resource();
-        let store = Outlet::spawn("flux-spans", move |rx| store_spans(checkpoint, rx));
         let mut endpoint = String::new();
         let otlp = match collector() {
             None => None,
@@ -89,16 +88,29 @@ impl Telemetry {
             Some(Ok((protocol, to))) => {
                 let resource = resource.clone();
                 endpoint = to.clone();
-                Some(Outlet::spawn("flux-otlp", move |rx| {
+                Some(Arc::new(Outlet::spawn("flux-otlp", move |rx| {
                     send_spans(protocol, &resource, to, rx)
-                }))
+                })))
             }
         };
+        // The conversion for the checkpoint runs on the store's thread,
+        // which then hands the span on to the collector's: the scheduler's
+        // thread only queues it.
+        let mut attributes: Vec<(String, serde_json::Value)> = resource
+            .iter()
+            .map(|(k, v)| (k.to_string(), json_value(v)))
+            .collect();
+        // The SDK's order varies between processes; a run and its resume
+        // must read as the same resource.
+        attributes.sort_by(|a, b| a.0.cmp(&b.0));
+        let forward = otlp.clone();
+        let store = Outlet::spawn("flux-spans", move |rx| {
+            store_spans(checkpoint, attributes, forward, rx)
+        });
         let outlets = Arc::new(Outlets {
             store,
             endpoint,
             otlp,
-            resource: Mutex::new(Vec::new()),
         });
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
@@ -275,11 +287,10 @@ impl<T: Send + 'static> Outlet<T> {
 }
 
 struct Outlets {
-    store: Outlet<SpanRecord>,
+    store: Outlet<SpanData>,
     /// The collector, for messages.
     endpoint: String,
-    otlp: Option<Outlet<SpanData>>,
-    resource: Mutex<Vec<(String, serde_json::Value)>>,
+    otlp: Option<Arc<Outlet<SpanData>>>,
 }
 
 impl Outlets {
@@ -330,16 +341,7 @@ impl SpanProcessor for Processor {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let resource = self
-            .0
-            .resource
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        self.0.store.send(record(&span, resource));
-        if let Some(otlp) = &self.0.otlp {
-            otlp.send(span);
-        }
+        self.0.store.send(span);
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -356,22 +358,19 @@ impl SpanProcessor for Processor {
         Ok(())
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        let mut attributes: Vec<(String, serde_json::Value)> = resource
-            .iter()
-            .map(|(k, v)| (k.to_string(), json_value(v)))
-            .collect();
-        // The SDK's order varies between processes; a run and its resume
-        // must read as the same resource.
-        attributes.sort_by(|a, b| a.0.cmp(&b.0));
-        *self.0.resource.lock().unwrap_or_else(|e| e.into_inner()) = attributes;
-    }
+    // The resource is given to the outlets by Telemetry::start.
+    fn set_resource(&mut self, _resource: &Resource) {}
 }
 
 /// The checkpoint's thread: spans are written per run; a span whose trace
 /// has not shown its run yet (a step span ends before its attempt) waits
 /// until one of the trace's spans names the run.
-fn store_spans(checkpoint: PathBuf, rx: Receiver<Msg<SpanRecord>>) {
+fn store_spans(
+    checkpoint: PathBuf,
+    resource: Vec<(String, serde_json::Value)>,
+    forward: Option<Arc<Outlet<SpanData>>>,
+    rx: Receiver<Msg<SpanData>>,
+) {
     let mut db: Option<Checkpoint> = None;
     let mut run_of_trace: HashMap<String, String> = HashMap::new();
     let mut waiting: HashMap<String, Vec<SpanRecord>> = HashMap::new();
@@ -402,7 +401,11 @@ fn store_spans(checkpoint: PathBuf, rx: Receiver<Msg<SpanRecord>>) {
         let mut flush = None;
         match message {
             Ok(Msg::Spans(spans)) => {
-                for span in spans {
+                for data in spans {
+                    let span = record(&data, resource.clone());
+                    if let Some(otlp) = &forward {
+                        otlp.send(data);
+                    }
                     let run = span
                         .attribute(attr::RUN_ID)
                         .and_then(|v| v.as_str())
