@@ -438,3 +438,76 @@ fn an_unreachable_collector_costs_a_warning_not_the_run() {
         text(&shown.stdout)
     );
 }
+
+/// Ctrl-C ends the run, and its spans still reach the collector before
+/// the process exits, the cancelled attempt with its status.
+#[test]
+fn spans_are_flushed_when_the_run_is_interrupted() {
+    let receiver = Receiver::start();
+    let s = Scratch::new();
+    let dir = s.path("dag");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("traced.toml"),
+        "[dag]\nname = \"slow\"\n[tasks.wait]\ntype = \"shell\"\ncommand = \"sleep 30\"\n",
+    )
+    .unwrap();
+    let mut child = common::command(&s.path("state"))
+        .current_dir(&dir)
+        .args(["run", "traced.toml"])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", receiver.port),
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the attempt runs (its folder exists), then interrupt.
+    let started = Instant::now();
+    loop {
+        let runs = s.path("state").join("runs");
+        let attempt = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("wait").join("1"));
+        if attempt.is_some_and(|a| a.exists()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the attempt never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output.stderr));
+
+    let (spans, _) = receiver.spans();
+    let find = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name} among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let root = find("run slow");
+    assert_eq!(
+        string(&root.attributes, "flux.status").as_deref(),
+        Some("cancelled")
+    );
+    let attempt = find("attempt 1");
+    assert_eq!(
+        string(&attempt.attributes, "flux.status").as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        attempt.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+}

@@ -106,6 +106,9 @@ struct Slot {
     output: Option<serde_json::Value>,
     resolved: Option<ResolvedTask>,
     span: Option<Span>,
+    /// The running attempt's span, so that a cancelled attempt (whose
+    /// future is dropped) still ends with a status.
+    attempt_span: Option<Span>,
 }
 
 impl Execution<'_> {
@@ -144,6 +147,7 @@ impl Execution<'_> {
                 output: p.output,
                 resolved,
                 span: None,
+                attempt_span: None,
             });
         }
         for i in 0..n {
@@ -258,6 +262,7 @@ impl Execution<'_> {
                     task_id: task.id.clone(),
                     attempt: number,
                 });
+                slots[i].attempt_span = Some(attempt_span.clone());
                 let handle = running.spawn(
                     async move {
                         let work = action.run(&attempt);
@@ -365,6 +370,11 @@ impl Execution<'_> {
         }
 
         if cancelled {
+            for slot in slots.iter_mut() {
+                if let Some(span) = slot.attempt_span.take() {
+                    end_span(&span, "cancelled", Some("cancelled"));
+                }
+            }
             // Dropping an attempt's future kills its process group.
             running.abort_all();
             while running.join_next().await.is_some() {}
@@ -467,6 +477,7 @@ impl Execution<'_> {
         let dag = self.dag;
         let task = &dag.tasks[index];
         slots[index].attempt_running = false;
+        slots[index].attempt_span = None;
         // limit_output() checked the size in the attempt.
         let result = result.map(|output| {
             output.map(|value| {
