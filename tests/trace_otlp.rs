@@ -452,7 +452,7 @@ fn spans_are_flushed_when_the_run_is_interrupted() {
         "[dag]\nname = \"slow\"\n[tasks.wait]\ntype = \"shell\"\ncommand = \"sleep 30\"\n",
     )
     .unwrap();
-    let mut child = common::command(&s.path("state"))
+    let child = common::command(&s.path("state"))
         .current_dir(&dir)
         .args(["run", "traced.toml"])
         .env(
