@@ -29,7 +29,7 @@ name = "traced"
 
 [tasks.first]
 type = "shell"
-command = "echo first"
+command = "printf %s \"$TRACEPARENT\" > traceparent.txt"
 
 [tasks.flaky]
 type = "shell"
@@ -188,6 +188,16 @@ fn run(s: &Scratch, dir: &Path, env: &[(&str, String)]) -> (Output, Duration) {
     (output, started.elapsed())
 }
 
+/// A folder holding `traced.toml` (the DAG `text`) and the file the
+/// upload task sends.
+fn dag_dir(s: &Scratch, text: &str) -> std::path::PathBuf {
+    let dir = s.path("dag");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("traced.toml"), text).unwrap();
+    std::fs::write(dir.join("landing.csv"), "id\n1\n").unwrap();
+    dir
+}
+
 fn the_run_id(s: &Scratch) -> String {
     let runs: Vec<_> = std::fs::read_dir(s.path("state").join("runs"))
         .unwrap()
@@ -202,10 +212,7 @@ fn the_run_id(s: &Scratch) -> String {
 fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
     let receiver = Receiver::start();
     let s = Scratch::new();
-    let dir = s.path("dag");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("traced.toml"), DAG).unwrap();
-    std::fs::write(dir.join("landing.csv"), "id\n1\n").unwrap();
+    let dir = dag_dir(&s, DAG);
     let (output, _) = run(
         &s,
         &dir,
@@ -375,6 +382,14 @@ fn a_run_arrives_at_the_collector_as_one_tree_of_spans() {
     assert!(puts[0].start_time_unix_nano >= upload[0].start_time_unix_nano);
     assert!(puts[0].end_time_unix_nano <= upload[0].end_time_unix_nano);
 
+    // The shell command got its attempt's W3C traceparent.
+    let first = attempts("first");
+    let traceparent = std::fs::read_to_string(dir.join("traceparent.txt")).unwrap();
+    assert_eq!(
+        traceparent,
+        format!("00-{}-{}-01", hex(&root.trace_id), hex(&first[0].span_id))
+    );
+
     // Every span's parent is in the trace.
     for span in &spans {
         if !span.parent_span_id.is_empty() {
@@ -403,10 +418,7 @@ fn an_unreachable_collector_costs_a_warning_not_the_run() {
         listener.local_addr().unwrap().port()
     };
     let s = Scratch::new();
-    let dir = s.path("dag");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("traced.toml"), DAG).unwrap();
-    std::fs::write(dir.join("landing.csv"), "id\n1\n").unwrap();
+    let dir = dag_dir(&s, DAG);
     let (output, took) = run(
         &s,
         &dir,
@@ -445,13 +457,10 @@ fn an_unreachable_collector_costs_a_warning_not_the_run() {
 fn spans_are_flushed_when_the_run_is_interrupted() {
     let receiver = Receiver::start();
     let s = Scratch::new();
-    let dir = s.path("dag");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("traced.toml"),
+    let dir = dag_dir(
+        &s,
         "[dag]\nname = \"slow\"\n[tasks.wait]\ntype = \"shell\"\ncommand = \"sleep 30\"\n",
-    )
-    .unwrap();
+    );
     let child = common::command(&s.path("state"))
         .current_dir(&dir)
         .args(["run", "traced.toml"])
@@ -509,5 +518,116 @@ fn spans_are_flushed_when_the_run_is_interrupted() {
     assert_eq!(
         attempt.status.as_ref().map(|s| s.code),
         Some(StatusCode::Error as i32)
+    );
+}
+
+/// The same run over OTLP/gRPC, to a `TraceService` server of the test's
+/// own (the generated server of `opentelemetry-proto`, on tonic).
+#[test]
+fn spans_arrive_over_grpc_too() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+
+    struct Sink(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            self.0.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sink = Sink(received.clone());
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(sink))
+                .serve_with_shutdown(([127, 0, 0, 1], port).into(), async {
+                    let _ = stopped.await;
+                }),
+        )
+    });
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gRPC server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let s = Scratch::new();
+    let dir = dag_dir(&s, DAG);
+    let (output, _) = run(
+        &s,
+        &dir,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("warning: traces"), "{stderr}");
+    let _ = stop.send(());
+    server.join().unwrap().expect("the gRPC server ran");
+
+    let requests = received.lock().unwrap();
+    let spans: Vec<&Span> = requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let traces: std::collections::BTreeSet<String> =
+        spans.iter().map(|s| hex(&s.trace_id)).collect();
+    assert_eq!(traces.len(), 1);
+    let root = spans
+        .iter()
+        .find(|s| s.parent_span_id.is_empty())
+        .expect("a root");
+    assert_eq!(root.name, "run traced");
+    assert_eq!(
+        string(&root.attributes, "flux.run_id"),
+        Some(the_run_id(&s))
+    );
+    let mut names: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["task broken", "task first", "task flaky", "task upload"]
+    );
+    // first, flaky twice, broken, upload: five attempts.
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.name.starts_with("attempt "))
+            .count(),
+        5
     );
 }
