@@ -631,3 +631,61 @@ fn spans_arrive_over_grpc_too() {
         5
     );
 }
+
+/// `resume` is a new trace whose root links to the original run's root.
+#[test]
+fn a_resumed_run_is_a_new_trace_linked_to_the_first() {
+    let receiver = Receiver::start();
+    let s = Scratch::new();
+    let dir = dag_dir(&s, DAG);
+    let endpoint = (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{}", receiver.port),
+    );
+    let (first, _) = run(&s, &dir, std::slice::from_ref(&endpoint));
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    let run_id = the_run_id(&s);
+    let resumed = common::command(&s.path("state"))
+        .current_dir(&dir)
+        .args(["resume", &run_id])
+        .env(endpoint.0, &endpoint.1)
+        .output()
+        .unwrap();
+    // `broken` fails again.
+    assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed.stderr));
+
+    let (spans, _) = receiver.spans();
+    let mut roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    roots.sort_by_key(|s| s.start_time_unix_nano);
+    assert_eq!(roots.len(), 2, "one trace per run and per resume");
+    assert_ne!(roots[0].trace_id, roots[1].trace_id);
+    assert!(roots[0].links.is_empty());
+    let links: Vec<(String, String)> = roots[1]
+        .links
+        .iter()
+        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+        .collect();
+    assert_eq!(links, [(hex(&roots[0].trace_id), hex(&roots[0].span_id))]);
+    for root in &roots {
+        assert_eq!(
+            string(&root.attributes, "flux.run_id"),
+            Some(run_id.clone())
+        );
+    }
+
+    // `trace` shows both, the resume following the original.
+    let shown = common::command(&s.path("state"))
+        .args(["trace", &run_id])
+        .output()
+        .unwrap();
+    let waterfall = text(&shown.stdout);
+    assert!(waterfall.contains(&hex(&roots[0].trace_id)), "{waterfall}");
+    assert!(waterfall.contains(&hex(&roots[1].trace_id)), "{waterfall}");
+    assert!(
+        waterfall.contains(&format!("follows trace {}", hex(&roots[0].trace_id))),
+        "{waterfall}"
+    );
+}

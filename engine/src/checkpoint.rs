@@ -660,6 +660,19 @@ impl Checkpoint {
     /// run and each resume), ordered by start time, then by the order they
     /// were stored. An unknown run has none: callers that must tell the
     /// two apart ask [`Checkpoint::run`] first.
+    /// `(trace_id, span_id)` of the root span of each of the run's traces,
+    /// oldest first: what a resumed run links to, read without decoding
+    /// every span.
+    pub fn root_spans(&self, run_id: &str) -> Result<Vec<(String, String)>, CheckpointError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT trace_id, span_id FROM spans
+             WHERE run_id = ?1 AND parent_span_id IS NULL
+             ORDER BY start_unix_nano, rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, trace_id, span_id, parent_span_id, name,
@@ -893,6 +906,32 @@ mod tests {
             "{err}"
         );
         assert!(cp.spans("r1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn root_spans_are_the_roots_of_the_runs_traces_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        cp.insert_spans(
+            "r1",
+            &[
+                span("b", "20", None, "run d", 200),
+                span("b", "21", Some("20"), "task t", 210),
+                span("a", "10", None, "run d", 100),
+            ],
+        )
+        .unwrap();
+        cp.insert_spans("r2", &[span("c", "30", None, "run e", 50)])
+            .unwrap();
+        // span() writes ids at their full hex length by repeating them.
+        assert_eq!(
+            cp.root_spans("r1").unwrap(),
+            [
+                ("a".repeat(32), "10".repeat(8)),
+                ("b".repeat(32), "20".repeat(8))
+            ]
+        );
+        assert!(cp.root_spans("nope").unwrap().is_empty());
     }
 
     #[test]

@@ -443,14 +443,13 @@ impl Execution<'_> {
     fn link_to_earlier_traces(&self, run_span: &Span) {
         use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let Ok(spans) = self.checkpoint.spans(self.run_id) else {
+        let Ok(roots) = self.checkpoint.root_spans(self.run_id) else {
             return;
         };
-        for root in spans.iter().filter(|s| s.parent_span_id.is_none()) {
-            let (Ok(trace_id), Ok(span_id)) = (
-                TraceId::from_hex(&root.trace_id),
-                SpanId::from_hex(&root.span_id),
-            ) else {
+        for (trace_id, span_id) in &roots {
+            let (Ok(trace_id), Ok(span_id)) =
+                (TraceId::from_hex(trace_id), SpanId::from_hex(span_id))
+            else {
                 continue;
             };
             run_span.add_link(SpanContext::new(
