@@ -210,25 +210,14 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
     let role_policy = sub_policy(role_policy, &settings);
     resources.set(
         "StateMachineRole",
-        Obj::new().with("Type", "AWS::IAM::Role").with(
-            "Properties",
-            Obj::new()
-                .with(
-                    "Description",
-                    format!(
-                        "The execution role of the Step Functions state machine of the flux-engine DAG {}",
-                        dag.name
-                    ),
-                )
-                .with("AssumeRolePolicyDocument", trust_policy())
-                .with(
-                    "Policies",
-                    vec![Json::from(
-                        Obj::new()
-                            .with("PolicyName", format!("flux-engine-{}", dag.name))
-                            .with("PolicyDocument", role_policy),
-                    )],
-                ),
+        iam_role(
+            format!(
+                "The execution role of the Step Functions state machine of the flux-engine DAG {}",
+                dag.name
+            ),
+            trust_policy(),
+            format!("flux-engine-{}", dag.name),
+            role_policy,
         ),
     );
     let mut machine_props = Obj::new()
@@ -249,28 +238,14 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
     if let Some(function) = report {
         resources.set(
             "ReportFunctionRole",
-            Obj::new().with("Type", "AWS::IAM::Role").with(
-                "Properties",
-                Obj::new()
-                    .with(
-                        "Description",
-                        format!(
-                            "The role of the report Lambda function of the flux-engine DAG {}",
-                            dag.name
-                        ),
-                    )
-                    .with("AssumeRolePolicyDocument", function.trust_policy)
-                    .with(
-                        "Policies",
-                        vec![Json::from(
-                            Obj::new()
-                                .with("PolicyName", format!("flux-engine-{}-report", dag.name))
-                                .with(
-                                    "PolicyDocument",
-                                    sub_policy(function.role_policy, &settings),
-                                ),
-                        )],
-                    ),
+            iam_role(
+                format!(
+                    "The role of the report Lambda function of the flux-engine DAG {}",
+                    dag.name
+                ),
+                function.trust_policy,
+                format!("flux-engine-{}-report", dag.name),
+                sub_policy(function.role_policy, &settings),
             ),
         );
         resources.set(
@@ -461,6 +436,24 @@ fn report_function_ref(settings: &Settings) -> Json {
         Some(f) if f.starts_with("arn:") => get_att("ReportFunction", "Arn"),
         _ => reference("ReportFunction"),
     }
+}
+
+/// An `AWS::IAM::Role` with one inline policy.
+fn iam_role(description: String, trust: Json, policy_name: String, policy: Json) -> Obj {
+    Obj::new().with("Type", "AWS::IAM::Role").with(
+        "Properties",
+        Obj::new()
+            .with("Description", description)
+            .with("AssumeRolePolicyDocument", trust)
+            .with(
+                "Policies",
+                vec![Json::from(
+                    Obj::new()
+                        .with("PolicyName", policy_name)
+                        .with("PolicyDocument", policy),
+                )],
+            ),
+    )
 }
 
 fn reference(name: &str) -> Json {
