@@ -979,6 +979,51 @@ command = '''cp "$FLUX_INPUTS" consumed.json'''
     assert_eq!(tasks["consume"]["output"], Value::Null);
 }
 
+/// An output larger than Step Functions' 256 KiB payload fails the task
+/// (and its dependents do not start); one just under it passes.
+#[test]
+fn an_output_over_256_kib_fails_the_task() {
+    let s = Scratch::new();
+    // A JSON string of N characters serializes to N + 2 bytes.
+    let limit = 256 * 1024;
+    let text = format!(
+        r#"[dag]
+name = "big"
+
+[tasks.fits]
+type = "shell"
+command = '''printf '"%0{fits}d"' 0 > "$FLUX_OUTPUT"'''
+
+[tasks.too_big]
+type = "shell"
+command = '''printf '"%0{over}d"' 0 > "$FLUX_OUTPUT"'''
+
+[tasks.after]
+type = "shell"
+depends_on = ["too_big"]
+command = "touch after.ran"
+"#,
+        fits = limit - 2,
+        over = limit - 1,
+    );
+    let dag = s.write("big.toml", &text);
+    let out = run(&s, &dag, &[]);
+    expect_code(&out, 1, "run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the task's output is {} bytes", limit + 1)),
+        "{stderr}"
+    );
+    assert!(!s.path("after.ran").exists());
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.starts_with("fits ") && l.contains("succeeded")),
+        "{summary}"
+    );
+}
+
 // ------------------------------------------------------------ path params
 
 /// A `type = "path"` parameter: its default is relative to the DAG file's

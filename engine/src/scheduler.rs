@@ -87,7 +87,8 @@ enum Event {
     Finished {
         index: usize,
         attempt: u32,
-        result: Result<Option<serde_json::Value>, TaskFailure>,
+        /// The output with its JSON text, serialized once in the attempt.
+        result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
     },
     RetryDue {
         index: usize,
@@ -468,7 +469,7 @@ impl Execution<'_> {
         slots: &mut [Slot],
         index: usize,
         attempt: u32,
-        result: Result<Option<serde_json::Value>, TaskFailure>,
+        result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
         ready: &mut BTreeSet<usize>,
         changes: &mut Vec<Change>,
         running: &mut JoinSet<Event>,
@@ -477,13 +478,6 @@ impl Execution<'_> {
         let task = &dag.tasks[index];
         slots[index].attempt_running = false;
         slots[index].attempt_span = None;
-        // limit_output() checked the size in the attempt.
-        let result = result.map(|output| {
-            output.map(|value| {
-                let text = value.to_string();
-                (value, text)
-            })
-        });
         match result {
             Ok(output) => {
                 let (value, text) = output.unzip();
@@ -607,20 +601,22 @@ impl Execution<'_> {
     }
 }
 
-/// An output over [`MAX_OUTPUT_BYTES`] fails the attempt.
+/// The output with its JSON text (what the checkpoint stores); an output
+/// over [`MAX_OUTPUT_BYTES`] fails the attempt.
 fn limit_output(
     result: Result<Option<serde_json::Value>, TaskFailure>,
-) -> Result<Option<serde_json::Value>, TaskFailure> {
-    let output = result?;
-    if let Some(value) = &output {
-        let len = value.to_string().len();
-        if len > MAX_OUTPUT_BYTES {
-            return Err(TaskFailure::new(format!(
-                "the task's output is {len} bytes; outputs are limited to {MAX_OUTPUT_BYTES} bytes (as in Step Functions): write large results to a file and pass its path"
-            )));
-        }
+) -> Result<Option<(serde_json::Value, String)>, TaskFailure> {
+    let Some(value) = result? else {
+        return Ok(None);
+    };
+    let text = value.to_string();
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(TaskFailure::new(format!(
+            "the task's output is {} bytes; outputs are limited to {MAX_OUTPUT_BYTES} bytes (as in Step Functions): write large results to a file and pass its path",
+            text.len()
+        )));
     }
-    Ok(output)
+    Ok(Some((value, text)))
 }
 
 /// Records how a span ended: `flux.status`, and for an error the span's
