@@ -381,7 +381,7 @@ pub fn template(dag: &Dag) -> Result<Json, ExportError> {
     }
 
     let description = format!(
-        "The flux-engine DAG {}, exported by flux-engine export --cfn with its parameters substituted: the Step Functions state machine, its role, and the Glue, Athena and S3 resources it uses",
+        "The flux-engine DAG {}, exported by flux-engine export --cfn: the Step Functions state machine (its execution input may override the parameters), its role, and the Glue, Athena and S3 resources it uses, for the parameter values at export",
         dag.name
     );
     let mut template = Obj::new()
