@@ -6,7 +6,8 @@
 //! DAG file → [`dag`] (validated graph; errors as [`diagnostic`]s, `${...}`
 //! via [`template`]) → [`run`] (start or resume) → [`scheduler`] (parallelism,
 //! [`retry`], timeouts) → [`kind`] (the task kinds' contract) →
-//! [`checkpoint`] (SQLite), laid out on disk by [`state_dir`].
+//! [`checkpoint`] (SQLite), laid out on disk by [`state_dir`] (a process
+//! drives a run under a [`file_lock`]).
 //!
 //! The engine knows no AWS service and no concrete task kind: those live in
 //! the `tasks` crate and are handed in through a [`kind::Registry`].
@@ -14,6 +15,7 @@
 pub mod checkpoint;
 pub mod dag;
 pub mod diagnostic;
+pub mod file_lock;
 pub mod kind;
 pub mod retry;
 pub mod run;

@@ -10,10 +10,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::file_lock::FileLock;
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -77,28 +77,12 @@ impl StateDir {
     }
 
     /// Takes the run's lock, so that two processes never drive one run.
-    /// The lock is an `flock`, which the kernel drops when the holder dies,
-    /// so a crashed run is never left locked.
+    /// The kernel drops the lock when the holder dies (see
+    /// [`crate::file_lock`]), so a crashed run is never left locked.
     pub fn lock_run(&self, run_id: &str) -> io::Result<Option<RunLock>> {
         let dir = self.run_dir(run_id);
         std::fs::create_dir_all(&dir)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            Ok(Some(RunLock { _file: file }))
-        } else {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(err)
-            }
-        }
+        Ok(FileLock::try_create_exclusive(&dir.join("lock"))?.map(|lock| RunLock { _lock: lock }))
     }
 
     /// Whether some process holds the run's lock right now.
@@ -107,19 +91,13 @@ impl StateDir {
         let Ok(file) = File::options().write(true).open(path) else {
             return false;
         };
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            // SAFETY: as above; we only probed, so let go at once.
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-            false
-        } else {
-            true
-        }
+        // A lock we could take was free; we only probed, so it is let go
+        // at once. A lock we could not probe counts as held.
+        !matches!(FileLock::try_exclusive(file), Ok(Some(_)))
     }
 }
 
 /// Held while a process drives a run; released on drop or process death.
 pub struct RunLock {
-    _file: File,
+    _lock: FileLock,
 }

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use engine::file_lock::FileLock;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -223,7 +224,8 @@ pub fn ensure(say: &dyn Fn(&str)) -> Result<SparkRuntime, SparkSetupError> {
         message,
     };
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let _lock = DirLock::take(&dir.with_extension("lock")).map_err(|e| fail(e.to_string()))?;
+    let _lock =
+        FileLock::create_exclusive(&dir.with_extension("lock")).map_err(|e| fail(e.to_string()))?;
     // Another process may have finished while we waited for the lock.
     if let Some(found) = locate() {
         return Ok(found);
@@ -262,32 +264,5 @@ fn run(command: &mut Command) -> Result<(), String> {
             out.status,
             last.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ))
-    }
-}
-
-/// An exclusive `flock` on a file, released on drop or process death.
-struct DirLock(std::fs::File);
-
-impl DirLock {
-    fn take(path: &Path) -> std::io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(DirLock(file))
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

@@ -12,12 +12,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use engine::file_lock::FileLock;
 use sha2::{Digest, Sha256};
 
 pub(crate) const PART: &str = "part";
@@ -55,38 +55,6 @@ pub(crate) fn is_hidden(name: &str) -> bool {
     name.starts_with(super::uri::RESERVED_PREFIX)
 }
 
-/// `flock(2)`, retried on EINTR.
-fn flock(file: &File, operation: i32) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor this File owns.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
-    flock(file, libc::LOCK_EX)
-}
-
-pub(crate) fn lock_shared(file: &File) -> io::Result<()> {
-    flock(file, libc::LOCK_SH)
-}
-
-/// Takes the exclusive lock if nobody holds any lock on the file.
-pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Whether `path` still names the file or folder `file` has open (a
 /// cleaner may have removed it between our open and our lock).
 pub(crate) fn still_at(file: &File, path: &Path) -> io::Result<bool> {
@@ -104,29 +72,36 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
 }
 
 /// Creates a new hidden temp file in `dir` and locks it.
-pub(crate) fn create_locked_file(dir: &Path, kind: &str, tag: &str) -> io::Result<(File, PathBuf)> {
+pub(crate) fn create_locked_file(
+    dir: &Path,
+    kind: &str,
+    tag: &str,
+) -> io::Result<(FileLock, PathBuf)> {
     loop {
         let path = dir.join(unique_name(kind, tag));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        lock_exclusive(&file)?;
-        if still_at(&file, &path)? {
-            return Ok((file, path));
+        let lock = FileLock::exclusive(file)?;
+        if still_at(lock.file(), &path)? {
+            return Ok((lock, path));
         }
     }
 }
 
 /// Creates a new hidden folder in `dir` and locks it.
-pub(crate) fn create_locked_dir(dir: &Path, kind: &str, tag: &str) -> io::Result<(File, PathBuf)> {
+pub(crate) fn create_locked_dir(
+    dir: &Path,
+    kind: &str,
+    tag: &str,
+) -> io::Result<(FileLock, PathBuf)> {
     loop {
         let path = dir.join(unique_name(kind, tag));
         fs::create_dir(&path)?;
-        let file = open_dir(&path)?;
-        lock_exclusive(&file)?;
-        if still_at(&file, &path)? {
-            return Ok((file, path));
+        let lock = FileLock::exclusive(open_dir(&path)?)?;
+        if still_at(lock.file(), &path)? {
+            return Ok((lock, path));
         }
     }
 }
@@ -192,10 +167,13 @@ pub(crate) fn remove_leftovers(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if !try_lock_exclusive(&file)? || !still_at(&file, &path)? {
+        let Some(lock) = FileLock::try_exclusive(file)? else {
+            continue;
+        };
+        if !still_at(lock.file(), &path)? {
             continue;
         }
-        if file.metadata()?.is_dir() {
+        if lock.file().metadata()?.is_dir() {
             ignore_missing(fs::remove_dir_all(&path))?;
         } else {
             ignore_missing(fs::remove_file(&path))?;

@@ -239,9 +239,10 @@ impl LocalS3 {
             "clean up leftovers in",
             dir,
         ))?;
-        let (mut file, temp) = fsutil::create_locked_file(dir, fsutil::PART, &tag)
+        let (lock, temp) = fsutil::create_locked_file(dir, fsutil::PART, &tag)
             .map_err(S3Error::io(uri, "create a temp file in", dir))?;
         let guard = RemoveOnDrop(Some(temp.clone()));
+        let mut file = lock.file();
         let checksums =
             checksum_copy(reader, Some(&mut file)).map_err(S3Error::io(uri, "write", &temp))?;
         file.sync_all().map_err(S3Error::io(uri, "sync", &temp))?;

@@ -1,8 +1,10 @@
 //! Whole-prefix writes (staging, then an atomic switch) and consistent
 //! reads of a prefix (snapshots that pin the versions they read).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
+
+use engine::file_lock::FileLock;
 
 use super::fsutil::{self, LINK, LOCK, VERSION};
 use super::{LocalS3, ObjectEntry, S3Error, S3Uri, is_missing, split};
@@ -23,7 +25,7 @@ pub struct PrefixWrite {
     staging: PathBuf,
     /// The exclusive lock on the staging folder, held until the commit:
     /// it tells other writers that the folder is work in progress.
-    lock: Option<File>,
+    lock: Option<FileLock>,
 }
 
 impl PrefixWrite {
@@ -46,13 +48,14 @@ impl PrefixWrite {
         let lock_path = self
             .parent
             .join(format!("{}{LOCK}.{}", super::RESERVED_PREFIX, self.tag));
-        let commit_lock = OpenOptions::new()
+        let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(S3Error::io(&uri, "open the lock file", &lock_path))?;
-        fsutil::lock_exclusive(&commit_lock).map_err(S3Error::io(&uri, "lock", &lock_path))?;
+        let commit_lock =
+            FileLock::exclusive(lock_file).map_err(S3Error::io(&uri, "lock", &lock_path))?;
 
         // The version the prefix pointed at until now. A reader going
         // through the path may have resolved the symlink to it an instant
@@ -167,7 +170,7 @@ impl Drop for PrefixWrite {
 pub struct Snapshot {
     prefix: S3Uri,
     objects: Vec<ObjectEntry>,
-    _pins: Vec<File>,
+    _pins: Vec<FileLock>,
 }
 
 impl Snapshot {
@@ -288,7 +291,7 @@ fn resolve(
     parent: &Path,
     name: &str,
     uri: &S3Uri,
-    pins: &mut Vec<File>,
+    pins: &mut Vec<FileLock>,
 ) -> Result<Option<PathBuf>, S3Error> {
     let path = parent.join(name);
     for _ in 0..MAX_PIN_ATTEMPTS {
@@ -315,9 +318,9 @@ fn resolve(
             Err(e) if is_missing(&e) => continue,
             Err(e) => return Err(S3Error::io(uri, "open", &version)(e)),
         };
-        fsutil::lock_shared(&dir).map_err(S3Error::io(uri, "lock", &version))?;
-        if fsutil::still_at(&dir, &version).map_err(S3Error::io(uri, "read", &version))? {
-            pins.push(dir);
+        let pin = FileLock::shared(dir).map_err(S3Error::io(uri, "lock", &version))?;
+        if fsutil::still_at(pin.file(), &version).map_err(S3Error::io(uri, "read", &version))? {
+            pins.push(pin);
             return Ok(Some(version));
         }
     }
@@ -337,7 +340,7 @@ fn walk(
     key_prefix: &str,
     first: Option<&str>,
     uri: &S3Uri,
-    pins: &mut Vec<File>,
+    pins: &mut Vec<FileLock>,
     out: &mut Vec<ObjectEntry>,
 ) -> Result<(), S3Error> {
     let entries = match fs::read_dir(dir) {
