@@ -309,8 +309,14 @@ fn persistent_file(state_root: &Path) -> PathBuf {
 
 /// Whether `pid` runs (a zombie, dead but not yet reaped, does not).
 fn pid_alive(pid: u32) -> bool {
+    // A pid from server.json that is not a process's (0, 1, or past
+    // i32::MAX, which `as i32` would turn into a group or "every process")
+    // is never alive, so `stop_persistent` never signals anything else.
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 only checks that the process exists.
-    if pid <= 1 || unsafe { libc::kill(pid as i32, 0) } != 0 {
+    if pid <= 1 || unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
