@@ -492,6 +492,8 @@ fn spans_are_flushed_when_the_run_is_interrupted() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) takes no pointers; the pid is this test's child,
+    // not yet waited for, so it cannot name another process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
     assert_ne!(output.status.code(), Some(0), "{}", text(&output.stderr));

@@ -16,8 +16,10 @@ struct ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
-            // SAFETY: sends a signal; the negative pid addresses the group
-            // that this task created and nothing else.
+            // SAFETY: kill(2) takes no pointers, so no memory is at stake.
+            // The negative pid addresses the group this attempt created
+            // (`process_group(0)` makes its id the child's pid, which is
+            // above 1) and nothing else.
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }

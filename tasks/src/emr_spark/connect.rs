@@ -315,7 +315,8 @@ fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the process exists.
+    // SAFETY: kill(2) takes no pointers, and signal 0 only checks that the
+    // process exists; `pid` is above 1, so it names one process.
     if pid <= 1 || unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }
@@ -382,14 +383,16 @@ pub fn stop_persistent(state_root: &Path) -> Result<bool, String> {
         return Ok(false);
     };
     let group = found.pid as i32;
-    // SAFETY: signals the process group the server was started in.
+    // SAFETY: kill(2) takes no pointers. `persistent` found the pid alive,
+    // so it is within 2..=i32::MAX and `-group` addresses the process
+    // group the server was started in, never "every process".
     unsafe { libc::kill(-group, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
     while pid_alive(found.pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if pid_alive(found.pid) {
-        // SAFETY: as above.
+        // SAFETY: as for SIGTERM above: no pointers, and the same group.
         unsafe { libc::kill(-group, libc::SIGKILL) };
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;

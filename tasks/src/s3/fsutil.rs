@@ -200,7 +200,9 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     };
     let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: two NUL-terminated paths that outlive the call.
+    // SAFETY: renameat2(2) only reads the two paths, which are
+    // NUL-terminated `CString`s alive until after the call; AT_FDCWD
+    // makes them relative to the working directory, no descriptor needed.
     let rc = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
