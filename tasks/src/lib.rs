@@ -6,6 +6,7 @@
 //! new folder and one line in [`registry`].
 
 pub mod athena_query;
+pub mod cancel;
 pub mod catalog;
 pub mod emr_spark;
 pub mod glue_crawler;

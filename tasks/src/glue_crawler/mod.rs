@@ -140,6 +140,7 @@ use async_trait::async_trait;
 use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
 use serde::Serialize;
 
+use crate::cancel::CancelOnDrop;
 use crate::catalog::{self, Catalog, Column, Table};
 use crate::s3::{LocalS3, S3Uri};
 
@@ -253,24 +254,15 @@ struct LocalCrawler {
     crawl: Crawl,
 }
 
-/// Stops the blocking crawl (between tables) when the attempt's future is
-/// dropped on a timeout or a cancel.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[async_trait]
 impl TaskAction for LocalCrawler {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         let crawl = self.crawl.clone();
         let state_root = attempt.state_root.clone();
         let log_dir = attempt.log_dir.clone();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let _guard = CancelOnDrop(cancel.clone());
+        // Stops the blocking crawl (between tables) on a timeout or a cancel.
+        let guard = CancelOnDrop::default();
+        let cancel = guard.flag();
         let span = crate::steps::step(&tracing::Span::current(), "glue.crawl", &attempt.task_id);
         let step = span.clone();
         let report = tokio::task::spawn_blocking(move || {

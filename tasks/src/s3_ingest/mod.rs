@@ -69,6 +69,7 @@ use async_trait::async_trait;
 use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
 use serde_json::json;
 
+use crate::cancel::CancelOnDrop;
 use crate::s3::{Checksums, LocalS3, S3Uri, checksum_file};
 
 /// At most this many objects are listed in the output.
@@ -151,16 +152,6 @@ struct S3IngestAction {
     include: Vec<String>,
 }
 
-/// Stops the blocking upload (between files) when the attempt's future is
-/// dropped on a timeout or a cancel.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[async_trait]
 impl TaskAction for S3IngestAction {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
@@ -173,8 +164,9 @@ impl TaskAction for S3IngestAction {
             s3: LocalS3::new(&attempt.state_root),
             span: tracing::Span::current(),
         };
-        let cancel = Arc::new(AtomicBool::new(false));
-        let _guard = CancelOnDrop(cancel.clone());
+        // Stops the blocking upload (between files) on a timeout or a cancel.
+        let guard = CancelOnDrop::default();
+        let cancel = guard.flag();
         tokio::task::spawn_blocking(move || job.run(&cancel))
             .await
             .map_err(|e| TaskFailure::new(format!("the upload stopped unexpectedly: {e}")))?
