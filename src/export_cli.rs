@@ -7,7 +7,7 @@ use std::path::Path;
 
 use engine::Registry;
 
-use crate::Exit;
+use crate::exit::Exit;
 
 /// What `export` writes.
 #[derive(Clone, Copy)]
@@ -33,7 +33,7 @@ pub fn export(
     output: Option<&Path>,
     registry: &Registry,
 ) -> Result<u8, Exit> {
-    let loaded = engine::dag::load(dag, params, registry).map_err(|e| Exit(2, format!("{e}")))?;
+    let loaded = engine::dag::load(dag, params, registry)?;
     let (exported, what) = match target {
         Target::StateMachine => (exporters::sfn::export(&loaded), "to Step Functions"),
         Target::StateMachineInline => (exporters::sfn::export_inline(&loaded), "to Step Functions"),
@@ -43,8 +43,12 @@ pub fn export(
             "the CloudFormation template",
         ),
     };
-    let text =
-        exported.map_err(|e| Exit(2, format!("{}: cannot export {what}:\n{e}", dag.display())))?;
+    let text = exported.map_err(|e| {
+        Exit::diagnostics(format_args!(
+            "{}: cannot export {what}:\n{e}",
+            dag.display()
+        ))
+    })?;
     write(&text, output)
 }
 
@@ -52,7 +56,7 @@ fn write(text: &str, output: Option<&Path>) -> Result<u8, Exit> {
     match output {
         None => print!("{text}"),
         Some(path) => std::fs::write(path, text)
-            .map_err(|e| Exit(1, format!("error: cannot write {}: {e}", path.display())))?,
+            .map_err(|e| Exit::failure(format_args!("cannot write {}: {e}", path.display())))?,
     }
     Ok(0)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tasks::report::aws;
 
-use crate::Exit;
+use crate::exit::Exit;
 
 /// Lambda's own limit on a synchronous invocation's payload; a larger file
 /// is not a payload Step Functions could have sent.
@@ -26,26 +26,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Exit(1, format!("error: starting the async runtime: {e}")))
+        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))
 }
 
 /// Renders once from a payload file; prints `{"report", "bytes"}`.
 pub fn report_payload(path: &Path) -> Result<u8, Exit> {
     let unreadable =
-        |e: std::io::Error| Exit(2, format!("error: cannot read {}: {e}", path.display()));
+        |e: std::io::Error| Exit::invalid(format_args!("cannot read {}: {e}", path.display()));
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > MAX_PAYLOAD_BYTES {
-        return Err(Exit(
-            2,
-            format!(
-                "error: {} is {size} bytes; a Lambda payload is at most {MAX_PAYLOAD_BYTES}",
-                path.display()
-            ),
-        ));
+        return Err(Exit::invalid(format_args!(
+            "{} is {size} bytes; a Lambda payload is at most {MAX_PAYLOAD_BYTES}",
+            path.display()
+        )));
     }
     let text = std::fs::read(path).map_err(unreadable)?;
     let payload: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Exit(2, format!("error: {} is not JSON: {e}", path.display())))?;
+        .map_err(|e| Exit::invalid(format_args!("{} is not JSON: {e}", path.display())))?;
     let result = runtime()?.block_on(async {
         let client = aws::s3_client().await;
         aws::render(&client, &payload).await
@@ -55,7 +52,7 @@ pub fn report_payload(path: &Path) -> Result<u8, Exit> {
             println!("{output}");
             Ok(0)
         }
-        Err(e) => Err(Exit(1, format!("error: {e}"))),
+        Err(e) => Err(Exit::failure(e)),
     }
 }
 
@@ -68,23 +65,19 @@ pub fn report_function() -> Result<u8, Exit> {
         .filter(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
         .collect();
     if !missing.is_empty() {
-        return Err(Exit(
-            2,
-            format!(
-                "error: `flux-engine lambda report` runs inside AWS Lambda, which sets {}; missing: {}. To render one payload outside Lambda use `flux-engine report-payload PAYLOAD.json`",
-                RUNTIME_VARIABLES.join(", "),
-                missing.join(", ")
-            ),
-        ));
+        return Err(Exit::invalid(format_args!(
+            "`flux-engine lambda report` runs inside AWS Lambda, which sets {}; missing: {}. To render one payload outside Lambda use `flux-engine report-payload PAYLOAD.json`",
+            RUNTIME_VARIABLES.join(", "),
+            missing.join(", ")
+        )));
     }
     if std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
         .is_none()
     {
-        return Err(Exit(
-            2,
-            "error: AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a whole number of MB".into(),
+        return Err(Exit::invalid(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a whole number of MB",
         ));
     }
     runtime()?
@@ -108,6 +101,6 @@ pub fn report_function() -> Result<u8, Exit> {
             ))
             .await
         })
-        .map_err(|e| Exit(1, format!("error: the Lambda runtime stopped: {e}")))?;
+        .map_err(|e| Exit::failure(format_args!("the Lambda runtime stopped: {e}")))?;
     Ok(0)
 }

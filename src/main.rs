@@ -3,6 +3,7 @@
 //! 130 interrupted.
 
 mod doctor;
+mod exit;
 mod export_cli;
 mod lambda_cli;
 mod output;
@@ -15,10 +16,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use engine::checkpoint::Checkpoint;
 use engine::state_dir::StateDir;
 use engine::{Engine, EngineError, RunOptions, RunOutcome, RunStatus};
+
+use crate::exit::Exit;
 
 #[derive(Parser)]
 #[command(
@@ -227,9 +230,6 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// An error that already carries its exit code.
-struct Exit(u8, String);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Runs are traced (spans kept in the checkpoint, sent to a collector
@@ -249,12 +249,7 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(Exit(code, message)) => {
-            if !message.is_empty() {
-                eprintln!("{message}");
-            }
-            ExitCode::from(code)
-        }
+        Err(exit) => exit.report(),
     }
 }
 
@@ -283,20 +278,12 @@ fn init_logging(telemetry: Option<&engine::telemetry::Telemetry>) {
     tracing_subscriber::registry().with(log).with(traces).init();
 }
 
-fn invalid(e: impl std::fmt::Display) -> Exit {
-    Exit(2, format!("{e}"))
-}
-
-fn engine_error(e: EngineError) -> Exit {
-    let code = match &e {
-        EngineError::Checkpoint(engine::checkpoint::CheckpointError::UnknownRun(_))
-        | EngineError::Dag(_)
-        | EngineError::UnknownTask { .. }
-        | EngineError::NoRuns(_)
-        | EngineError::RunActive(_) => 2,
-        _ => 1,
-    };
-    Exit(code, format!("error: {e}"))
+/// The checkpoint of a state dir that has runs; none is invalid input for
+/// a command about one run.
+pub fn checkpoint_with_runs(state_dir: &StateDir) -> Result<Checkpoint, Exit> {
+    state_dir
+        .existing_checkpoint()?
+        .ok_or_else(|| Exit::invalid(format_args!("no runs in {}", state_dir.root().display())))
 }
 
 fn dispatch(cli: Cli) -> Result<u8, Exit> {
@@ -304,7 +291,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
     let registry = tasks::registry();
     match cli.command {
         Command::Validate { dag, params } => {
-            let loaded = engine::dag::load(&dag, &params, &registry).map_err(invalid)?;
+            let loaded = engine::dag::load(&dag, &params, &registry)?;
             println!(
                 "{}: ok: DAG `{}` with {} task(s)",
                 dag.display(),
@@ -314,7 +301,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             Ok(0)
         }
         Command::Graph { dag, format } => {
-            let loaded = engine::dag::load(&dag, &[], &registry).map_err(invalid)?;
+            let loaded = engine::dag::load(&dag, &[], &registry)?;
             print!(
                 "{}",
                 match format {
@@ -349,7 +336,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             params,
             max_parallel,
         } => {
-            let loaded = engine::dag::load(&dag, &params, &registry).map_err(invalid)?;
+            let loaded = engine::dag::load(&dag, &params, &registry)?;
             let engine = Engine::new(registry, state_dir);
             drive(&engine, max_parallel, |options| {
                 Box::pin(async { engine.run(&loaded, options).await })
@@ -364,7 +351,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             let engine = Engine::new(registry, state_dir);
             let run_id = match run_id {
                 Some(id) if !latest => id,
-                _ => engine.latest_run().map_err(engine_error)?.run_id,
+                _ => engine.latest_run()?.run_id,
             };
             drive(&engine, max_parallel, |options| {
                 Box::pin(async { engine.resume(&run_id, &from, options).await })
@@ -389,16 +376,12 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             transactions,
             seed,
         } => {
-            let summary = sample_data::generate(&out, transactions, seed)
-                .map_err(|e| Exit(e.exit_code(), format!("error: {e}")))?;
+            let summary = sample_data::generate(&out, transactions, seed)?;
             println!("{summary}");
             Ok(0)
         }
         Command::Runs { format } => {
-            let Some(checkpoint) = state_dir
-                .existing_checkpoint()
-                .map_err(|e| Exit(1, format!("error: {e}")))?
-            else {
+            let Some(checkpoint) = state_dir.existing_checkpoint()? else {
                 if matches!(format, Format::Json) {
                     println!("[]");
                 } else {
@@ -406,9 +389,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 }
                 return Ok(0);
             };
-            let runs = checkpoint
-                .runs()
-                .map_err(|e| Exit(1, format!("error: {e}")))?;
+            let runs = checkpoint.runs()?;
             print!(
                 "{}",
                 output::runs(&runs, &state_dir, matches!(format, Format::Json))
@@ -416,24 +397,8 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             Ok(0)
         }
         Command::Show { run_id, format } => {
-            let checkpoint = state_dir
-                .existing_checkpoint()
-                .map_err(|e| Exit(1, format!("error: {e}")))?
-                .ok_or_else(|| {
-                    Exit(
-                        2,
-                        format!("error: no runs in {}", state_dir.root().display()),
-                    )
-                })?;
-            let report =
-                output::RunReport::load(&checkpoint, &state_dir, &run_id).map_err(|e| {
-                    let code = if matches!(e, engine::checkpoint::CheckpointError::UnknownRun(_)) {
-                        2
-                    } else {
-                        1
-                    };
-                    Exit(code, format!("error: {e}"))
-                })?;
+            let checkpoint = checkpoint_with_runs(&state_dir)?;
+            let report = output::RunReport::load(&checkpoint, &state_dir, &run_id)?;
             match format {
                 Format::Json => println!("{}", report.json()),
                 Format::Table => print!("{}", report.table()),
@@ -471,8 +436,7 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
             Ok(0)
         }
         SparkAction::Stop => {
-            let stopped =
-                connect::stop_persistent(root).map_err(|e| Exit(1, format!("error: {e}")))?;
+            let stopped = connect::stop_persistent(root).map_err(Exit::failure)?;
             println!(
                 "{}",
                 if stopped {
@@ -485,13 +449,13 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
         }
         SparkAction::Start => {
             let say = |line: &str| eprintln!("flux-engine: {line}");
-            let spark = runtime::ensure(&say).map_err(|e| Exit(1, format!("error: {e}")))?;
+            let spark = runtime::ensure(&say).map_err(Exit::failure)?;
             let started = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| Exit(1, format!("error: {e}")))?
+                .map_err(Exit::failure)?
                 .block_on(connect::start_persistent(&spark, root, &say))
-                .map_err(|e| Exit(1, format!("error: {e}")))?;
+                .map_err(Exit::failure)?;
             println!(
                 "a warm Spark runs for {}: {} (pid {}); every run of this state dir uses it until `flux-engine spark stop`",
                 root.display(),
@@ -516,8 +480,7 @@ fn drive<'a>(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")
-        .map_err(|e| Exit(1, format!("error: {e:#}")))?;
+        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))?;
     let progress = Arc::new(progress::Progress::for_stderr());
     let max_parallel = max_parallel
         .map(|n| n as usize)
@@ -551,11 +514,8 @@ fn drive<'a>(
         tasks::emr_spark::connect::shutdown().await;
         outcome
     });
-    let outcome = outcome.map_err(engine_error)?;
-    let checkpoint = engine
-        .state_dir
-        .open_checkpoint()
-        .map_err(|e| Exit(1, format!("error: {e}")))?;
+    let outcome = outcome?;
+    let checkpoint = engine.state_dir.open_checkpoint()?;
     if let Ok(report) = output::RunReport::load(&checkpoint, &engine.state_dir, &outcome.run_id) {
         print!("{}", report.summary());
     }

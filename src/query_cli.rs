@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tasks::catalog::{Catalog, Format as TableFormat, Table};
 use tasks::sql::SqlError;
 
-use crate::Exit;
+use crate::exit::Exit;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum QueryFormat {
@@ -27,10 +27,6 @@ pub enum CatalogFormat {
     Json,
 }
 
-fn sql_error(e: SqlError) -> Exit {
-    Exit(if e.is_user_error() { 2 } else { 1 }, format!("error: {e}"))
-}
-
 /// `flux-engine query SQL`: runs the query and prints the whole result.
 pub fn query(
     state_dir: &StateDir,
@@ -41,21 +37,17 @@ pub fn query(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Exit(1, format!("error: starting the async runtime: {e}")))?;
-    let result = runtime
-        .block_on(tasks::sql::query(state_dir.root(), database, sql))
-        .map_err(sql_error)?;
+        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))?;
+    let result = runtime.block_on(tasks::sql::query(state_dir.root(), database, sql))?;
     let text = match format {
         QueryFormat::Table => {
-            let mut text = result.text_table(None).map_err(sql_error)?;
+            let mut text = result.text_table(None)?;
             let n = result.num_rows();
             text.push_str(&format!("({n} row{})\n", if n == 1 { "" } else { "s" }));
             text
         }
-        QueryFormat::Csv => {
-            String::from_utf8_lossy(&result.to_athena_csv().map_err(sql_error)?).into_owned()
-        }
-        QueryFormat::Json => result.to_json_text().map_err(sql_error)?,
+        QueryFormat::Csv => String::from_utf8_lossy(&result.to_athena_csv()?).into_owned(),
+        QueryFormat::Json => result.to_json_text()?,
     };
     print!("{text}");
     Ok(0)
@@ -68,12 +60,11 @@ pub fn catalog(
     database: Option<&str>,
     format: CatalogFormat,
 ) -> Result<u8, Exit> {
-    let tables = catalog_tables(state_dir.root(), database).map_err(sql_error)?;
+    let tables = catalog_tables(state_dir.root(), database)?;
     match format {
         CatalogFormat::Json => {
             let items: Vec<Value> = tables.iter().map(table_json).collect();
-            let text =
-                serde_json::to_string_pretty(&items).map_err(|e| Exit(1, format!("error: {e}")))?;
+            let text = serde_json::to_string_pretty(&items).map_err(Exit::failure)?;
             println!("{text}");
         }
         CatalogFormat::Table => {

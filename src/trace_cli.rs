@@ -7,7 +7,7 @@ use engine::checkpoint::CheckpointError;
 use engine::state_dir::StateDir;
 use reports::trace::{RunInfo, WIDTH, html, otlp_json, waterfall};
 
-use crate::Exit;
+use crate::exit::Exit;
 
 pub fn trace(
     state_dir: &StateDir,
@@ -15,30 +15,17 @@ pub fn trace(
     html_file: Option<&Path>,
     otlp_file: Option<&Path>,
 ) -> Result<u8, Exit> {
-    let checkpoint = state_dir
-        .existing_checkpoint()
-        .map_err(|e| Exit(1, format!("error: {e}")))?
-        .ok_or_else(|| {
-            Exit(
-                2,
-                format!("error: no runs in {}", state_dir.root().display()),
-            )
-        })?;
+    let checkpoint = crate::checkpoint_with_runs(state_dir)?;
     // As `show` does: an unknown run is invalid input (2), a checkpoint
     // that cannot be read is a failure (1).
     let run = checkpoint.run(run_id).map_err(|e| match e {
-        CheckpointError::UnknownRun(_) => Exit(
-            2,
-            format!(
-                "error: no run with id `{run_id}` in {}; `flux-engine runs` lists its runs (use --state-dir for another state dir)",
-                state_dir.root().display()
-            ),
-        ),
-        e => Exit(1, format!("error: {e}")),
+        CheckpointError::UnknownRun(_) => Exit::invalid(format_args!(
+            "no run with id `{run_id}` in {}; `flux-engine runs` lists its runs (use --state-dir for another state dir)",
+            state_dir.root().display()
+        )),
+        e => Exit::failure(e),
     })?;
-    let spans = checkpoint
-        .spans(run_id)
-        .map_err(|e| Exit(1, format!("error: {e}")))?;
+    let spans = checkpoint.spans(run_id)?;
     let info = RunInfo {
         run_id: &run.run_id,
         dag: &run.dag,
@@ -54,7 +41,7 @@ pub fn trace(
     if let Some(path) = otlp_file {
         let request = otlp_json(&spans);
         let text = serde_json::to_string_pretty(&request)
-            .map_err(|e| Exit(1, format!("error: OTLP JSON: {e}")))?;
+            .map_err(|e| Exit::failure(format_args!("OTLP JSON: {e}")))?;
         write(path, &format!("{text}\n"))?;
     }
     if html_file.is_none() && otlp_file.is_none() && !spans.is_empty() {
@@ -65,7 +52,7 @@ pub fn trace(
 
 fn write(path: &Path, text: &str) -> Result<(), Exit> {
     std::fs::write(path, text)
-        .map_err(|e| Exit(1, format!("error: cannot write {}: {e}", path.display())))?;
+        .map_err(|e| Exit::failure(format_args!("cannot write {}: {e}", path.display())))?;
     println!("{}", path.display());
     Ok(())
 }
