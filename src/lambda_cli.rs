@@ -22,13 +22,6 @@ const RUNTIME_VARIABLES: [&str; 4] = [
     "AWS_LAMBDA_FUNCTION_VERSION",
 ];
 
-fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))
-}
-
 /// Renders once from a payload file; prints `{"report", "bytes"}`.
 pub fn report_payload(path: &Path) -> Result<u8, Exit> {
     let unreadable =
@@ -43,7 +36,7 @@ pub fn report_payload(path: &Path) -> Result<u8, Exit> {
     let text = std::fs::read(path).map_err(unreadable)?;
     let payload: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| Exit::invalid(format_args!("{} is not JSON: {e}", path.display())))?;
-    let result = runtime()?.block_on(async {
+    let result = crate::async_runtime()?.block_on(async {
         let client = aws::s3_client().await;
         aws::render(&client, &payload).await
     });
@@ -80,7 +73,7 @@ pub fn report_function() -> Result<u8, Exit> {
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a whole number of MB",
         ));
     }
-    runtime()?
+    crate::async_runtime()?
         .block_on(async {
             // One client for every invocation of this sandbox: its
             // connections and credentials are reused.

@@ -278,6 +278,14 @@ fn init_logging(telemetry: Option<&engine::telemetry::Telemetry>) {
     tracing_subscriber::registry().with(log).with(traces).init();
 }
 
+/// The one shape of tokio runtime every async command runs on.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))
+}
+
 /// The checkpoint of a state dir that has runs; none is invalid input for
 /// a command about one run.
 pub fn checkpoint_with_runs(state_dir: &StateDir) -> Result<Checkpoint, Exit> {
@@ -450,10 +458,7 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
         SparkAction::Start => {
             let say = |line: &str| eprintln!("flux-engine: {line}");
             let spark = runtime::ensure(&say).map_err(Exit::failure)?;
-            let started = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(Exit::failure)?
+            let started = async_runtime()?
                 .block_on(connect::start_persistent(&spark, root, &say))
                 .map_err(Exit::failure)?;
             println!(
@@ -477,10 +482,7 @@ fn drive<'a>(
     max_parallel: Option<u32>,
     start: impl FnOnce(RunOptions) -> RunFuture<'a>,
 ) -> Result<u8, Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))?;
+    let runtime = async_runtime()?;
     let progress = Arc::new(progress::Progress::for_stderr());
     let max_parallel = max_parallel
         .map(|n| n as usize)

@@ -34,11 +34,8 @@ pub fn query(
     database: Option<&str>,
     format: QueryFormat,
 ) -> Result<u8, Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Exit::failure(format_args!("starting the async runtime: {e}")))?;
-    let result = runtime.block_on(tasks::sql::query(state_dir.root(), database, sql))?;
+    let result =
+        crate::async_runtime()?.block_on(tasks::sql::query(state_dir.root(), database, sql))?;
     let text = match format {
         QueryFormat::Table => {
             let mut text = result.text_table(None)?;
