@@ -102,8 +102,8 @@ impl From<SqlError> for Exit {
     }
 }
 
-impl From<crate::sample_data::Error> for Exit {
-    fn from(e: crate::sample_data::Error) -> Exit {
+impl From<tasks::sample_data::Error> for Exit {
+    fn from(e: tasks::sample_data::Error) -> Exit {
         Exit::error(e.exit_code(), e)
     }
 }

@@ -9,7 +9,6 @@ mod lambda_cli;
 mod output;
 mod progress;
 mod query_cli;
-mod sample_data;
 mod trace_cli;
 
 use std::path::PathBuf;
@@ -20,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use engine::checkpoint::Checkpoint;
 use engine::state_dir::StateDir;
 use engine::{Engine, EngineError, RunOptions, RunOutcome, RunStatus};
+use tasks::sample_data;
 
 use crate::exit::Exit;
 

@@ -15,6 +15,7 @@ pub mod process;
 pub mod report;
 pub mod s3;
 pub mod s3_ingest;
+pub mod sample_data;
 pub mod shell;
 pub mod sql;
 mod steps;

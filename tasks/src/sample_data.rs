@@ -1,7 +1,7 @@
-//! `flux-engine sample-data`: a deterministic generator of the four rental
-//! CSV files (`locations.csv`, `users.csv`, `vehicles.csv`,
-//! `rental_transactions.csv`) with the reference dataset's headers, column
-//! order and facts, at any size.
+//! The rental sample data behind `flux-engine sample-data`: a deterministic
+//! generator of the four rental CSV files (`locations.csv`, `users.csv`,
+//! `vehicles.csv`, `rental_transactions.csv`) with the reference dataset's
+//! headers, column order and facts, at any size.
 //!
 //! Determinism: every value comes from ChaCha8 (`rand_chacha`, whose output
 //! is value-stable) keyed from the seed by our own code, and is reduced to a
