@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::{Id, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 use tracing::{Instrument, Span, field, info_span};
 
 use crate::checkpoint::{
     AttemptStatus, Change, Checkpoint, CheckpointError, RunStatus, TaskStatus,
 };
 use crate::dag::{Dag, ResolvedTask};
-use crate::kind::{Attempt, TaskFailure};
+use crate::kind::{Attempt, TaskAction, TaskFailure};
 use crate::state_dir::StateDir;
 
 /// The largest output a task may pass downstream, the same limit as a
@@ -112,20 +112,94 @@ struct Slot {
     attempt_span: Option<Span>,
 }
 
+/// What the loop owns while it drives a run.
+struct RunState {
+    run_span: Span,
+    slots: Vec<Slot>,
+    /// Pending tasks whose dependencies all succeeded, by index.
+    ready: BTreeSet<usize>,
+    /// Attempts under way and retry delays, each ending in an [`Event`].
+    running: JoinSet<Event>,
+    /// The attempt each spawned future runs, to name one that panicked.
+    in_flight: HashMap<Id, (usize, u32)>,
+    /// Attempts under way (`running` also holds retry delays).
+    attempts_running: usize,
+    /// State changes not yet committed: the next commit takes them all.
+    changes: Vec<Change>,
+}
+
+impl RunState {
+    /// The event a joined future ended with; a panicked attempt becomes a
+    /// failed one. `None` for a future that is not an attempt.
+    fn event_of(&mut self, joined: Result<(Id, Event), JoinError>) -> Option<Event> {
+        match joined {
+            Ok((id, event)) => {
+                self.in_flight.remove(&id);
+                Some(event)
+            }
+            Err(join_error) => {
+                let (index, attempt) = self.in_flight.remove(&join_error.id())?;
+                Some(Event::Finished {
+                    index,
+                    attempt,
+                    result: Err(TaskFailure::new(format!(
+                        "the task kind crashed: {join_error}"
+                    ))),
+                })
+            }
+        }
+    }
+}
+
 impl Execution<'_> {
     /// Drives the run to its end and returns its final status.
     pub async fn run(mut self, plan: Vec<TaskPlan>) -> Result<RunStatus, CheckpointError> {
-        let dag = self.dag;
         let run_span = info_span!(
             "run",
-            otel.name = %crate::spans::name::run(&dag.name),
+            otel.name = %crate::spans::name::run(&self.dag.name),
             flux.run_id = %self.run_id,
-            flux.dag = %dag.name,
+            flux.dag = %self.dag.name,
             flux.status = field::Empty,
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
         );
         self.link_to_earlier_traces(&run_span);
+        let mut state = self.take_over(plan, run_span)?;
+        let max_parallel = self.max_parallel.max(1);
+        let mut cancelled = *self.cancel.borrow();
+        while !cancelled {
+            self.start_ready(&mut state, max_parallel)?;
+            if state.running.is_empty() {
+                break;
+            }
+            let first = tokio::select! {
+                joined = state.running.join_next_with_id() => joined,
+                _ = wait_cancel(&mut self.cancel) => {
+                    cancelled = true;
+                    continue;
+                }
+            };
+            self.handle_events(&mut state, first);
+            // The changes these events made are committed together with the
+            // starts they release, at the top of the loop, before any spawn:
+            // one transaction per wake-up instead of two.
+        }
+        if cancelled {
+            self.end_cancelled(state).await
+        } else {
+            self.end(state)
+        }
+    }
+
+    /// The run as the plan hands it over: a slot per task, the tasks that
+    /// may start, and the tasks that cannot be resolved failed (with their
+    /// descendants) and committed before anything starts.
+    fn take_over(
+        &mut self,
+        plan: Vec<TaskPlan>,
+        run_span: Span,
+    ) -> Result<RunState, CheckpointError> {
+        let dag = self.dag;
         let n = dag.tasks.len();
         let mut slots: Vec<Slot> = Vec::with_capacity(n);
         let mut unresolvable: Vec<(usize, String)> = Vec::new();
@@ -157,285 +231,368 @@ impl Execution<'_> {
                 .filter(|&d| slots[d].status != TaskStatus::Succeeded)
                 .count();
         }
-        let mut ready: BTreeSet<usize> = (0..n)
+        let ready = (0..n)
             .filter(|&i| slots[i].status == TaskStatus::Pending && slots[i].waiting_for == 0)
             .collect();
-
-        let mut changes: Vec<Change> = Vec::new();
+        let mut state = RunState {
+            run_span,
+            slots,
+            ready,
+            running: JoinSet::new(),
+            in_flight: HashMap::new(),
+            attempts_running: 0,
+            changes: Vec::new(),
+        };
         for (i, error) in unresolvable {
-            ready.remove(&i);
-            self.fail(&mut slots, i, error, &mut changes);
+            state.ready.remove(&i);
+            self.fail(&mut state, i, error);
         }
-        self.checkpoint.apply(self.run_id, &changes)?;
-        changes.clear();
+        self.commit(&mut state)?;
+        Ok(state)
+    }
 
-        let mut running: JoinSet<Event> = JoinSet::new();
-        let mut in_flight: HashMap<Id, (usize, u32)> = HashMap::new();
-        let mut attempts_running = 0usize;
-        let max_parallel = self.max_parallel.max(1);
-        let mut cancelled = *self.cancel.borrow();
+    /// Commits every change made since the last commit, in one transaction.
+    fn commit(&mut self, state: &mut RunState) -> Result<(), CheckpointError> {
+        self.checkpoint.apply(self.run_id, &state.changes)?;
+        state.changes.clear();
+        Ok(())
+    }
 
-        loop {
-            if cancelled {
+    /// Starts what may start: commit first, then spawn.
+    fn start_ready(
+        &mut self,
+        state: &mut RunState,
+        max_parallel: usize,
+    ) -> Result<(), CheckpointError> {
+        let mut starting = Vec::new();
+        while state.attempts_running + starting.len() < max_parallel {
+            let Some(i) = state.ready.pop_first() else {
                 break;
-            }
-            // Start what may start: commit first, then spawn.
-            let mut starting = Vec::new();
-            while attempts_running + starting.len() < max_parallel {
-                let Some(i) = ready.pop_first() else { break };
-                let slot = &mut slots[i];
-                slot.attempts += 1;
-                slot.attempts_here += 1;
-                slot.status = TaskStatus::Running;
-                slot.attempt_running = true;
-                changes.push(Change::AttemptStarted {
-                    task_id: dag.tasks[i].id.clone(),
-                    attempt: slot.attempts,
-                });
-                starting.push(i);
-            }
-            self.checkpoint.apply(self.run_id, &changes)?;
-            changes.clear();
-            for i in starting {
-                let task = &dag.tasks[i];
-                let slot = &mut slots[i];
-                let task_span = slot
-                    .span
-                    .get_or_insert_with(|| {
-                        info_span!(
-                            parent: &run_span,
-                            "task",
-                            otel.name = %crate::spans::name::task(&task.id),
-                            flux.run_id = %self.run_id,
-                            flux.task_id = %task.id,
-                            flux.task_type = %task.kind,
-                            flux.status = field::Empty,
-                            otel.status_code = field::Empty,
-                            otel.status_description = field::Empty,
-                        )
-                    })
-                    .clone();
-                let number = slot.attempts;
-                let attempt_span = info_span!(
-                    parent: &task_span,
-                    "attempt",
-                    otel.name = %crate::spans::name::attempt(number),
+            };
+            let slot = &mut state.slots[i];
+            slot.attempts += 1;
+            slot.attempts_here += 1;
+            slot.status = TaskStatus::Running;
+            slot.attempt_running = true;
+            state.changes.push(Change::AttemptStarted {
+                task_id: self.dag.tasks[i].id.clone(),
+                attempt: slot.attempts,
+            });
+            starting.push(i);
+        }
+        self.commit(state)?;
+        for i in starting {
+            self.spawn_attempt(state, i);
+        }
+        Ok(())
+    }
+
+    /// Spawns task `i`'s next attempt (already committed as started) in a
+    /// span of its own below the task's.
+    fn spawn_attempt(&self, state: &mut RunState, i: usize) {
+        let task = &self.dag.tasks[i];
+        let task_span = self.task_span(state, i);
+        let number = state.slots[i].attempts;
+        let attempt_span = info_span!(
+            parent: &task_span,
+            "attempt",
+            otel.name = %crate::spans::name::attempt(number),
+            flux.run_id = %self.run_id,
+            flux.task_id = %task.id,
+            flux.task_type = %task.kind,
+            flux.attempt = i64::from(number),
+            flux.status = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+        );
+        let attempt = self.attempt(&state.slots, i, &attempt_span);
+        let action = state.slots[i]
+            .resolved
+            .as_ref()
+            .expect("pending tasks are resolved")
+            .action
+            .clone();
+        self.observer.event(&RunEvent::AttemptStarted {
+            task_id: task.id.clone(),
+            attempt: number,
+        });
+        state.slots[i].attempt_span = Some(attempt_span.clone());
+        let work = run_attempt(action, attempt, task.timeout, i).instrument(attempt_span);
+        let handle = state.running.spawn(work);
+        state.in_flight.insert(handle.id(), (i, number));
+        state.attempts_running += 1;
+    }
+
+    /// Task `i`'s span: opened with its first attempt in this process and
+    /// kept across its retries.
+    fn task_span(&self, state: &mut RunState, i: usize) -> Span {
+        let task = &self.dag.tasks[i];
+        let run_span = &state.run_span;
+        state.slots[i]
+            .span
+            .get_or_insert_with(|| {
+                info_span!(
+                    parent: run_span,
+                    "task",
+                    otel.name = %crate::spans::name::task(&task.id),
                     flux.run_id = %self.run_id,
                     flux.task_id = %task.id,
                     flux.task_type = %task.kind,
-                    flux.attempt = i64::from(number),
                     flux.status = field::Empty,
                     otel.status_code = field::Empty,
                     otel.status_description = field::Empty,
-                );
-                let attempt = Attempt {
-                    traceparent: crate::telemetry::traceparent(&attempt_span),
-                    run_id: self.run_id.to_string(),
-                    task_id: task.id.clone(),
-                    number: slot.attempts,
-                    attempt_id: format!("{}.{}.{}", self.run_id, task.id, slot.attempts),
-                    dag_dir: dag.dir.clone(),
-                    log_dir: self
-                        .state_dir
-                        .attempt_dir(self.run_id, &task.id, slot.attempts),
-                    scratch_dir: self
-                        .state_dir
-                        .attempt_dir(self.run_id, &task.id, slot.attempts)
-                        .join("scratch"),
-                    state_root: self.state_dir.root().to_path_buf(),
-                    inputs: dag
-                        .dependencies(i)
-                        .map(|d| {
-                            let output = slots_output(&slots, d);
-                            (dag.tasks[d].id.clone(), output)
-                        })
-                        .collect::<BTreeMap<_, _>>(),
-                };
-                let slot = &slots[i];
-                let action = slot
-                    .resolved
-                    .as_ref()
-                    .expect("pending tasks are resolved")
-                    .action
-                    .clone();
-                let timeout = task.timeout;
-                self.observer.event(&RunEvent::AttemptStarted {
-                    task_id: task.id.clone(),
-                    attempt: number,
-                });
-                slots[i].attempt_span = Some(attempt_span.clone());
-                let handle = running.spawn(
-                    async move {
-                        let work = action.run(&attempt);
-                        let mut timed_out = false;
-                        let result = match timeout {
-                            Some(limit) => match tokio::time::timeout(limit, work).await {
-                                Ok(result) => result,
-                                Err(_) => {
-                                    timed_out = true;
-                                    Err(TaskFailure::new(format!(
-                                        "timed out after {} s (timeout_seconds)",
-                                        limit.as_secs()
-                                    )))
-                                }
-                            },
-                            None => work.await,
-                        };
-                        let result = limit_output(result);
-                        // The attempt's span ends with this future: its
-                        // status is recorded here, not when the scheduler
-                        // hears of it.
-                        let span = Span::current();
-                        match &result {
-                            Ok(_) => end_span(&span, "succeeded", None),
-                            Err(failure) => end_span(
-                                &span,
-                                if timed_out { "timed_out" } else { "failed" },
-                                Some(&failure.message),
-                            ),
-                        }
-                        Event::Finished {
-                            index: i,
-                            attempt: number,
-                            result,
-                        }
-                    }
-                    .instrument(attempt_span),
-                );
-                in_flight.insert(handle.id(), (i, number));
-                attempts_running += 1;
-            }
+                )
+            })
+            .clone()
+    }
 
-            if running.is_empty() {
-                break;
-            }
-
-            // Wait for the next event, then take every other one that is
-            // already there, so that they share one commit.
-            let first = tokio::select! {
-                joined = running.join_next_with_id() => joined,
-                _ = wait_cancel(&mut self.cancel) => {
-                    cancelled = true;
-                    continue;
-                }
-            };
-            let mut events = Vec::new();
-            events.extend(first);
-            while let Some(more) = running.try_join_next_with_id() {
-                events.push(more);
-            }
-            for joined in events {
-                let event = match joined {
-                    Ok((id, event)) => {
-                        in_flight.remove(&id);
-                        event
-                    }
-                    Err(join_error) => {
-                        let Some((index, attempt)) = in_flight.remove(&join_error.id()) else {
-                            continue;
-                        };
-                        Event::Finished {
-                            index,
-                            attempt,
-                            result: Err(TaskFailure::new(format!(
-                                "the task kind crashed: {join_error}"
-                            ))),
-                        }
-                    }
-                };
-                match event {
-                    Event::RetryDue { index } => {
-                        ready.insert(index);
-                    }
-                    Event::Finished {
-                        index,
-                        attempt,
-                        result,
-                    } => {
-                        attempts_running -= 1;
-                        self.finish_attempt(
-                            &mut slots,
-                            index,
-                            attempt,
-                            result,
-                            &mut ready,
-                            &mut changes,
-                            &mut running,
-                        );
-                    }
-                }
-            }
-            // The changes these events made are committed together with the
-            // starts they release, at the top of the loop, before any spawn:
-            // one transaction per wake-up instead of two.
+    /// What task `i`'s attempt numbered `slots[i].attempts` is told.
+    fn attempt(&self, slots: &[Slot], i: usize, attempt_span: &Span) -> Attempt {
+        let dag = self.dag;
+        let task = &dag.tasks[i];
+        let number = slots[i].attempts;
+        let dir = self.state_dir.attempt_dir(self.run_id, &task.id, number);
+        Attempt {
+            traceparent: crate::telemetry::traceparent(attempt_span),
+            run_id: self.run_id.to_string(),
+            task_id: task.id.clone(),
+            number,
+            attempt_id: format!("{}.{}.{}", self.run_id, task.id, number),
+            dag_dir: dag.dir.clone(),
+            log_dir: dir.clone(),
+            scratch_dir: dir.join("scratch"),
+            state_root: self.state_dir.root().to_path_buf(),
+            inputs: dag
+                .dependencies(i)
+                .map(|d| (dag.tasks[d].id.clone(), slots_output(slots, d)))
+                .collect::<BTreeMap<_, _>>(),
         }
+    }
 
-        if cancelled {
-            for slot in slots.iter_mut() {
-                if let Some(span) = slot.attempt_span.take() {
-                    end_span(&span, "cancelled", Some("cancelled"));
+    /// Handles the event that woke the loop and every other one already
+    /// there, so that their changes share one commit.
+    fn handle_events(&self, state: &mut RunState, first: Option<Result<(Id, Event), JoinError>>) {
+        let mut events = Vec::new();
+        events.extend(first);
+        while let Some(more) = state.running.try_join_next_with_id() {
+            events.push(more);
+        }
+        for joined in events {
+            match state.event_of(joined) {
+                None => {}
+                Some(Event::RetryDue { index }) => {
+                    state.ready.insert(index);
+                }
+                Some(Event::Finished {
+                    index,
+                    attempt,
+                    result,
+                }) => {
+                    state.attempts_running -= 1;
+                    self.finish_attempt(state, index, attempt, result);
                 }
             }
-            // Dropping an attempt's future kills its process group.
-            running.abort_all();
-            while running.join_next().await.is_some() {}
-            for (slot, task) in slots.iter_mut().zip(&dag.tasks) {
-                if slot.status == TaskStatus::Running {
-                    if let Some(span) = slot.span.take() {
-                        end_span(&span, TaskStatus::Cancelled.as_str(), Some("cancelled"));
-                    }
-                    let attempt = slot.attempts;
-                    let task_id = task.id.clone();
-                    slot.status = TaskStatus::Cancelled;
-                    if slot.attempt_running {
-                        changes.push(Change::AttemptEnded {
-                            task_id: task_id.clone(),
-                            attempt,
-                            status: AttemptStatus::Cancelled,
-                            error: Some("cancelled".into()),
-                            task_status: TaskStatus::Cancelled,
-                            output: None,
-                        });
-                    } else {
-                        changes.push(Change::TaskEnded {
-                            task_id: task_id.clone(),
-                            status: TaskStatus::Cancelled,
-                            error: Some("cancelled while waiting to retry".into()),
-                        });
-                    }
-                    self.observer.event(&RunEvent::TaskEnded {
-                        task_id,
-                        status: TaskStatus::Cancelled,
-                    });
-                }
+        }
+    }
+
+    fn finish_attempt(
+        &self,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+        result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
+    ) {
+        state.slots[index].attempt_running = false;
+        state.slots[index].attempt_span = None;
+        match result {
+            Ok(output) => self.attempt_succeeded(state, index, attempt, output),
+            Err(failure) => self.attempt_failed(state, index, attempt, failure),
+        }
+    }
+
+    /// Records the success and readies the dependents it was the last
+    /// dependency of.
+    fn attempt_succeeded(
+        &self,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+        output: Option<(serde_json::Value, String)>,
+    ) {
+        let dag = self.dag;
+        let task = &dag.tasks[index];
+        let (value, text) = output.unzip();
+        let slots = &mut state.slots;
+        slots[index].status = TaskStatus::Succeeded;
+        slots[index].output = value;
+        if let Some(span) = slots[index].span.take() {
+            end_span(&span, TaskStatus::Succeeded.as_str(), None);
+        }
+        state.changes.push(Change::AttemptEnded {
+            task_id: task.id.clone(),
+            attempt,
+            status: AttemptStatus::Succeeded,
+            error: None,
+            task_status: TaskStatus::Succeeded,
+            output: text,
+        });
+        self.observer.event(&RunEvent::TaskEnded {
+            task_id: task.id.clone(),
+            status: TaskStatus::Succeeded,
+        });
+        for d in dag.dependents(index) {
+            slots[d].waiting_for -= 1;
+            if slots[d].waiting_for == 0 && slots[d].status == TaskStatus::Pending {
+                state.ready.insert(d);
             }
-            changes.push(Change::RunStatus {
-                status: RunStatus::Cancelled,
-                ended: true,
+        }
+    }
+
+    /// Records the failure, then either schedules the retry its policy
+    /// allows or fails the task and its descendants.
+    fn attempt_failed(
+        &self,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+        failure: TaskFailure,
+    ) {
+        let task = &self.dag.tasks[index];
+        let attempts_here = state.slots[index].attempts_here;
+        let retry = task.retry.allows_another(attempts_here);
+        let retry_in = retry.then(|| task.retry.delay(attempts_here, rand::random::<f64>()));
+        self.observer.event(&RunEvent::AttemptFailed {
+            task_id: task.id.clone(),
+            attempt,
+            error: failure.message.clone(),
+            retry_in,
+        });
+        tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
+        let Some(delay) = retry_in else {
+            state.changes.push(Change::AttemptEnded {
+                task_id: task.id.clone(),
+                attempt,
+                status: AttemptStatus::Failed,
+                error: Some(failure.message.clone()),
+                task_status: TaskStatus::Failed,
+                output: None,
             });
-            end_span(&run_span, RunStatus::Cancelled.as_str(), Some("cancelled"));
-            self.checkpoint.apply(self.run_id, &changes)?;
-            return Ok(RunStatus::Cancelled);
+            if let Some(span) = state.slots[index].span.take() {
+                // The attempt's span holds the whole message.
+                let why = format!("attempt {attempt} failed");
+                end_span(&span, TaskStatus::Failed.as_str(), Some(&why));
+            }
+            self.mark_failed(state, index);
+            return;
+        };
+        if let Some(span) = &state.slots[index].span {
+            tracing::info!(
+                target: "flux_engine::trace",
+                parent: span,
+                { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay.as_millis() as i64 },
+                "retry"
+            );
         }
+        state.changes.push(Change::AttemptEnded {
+            task_id: task.id.clone(),
+            attempt,
+            status: AttemptStatus::Failed,
+            error: Some(failure.message),
+            task_status: TaskStatus::Running,
+            output: None,
+        });
+        state.running.spawn(async move {
+            tokio::time::sleep(delay).await;
+            Event::RetryDue { index }
+        });
+    }
 
-        let status = if slots.iter().all(|s| s.status == TaskStatus::Succeeded) {
+    /// Ctrl-C: stops every attempt (dropping its future kills its process
+    /// group), and records the tasks under way and the run as cancelled in
+    /// one commit.
+    async fn end_cancelled(&mut self, mut state: RunState) -> Result<RunStatus, CheckpointError> {
+        for slot in state.slots.iter_mut() {
+            if let Some(span) = slot.attempt_span.take() {
+                end_span(&span, "cancelled", Some("cancelled"));
+            }
+        }
+        state.running.abort_all();
+        while state.running.join_next().await.is_some() {}
+        for i in 0..state.slots.len() {
+            if state.slots[i].status == TaskStatus::Running {
+                self.cancel_task(&mut state, i);
+            }
+        }
+        state.changes.push(Change::RunStatus {
+            status: RunStatus::Cancelled,
+            ended: true,
+        });
+        end_span(
+            &state.run_span,
+            RunStatus::Cancelled.as_str(),
+            Some("cancelled"),
+        );
+        self.commit(&mut state)?;
+        Ok(RunStatus::Cancelled)
+    }
+
+    /// Ends a task that was running, or waiting to retry, as cancelled.
+    fn cancel_task(&self, state: &mut RunState, i: usize) {
+        let slot = &mut state.slots[i];
+        if let Some(span) = slot.span.take() {
+            end_span(&span, TaskStatus::Cancelled.as_str(), Some("cancelled"));
+        }
+        let attempt = slot.attempts;
+        let task_id = self.dag.tasks[i].id.clone();
+        slot.status = TaskStatus::Cancelled;
+        if slot.attempt_running {
+            state.changes.push(Change::AttemptEnded {
+                task_id: task_id.clone(),
+                attempt,
+                status: AttemptStatus::Cancelled,
+                error: Some("cancelled".into()),
+                task_status: TaskStatus::Cancelled,
+                output: None,
+            });
+        } else {
+            state.changes.push(Change::TaskEnded {
+                task_id: task_id.clone(),
+                status: TaskStatus::Cancelled,
+                error: Some("cancelled while waiting to retry".into()),
+            });
+        }
+        self.observer.event(&RunEvent::TaskEnded {
+            task_id,
+            status: TaskStatus::Cancelled,
+        });
+    }
+
+    /// Nothing runs or waits any more: the run succeeded if every task
+    /// did, and failed otherwise.
+    fn end(&mut self, mut state: RunState) -> Result<RunStatus, CheckpointError> {
+        let status = if state
+            .slots
+            .iter()
+            .all(|s| s.status == TaskStatus::Succeeded)
+        {
             RunStatus::Succeeded
         } else {
             RunStatus::Failed
         };
-        changes.push(Change::RunStatus {
+        state.changes.push(Change::RunStatus {
             status,
             ended: true,
         });
-        let failed: Vec<&str> = slots
+        let failed: Vec<&str> = state
+            .slots
             .iter()
-            .zip(&dag.tasks)
+            .zip(&self.dag.tasks)
             .filter(|(s, _)| s.status == TaskStatus::Failed)
             .map(|(_, t)| t.id.as_str())
             .collect();
         let why = (!failed.is_empty()).then(|| format!("failed tasks: {}", failed.join(", ")));
-        end_span(&run_span, status.as_str(), why.as_deref());
-        self.checkpoint.apply(self.run_id, &changes)?;
+        end_span(&state.run_span, status.as_str(), why.as_deref());
+        self.commit(&mut state)?;
         Ok(status)
     }
 
@@ -463,120 +620,25 @@ impl Execution<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish_attempt(
-        &self,
-        slots: &mut [Slot],
-        index: usize,
-        attempt: u32,
-        result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
-        ready: &mut BTreeSet<usize>,
-        changes: &mut Vec<Change>,
-        running: &mut JoinSet<Event>,
-    ) {
-        let dag = self.dag;
-        let task = &dag.tasks[index];
-        slots[index].attempt_running = false;
-        slots[index].attempt_span = None;
-        match result {
-            Ok(output) => {
-                let (value, text) = output.unzip();
-                slots[index].status = TaskStatus::Succeeded;
-                slots[index].output = value;
-                if let Some(span) = slots[index].span.take() {
-                    end_span(&span, TaskStatus::Succeeded.as_str(), None);
-                }
-                changes.push(Change::AttemptEnded {
-                    task_id: task.id.clone(),
-                    attempt,
-                    status: AttemptStatus::Succeeded,
-                    error: None,
-                    task_status: TaskStatus::Succeeded,
-                    output: text,
-                });
-                self.observer.event(&RunEvent::TaskEnded {
-                    task_id: task.id.clone(),
-                    status: TaskStatus::Succeeded,
-                });
-                for d in dag.dependents(index) {
-                    slots[d].waiting_for -= 1;
-                    if slots[d].waiting_for == 0 && slots[d].status == TaskStatus::Pending {
-                        ready.insert(d);
-                    }
-                }
-            }
-            Err(failure) => {
-                let retry = task.retry.allows_another(slots[index].attempts_here);
-                let retry_in = retry.then(|| {
-                    task.retry
-                        .delay(slots[index].attempts_here, rand::random::<f64>())
-                });
-                self.observer.event(&RunEvent::AttemptFailed {
-                    task_id: task.id.clone(),
-                    attempt,
-                    error: failure.message.clone(),
-                    retry_in,
-                });
-                tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
-                if let Some(delay) = retry_in {
-                    if let Some(span) = &slots[index].span {
-                        tracing::info!(
-                            target: "flux_engine::trace",
-                            parent: span,
-                            { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay.as_millis() as i64 },
-                            "retry"
-                        );
-                    }
-                    changes.push(Change::AttemptEnded {
-                        task_id: task.id.clone(),
-                        attempt,
-                        status: AttemptStatus::Failed,
-                        error: Some(failure.message),
-                        task_status: TaskStatus::Running,
-                        output: None,
-                    });
-                    running.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        Event::RetryDue { index }
-                    });
-                } else {
-                    changes.push(Change::AttemptEnded {
-                        task_id: task.id.clone(),
-                        attempt,
-                        status: AttemptStatus::Failed,
-                        error: Some(failure.message.clone()),
-                        task_status: TaskStatus::Failed,
-                        output: None,
-                    });
-                    if let Some(span) = slots[index].span.take() {
-                        // The attempt's span holds the whole message.
-                        let why = format!("attempt {attempt} failed");
-                        end_span(&span, TaskStatus::Failed.as_str(), Some(&why));
-                    }
-                    self.mark_failed(slots, index, changes);
-                }
-            }
-        }
-    }
-
     /// A task failed without an attempt (it could not be resolved).
-    fn fail(&self, slots: &mut [Slot], index: usize, error: String, changes: &mut Vec<Change>) {
+    fn fail(&self, state: &mut RunState, index: usize, error: String) {
         tracing::info!(
             target: "flux_engine::trace",
             { flux.task_id = %self.dag.tasks[index].id, exception.message = %error },
             "task not started"
         );
-        changes.push(Change::TaskEnded {
+        state.changes.push(Change::TaskEnded {
             task_id: self.dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,
             error: Some(error),
         });
-        self.mark_failed(slots, index, changes);
+        self.mark_failed(state, index);
     }
 
     /// Records the failure and ends every descendant as `upstream_failed`.
-    fn mark_failed(&self, slots: &mut [Slot], index: usize, changes: &mut Vec<Change>) {
+    fn mark_failed(&self, state: &mut RunState, index: usize) {
         let dag = self.dag;
+        let slots = &mut state.slots;
         slots[index].status = TaskStatus::Failed;
         slots[index].span = None;
         self.observer.event(&RunEvent::TaskEnded {
@@ -588,7 +650,7 @@ impl Execution<'_> {
                 continue;
             }
             slots[d].status = TaskStatus::UpstreamFailed;
-            changes.push(Change::TaskEnded {
+            state.changes.push(Change::TaskEnded {
                 task_id: dag.tasks[d].id.clone(),
                 status: TaskStatus::UpstreamFailed,
                 error: Some(format!("upstream task `{}` failed", dag.tasks[index].id)),
@@ -598,6 +660,47 @@ impl Execution<'_> {
                 status: TaskStatus::UpstreamFailed,
             });
         }
+    }
+}
+
+/// One attempt, under the task's timeout. The attempt's span ends with
+/// this future, so its status is recorded here, not when the scheduler
+/// hears of it.
+async fn run_attempt(
+    action: Arc<dyn TaskAction>,
+    attempt: Attempt,
+    timeout: Option<Duration>,
+    index: usize,
+) -> Event {
+    let work = action.run(&attempt);
+    let mut timed_out = false;
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                timed_out = true;
+                Err(TaskFailure::new(format!(
+                    "timed out after {} s (timeout_seconds)",
+                    limit.as_secs()
+                )))
+            }
+        },
+        None => work.await,
+    };
+    let result = limit_output(result);
+    let span = Span::current();
+    match &result {
+        Ok(_) => end_span(&span, "succeeded", None),
+        Err(failure) => end_span(
+            &span,
+            if timed_out { "timed_out" } else { "failed" },
+            Some(&failure.message),
+        ),
+    }
+    Event::Finished {
+        index,
+        attempt: attempt.number,
+        result,
     }
 }
 
