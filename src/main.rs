@@ -511,9 +511,9 @@ fn drive<'a>(
         };
         let outcome = start(options).await;
         signals.abort();
-        // The warm Spark (if a Spark task started one) holds gigabytes;
-        // give them back now rather than when the guard notices our exit.
-        tasks::emr_spark::connect::shutdown().await;
+        // What the kinds kept for the run (a warm Spark holds gigabytes)
+        // goes now rather than when their guards notice our exit.
+        engine.registry.end_of_run().await;
         outcome
     });
     let outcome = outcome?;

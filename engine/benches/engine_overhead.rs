@@ -28,8 +28,7 @@ use async_trait::async_trait;
 use engine::scheduler::Silent;
 use engine::state_dir::StateDir;
 use engine::{
-    Attempt, Engine, FieldError, Fields, Registry, RunOptions, RunStatus, TaskAction, TaskFailure,
-    TaskKind,
+    Attempt, Engine, Kind, Registry, RunOptions, RunStatus, TaskAction, TaskConfig, TaskFailure,
 };
 
 const REPETITIONS: usize = 5;
@@ -45,15 +44,19 @@ struct Noop;
 
 struct NoopAction;
 
-impl TaskKind for Noop {
-    fn name(&self) -> &'static str {
-        "noop"
-    }
-    fn summary(&self) -> &'static str {
-        "does nothing"
-    }
-    fn parse(&self, _fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        Ok(Arc::new(NoopAction))
+/// A noop takes no fields.
+#[derive(serde::Deserialize)]
+struct NoFields {}
+
+impl TaskConfig for NoFields {}
+
+impl Kind for Noop {
+    const NAME: &'static str = "noop";
+    const SUMMARY: &'static str = "does nothing";
+    type Config = NoFields;
+
+    fn action(&self, _config: NoFields) -> Arc<dyn TaskAction> {
+        Arc::new(NoopAction)
     }
 }
 

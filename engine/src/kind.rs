@@ -1,9 +1,14 @@
 //! The contract between the engine and a kind of task.
 //!
-//! A [`TaskKind`] reads its own fields from the task's TOML table and turns
-//! them into a [`TaskAction`], which the scheduler runs once per attempt. The
-//! engine never looks inside a kind's fields, so adding a kind touches its
-//! own folder and one line that registers it in a [`Registry`].
+//! A kind declares its fields as a typed config ([`crate::config`]) and
+//! implements [`Kind`]: the config becomes a [`TaskAction`], its local
+//! backend, which the scheduler runs once per attempt. The engine sees a
+//! kind through the object-safe [`TaskKind`], which every [`Kind`] is, and
+//! finds it by name in a [`Registry`]. A kind's other faces (its Step
+//! Functions translation, later its AWS backend) are defined by the crates
+//! that use them and kept beside it in the registry
+//! ([`Registry::add_face`]); the engine never looks at them, nor inside a
+//! kind's fields.
 //!
 //! # The idempotency contract
 //!
@@ -14,26 +19,87 @@
 //! effect must not happen twice keys it on `run_id` and `task_id` (stable
 //! across attempts and resumes) or checks whether its output already exists.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-/// A kind of task: `shell`, `noop`, and later the AWS-shaped kinds.
-pub trait TaskKind: Send + Sync {
+use crate::config::{self, TaskConfig};
+
+/// A kind of task, written with its typed config: `shell`, `noop`, the
+/// AWS-shaped kinds of the `tasks` crate, a test's own.
+pub trait Kind: Send + Sync + 'static {
     /// The `type = "..."` name in a DAG file.
+    const NAME: &'static str;
+    /// One line for `flux-engine validate` and the docs.
+    const SUMMARY: &'static str;
+    /// The kind's own fields.
+    type Config: TaskConfig;
+
+    /// The local backend: what runs each attempt of a task with `config`.
+    fn action(&self, config: Self::Config) -> Arc<dyn TaskAction>;
+
+    /// Called once when a run or resume ends, however it ends: gives back
+    /// what the kind kept for the run's tasks (a warm Spark server).
+    fn end_of_run(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A kind as the engine uses it (object-safe); every [`Kind`] is one.
+pub trait TaskKind: Send + Sync {
     fn name(&self) -> &'static str;
 
-    /// One line for `flux-engine validate` and the docs.
     fn summary(&self) -> &'static str;
 
+    /// The kind's own fields, in the order its config declares them; any
+    /// other field of a task (besides the common ones) is unknown.
+    fn fields(&self) -> &'static [&'static str];
+
     /// Reads the kind's own fields (already substituted) and checks them.
-    /// Fields the kind never asks for are reported as unknown by the engine.
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError>;
+    fn parse(&self, fields: &toml::Table) -> Result<Arc<dyn TaskAction>, FieldError>;
+
+    /// See [`Kind::end_of_run`].
+    fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<K: Kind> TaskKind for K {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn summary(&self) -> &'static str {
+        K::SUMMARY
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        config::field_names::<K::Config>()
+    }
+
+    fn parse(&self, fields: &toml::Table) -> Result<Arc<dyn TaskAction>, FieldError> {
+        config::parse::<K::Config>(fields).map(|config| self.action(config))
+    }
+
+    fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Kind::end_of_run(self))
+    }
+}
+
+/// The fields of a task's `table` that `kind` does not take, the fields
+/// every task has aside: what validation reports as unknown.
+pub fn unknown_fields<'t>(kind: &dyn TaskKind, table: &'t toml::Table) -> Vec<&'t String> {
+    let known = kind.fields();
+    table
+        .keys()
+        .filter(|k| {
+            !known.contains(&k.as_str()) && !crate::dag::TASK_COMMON_FIELDS.contains(&k.as_str())
+        })
+        .collect()
 }
 
 /// A parsed task, ready to run any number of attempts.
@@ -111,108 +177,17 @@ impl FieldError {
     }
 }
 
-/// A task's own fields, with a record of which ones the kind asked for so
-/// that every other one can be reported as an unknown field.
-pub struct Fields {
-    table: toml::Table,
-    asked: RefCell<Vec<&'static str>>,
-}
-
-impl Fields {
-    pub fn new(table: toml::Table) -> Self {
-        Fields {
-            table,
-            asked: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn get(&self, name: &'static str) -> Option<&toml::Value> {
-        self.asked.borrow_mut().push(name);
-        self.table.get(name)
-    }
-
-    pub fn optional_str(&self, name: &'static str) -> Result<Option<String>, FieldError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(FieldError::field(
-                name,
-                format!("`{name}` must be a string, found {}", other.type_str()),
-            )),
-        }
-    }
-
-    pub fn required_str(&self, name: &'static str) -> Result<String, FieldError> {
-        self.optional_str(name)?.ok_or_else(|| {
-            FieldError {
-                field: None,
-                message: format!("missing field `{name}`"),
-                help: None,
-            }
-            .help(format!("add `{name} = \"...\"` to the task"))
-        })
-    }
-
-    /// Deserializes one field with serde, for kinds with structured fields.
-    pub fn optional<T: DeserializeOwned>(
-        &self,
-        name: &'static str,
-    ) -> Result<Option<T>, FieldError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(value) => value
-                .clone()
-                .try_into()
-                .map(Some)
-                .map_err(|e: toml::de::Error| {
-                    FieldError::field(name, format!("`{name}`: {}", e.message()))
-                }),
-        }
-    }
-
-    /// A field that holds one string or a list of strings.
-    pub fn optional_strings(&self, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
-        let wrong = |found: &str| {
-            FieldError::field(
-                name,
-                format!("`{name}` must be a string or a list of strings, found {found}"),
-            )
-        };
-        match self.get(name) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(vec![s.clone()])),
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    toml::Value::String(s) => Ok(s.clone()),
-                    other => Err(wrong(&format!("a list holding {}", other.type_str()))),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(other) => Err(wrong(other.type_str())),
-        }
-    }
-
-    /// Field names present in the table that the kind never asked for.
-    pub fn unknown(&self) -> Vec<String> {
-        let asked = self.asked.borrow();
-        self.table
-            .keys()
-            .filter(|k| !asked.contains(&k.as_str()))
-            .cloned()
-            .collect()
-    }
-
-    /// Field names the kind asked for, for "did you mean" suggestions.
-    pub fn asked(&self) -> Vec<&'static str> {
-        self.asked.borrow().clone()
-    }
-}
-
-/// The task kinds a DAG may use, by name.
+/// The task kinds a DAG may use, by name, with each kind's other faces.
+///
+/// Kinds are kept in the order they were registered: the order in which
+/// they are consulted where a document gathers what each kind contributes
+/// (an export's `[aws]` settings and IAM statements). [`Registry::names`]
+/// is sorted, for messages.
 #[derive(Default, Clone)]
 pub struct Registry {
-    kinds: BTreeMap<&'static str, Arc<dyn TaskKind>>,
+    kinds: Vec<Arc<dyn TaskKind>>,
+    by_name: BTreeMap<&'static str, usize>,
+    faces: HashMap<(TypeId, &'static str), Arc<dyn Any + Send + Sync>>,
 }
 
 impl Registry {
@@ -220,21 +195,57 @@ impl Registry {
         Self::default()
     }
 
+    /// Adds a kind; a kind of the same name is replaced, in its place.
     pub fn register(&mut self, kind: Arc<dyn TaskKind>) -> &mut Self {
-        self.kinds.insert(kind.name(), kind);
+        match self.by_name.get(kind.name()) {
+            Some(&i) => self.kinds[i] = kind,
+            None => {
+                self.by_name.insert(kind.name(), self.kinds.len());
+                self.kinds.push(kind);
+            }
+        }
         self
     }
 
+    /// Keeps `face` (for example `Arc<dyn SomeTrait>`) as the kind
+    /// `name`'s face of type `F`, for the crate that defines `F` to find
+    /// with [`Registry::face`].
+    pub fn add_face<F: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        name: &'static str,
+        face: Arc<F>,
+    ) -> &mut Self {
+        self.faces.insert((TypeId::of::<F>(), name), Arc::new(face));
+        self
+    }
+
+    /// The kind `name`'s face of type `F`, if it has one.
+    pub fn face<F: ?Sized + Send + Sync + 'static>(&self, name: &str) -> Option<&Arc<F>> {
+        let (&name, _) = self.by_name.get_key_value(name)?;
+        self.faces
+            .get(&(TypeId::of::<F>(), name))
+            .and_then(|face| face.downcast_ref::<Arc<F>>())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<dyn TaskKind>> {
-        self.kinds.get(name)
+        self.by_name.get(name).map(|&i| &self.kinds[i])
     }
 
+    /// The kinds' names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.keys().copied()
+        self.by_name.keys().copied()
     }
 
+    /// The kinds in the order they were registered.
     pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn TaskKind>> {
-        self.kinds.values()
+        self.kinds.iter()
+    }
+
+    /// Runs every kind's [`Kind::end_of_run`], in registration order.
+    pub async fn end_of_run(&self) {
+        for kind in &self.kinds {
+            kind.end_of_run().await;
+        }
     }
 }
 
@@ -242,23 +253,81 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fields_report_what_the_kind_did_not_ask_for() {
-        let fields = Fields::new(toml::from_str("command = 'x'\ncomand = 'y'").unwrap());
-        assert_eq!(fields.required_str("command").unwrap(), "x");
-        assert_eq!(fields.unknown(), vec!["comand".to_string()]);
-        assert_eq!(fields.asked(), vec!["command"]);
+    #[derive(serde::Deserialize)]
+    struct Words {
+        text: String,
+    }
+
+    impl TaskConfig for Words {}
+
+    struct Echo;
+
+    struct EchoAction(String);
+
+    #[async_trait]
+    impl TaskAction for EchoAction {
+        async fn run(&self, _: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
+            Ok(Some(self.0.clone().into()))
+        }
+    }
+
+    impl Kind for Echo {
+        const NAME: &'static str = "echo";
+        const SUMMARY: &'static str = "says its text";
+        type Config = Words;
+
+        fn action(&self, config: Words) -> Arc<dyn TaskAction> {
+            Arc::new(EchoAction(config.text))
+        }
+    }
+
+    trait Greets: Send + Sync {
+        fn greeting(&self) -> &'static str;
+    }
+
+    impl Greets for Echo {
+        fn greeting(&self) -> &'static str {
+            "hello"
+        }
     }
 
     #[test]
-    fn wrong_types_name_the_field() {
-        let fields = Fields::new(toml::from_str("command = 3").unwrap());
-        let err = fields.required_str("command").unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("command"));
-        assert!(err.message.contains("must be a string"), "{err}");
-        let missing = Fields::new(toml::Table::new())
-            .required_str("command")
-            .unwrap_err();
-        assert!(missing.message.contains("missing field `command`"));
+    fn a_typed_kind_is_a_task_kind_with_its_config_fields() {
+        let kind: Arc<dyn TaskKind> = Arc::new(Echo);
+        assert_eq!(kind.fields(), ["text"]);
+        assert!(kind.parse(&toml::from_str("text = 'x'").unwrap()).is_ok());
+        let err = kind
+            .parse(&toml::from_str("text = 1").unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(err.field.as_deref(), Some("text"));
+    }
+
+    #[test]
+    fn faces_are_found_by_kind_and_type_and_names_are_sorted() {
+        let echo = Arc::new(Echo);
+        let mut registry = Registry::new();
+        registry.register(echo.clone());
+        registry.register(Arc::new(Echo2));
+        registry.add_face::<dyn Greets>("echo", echo);
+        let face = registry.face::<dyn Greets>("echo").expect("the face");
+        assert_eq!(face.greeting(), "hello");
+        assert!(registry.face::<dyn Greets>("a_echo").is_none());
+        assert!(registry.face::<dyn Greets>("nope").is_none());
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["a_echo", "echo"]);
+        let order: Vec<&str> = registry.kinds().map(|k| k.name()).collect();
+        assert_eq!(order, ["echo", "a_echo"]);
+    }
+
+    struct Echo2;
+
+    impl Kind for Echo2 {
+        const NAME: &'static str = "a_echo";
+        const SUMMARY: &'static str = "registered second, named first";
+        type Config = Words;
+
+        fn action(&self, config: Words) -> Arc<dyn TaskAction> {
+            Arc::new(EchoAction(config.text))
+        }
     }
 }

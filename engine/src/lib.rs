@@ -3,16 +3,18 @@
 //!
 //! Data flows one way through a run, and the modules follow it:
 //!
-//! DAG file → [`dag`] (validated graph; errors as [`diagnostic`]s, `${...}`
-//! via [`template`]) → [`run`] (start or resume) → [`scheduler`] (parallelism,
-//! [`retry`], timeouts) → [`kind`] (the task kinds' contract) →
-//! [`checkpoint`] (SQLite), laid out on disk by [`state_dir`] (a process
+//! DAG file → [`dag`] (the model, and its loader that validates; errors as
+//! [`diagnostic`]s, `${...}` via [`template`], each task's fields as its
+//! kind's typed [`config`]) → [`run`] (start or resume) → [`scheduler`]
+//! (parallelism, [`retry`], timeouts) → [`kind`] (the task kinds' contract)
+//! → [`checkpoint`] (SQLite), laid out on disk by [`state_dir`] (a process
 //! drives a run under a [`file_lock`]).
 //!
 //! The engine knows no AWS service and no concrete task kind: those live in
 //! the `tasks` crate and are handed in through a [`kind::Registry`].
 
 pub mod checkpoint;
+pub mod config;
 pub mod dag;
 pub mod diagnostic;
 pub mod file_lock;
@@ -26,6 +28,7 @@ pub mod telemetry;
 pub mod template;
 
 pub use checkpoint::{RunStatus, TaskStatus};
+pub use config::TaskConfig;
 pub use dag::Dag;
-pub use kind::{Attempt, FieldError, Fields, Registry, TaskAction, TaskFailure, TaskKind};
+pub use kind::{Attempt, FieldError, Kind, Registry, TaskAction, TaskFailure, TaskKind};
 pub use run::{Engine, EngineError, RunOptions, RunOutcome};

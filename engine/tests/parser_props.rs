@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, Registry, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, Registry, TaskAction, TaskConfig, TaskFailure};
 use proptest::prelude::*;
 
 struct Stub;
@@ -19,16 +19,21 @@ impl TaskAction for StubAction {
     }
 }
 
-impl TaskKind for Stub {
-    fn name(&self) -> &'static str {
-        "noop"
-    }
-    fn summary(&self) -> &'static str {
-        "stub"
-    }
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        let _: Option<String> = fields.optional_str("command")?;
-        Ok(Arc::new(StubAction))
+#[derive(serde::Deserialize)]
+struct StubConfig {
+    #[allow(dead_code)]
+    command: Option<String>,
+}
+
+impl TaskConfig for StubConfig {}
+
+impl Kind for Stub {
+    const NAME: &'static str = "noop";
+    const SUMMARY: &'static str = "stub";
+    type Config = StubConfig;
+
+    fn action(&self, _config: StubConfig) -> Arc<dyn TaskAction> {
+        Arc::new(StubAction)
     }
 }
 

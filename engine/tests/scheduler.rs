@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use engine::scheduler::Silent;
 use engine::state_dir::StateDir;
 use engine::{
-    Attempt, Engine, FieldError, Fields, Registry, RunOptions, RunStatus, TaskAction, TaskFailure,
-    TaskKind, TaskStatus,
+    Attempt, Engine, Kind, Registry, RunOptions, RunStatus, TaskAction, TaskConfig, TaskFailure,
+    TaskStatus,
 };
 use tokio::time::Instant;
 
@@ -36,21 +36,27 @@ struct ProbeAction {
     sleep: Duration,
 }
 
-impl TaskKind for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn summary(&self) -> &'static str {
-        "test probe"
-    }
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        let fail_times: u32 = fields.optional("fail_times")?.unwrap_or(0);
-        let sleep_ms: u64 = fields.optional("sleep_ms")?.unwrap_or(0);
-        Ok(Arc::new(ProbeAction {
+#[derive(serde::Deserialize)]
+struct ProbeConfig {
+    #[serde(default)]
+    fail_times: u32,
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+impl TaskConfig for ProbeConfig {}
+
+impl Kind for Probe {
+    const NAME: &'static str = "probe";
+    const SUMMARY: &'static str = "test probe";
+    type Config = ProbeConfig;
+
+    fn action(&self, config: ProbeConfig) -> Arc<dyn TaskAction> {
+        Arc::new(ProbeAction {
             journal: self.0.clone(),
-            fail_times,
-            sleep: Duration::from_millis(sleep_ms),
-        }))
+            fail_times: config.fail_times,
+            sleep: Duration::from_millis(config.sleep_ms),
+        })
     }
 }
 

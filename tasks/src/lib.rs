@@ -1,9 +1,13 @@
 //! flux-engine's task kinds, one folder each.
 //!
-//! Each folder holds everything about one kind: the TOML fields it reads,
-//! its local backend and, as later kinds arrive, its AWS backend and the
-//! Step Functions states and IAM statements it needs. Adding a kind means a
-//! new folder and one line in [`registry`].
+//! A kind's folder holds its typed config (`config.rs`, the fields a DAG
+//! file gives it, checked once), its local backend (what runs each
+//! attempt here) and its tests. The
+//! modules without a kind are what kinds share: [`s3`] (the local S3
+//! store), [`catalog`] (the local data catalog), [`sql`] (DataFusion over
+//! it), [`process`] (a kind's child processes).
+//!
+//! Adding a kind means a new folder and one line in [`registry`].
 
 pub mod athena_query;
 pub mod cancel;

@@ -64,6 +64,9 @@ pub struct ColumnExpect {
     pub max: Option<Expected>,
     pub not_null: bool,
     pub one_of: Option<Vec<Expected>>,
+    /// The checks as written, in their order and with their TOML values:
+    /// what the Step Functions export writes as SQL literals.
+    pub written: toml::Table,
 }
 
 /// A value from the DAG file to compare result values with.
@@ -88,6 +91,14 @@ fn field_error(message: impl Into<String>) -> FieldError {
     FieldError::field("expect", message)
 }
 
+/// The `expect` field of a task's config.
+impl<'de> serde::Deserialize<'de> for Expect {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Expect::from_toml(toml::Value::deserialize(deserializer)?)
+            .map_err(|e| engine::config::invalid(&e.message, e.help.as_deref()))
+    }
+}
+
 impl Expect {
     /// Reads the `expect` field's value.
     pub fn from_toml(value: toml::Value) -> Result<Expect, FieldError> {
@@ -105,6 +116,7 @@ impl Expect {
         let mut columns = Vec::new();
         for (name, value) in spec.columns {
             let at = format!("expect.columns.{name}");
+            let written = value.as_table().cloned().unwrap_or_default();
             let spec: ColumnSpec = value.try_into().map_err(|e: toml::de::Error| {
                 field_error(format!("`{at}`: {}", e.message()))
                     .help("a column's checks are `min`, `max`, `not_null` and `in`, as in `amount = { min = 0, not_null = true }`")
@@ -141,6 +153,7 @@ impl Expect {
                 max,
                 not_null: spec.not_null,
                 one_of,
+                written,
             });
         }
         Ok(Expect {

@@ -75,25 +75,25 @@
 //! on the database, `s3:GetObject`/`ListBucket` on the tables' locations and
 //! `s3:PutObject`/`GetBucketLocation` on the output location.
 
+mod config;
 mod expect;
 
 #[cfg(test)]
 mod tests;
 
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, TaskAction, TaskFailure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use crate::catalog;
 use crate::s3::{LocalS3, S3Uri};
 use crate::sql::{QueryResult, QuerySession};
 
+pub use config::{AthenaQueryConfig, QuerySource};
 pub use expect::{Expect, MAX_OFFENDING_ROWS};
 
 /// Rows in the output's `sample`.
@@ -108,88 +108,19 @@ pub const MAX_OUTPUT_BYTES: usize = 128 * 1024;
 
 pub struct AthenaQuery;
 
-impl TaskKind for AthenaQuery {
-    fn name(&self) -> &'static str {
-        "athena_query"
-    }
+impl Kind for AthenaQuery {
+    const NAME: &'static str = "athena_query";
+    const SUMMARY: &'static str = "runs SQL on the catalog: DataFusion here, Athena in production";
+    type Config = AthenaQueryConfig;
 
-    fn summary(&self) -> &'static str {
-        "runs SQL on the catalog: DataFusion here, Athena in production"
+    fn action(&self, config: AthenaQueryConfig) -> Arc<dyn TaskAction> {
+        Arc::new(LocalAthenaQuery {
+            source: config.source(),
+            database: config.database.to_string(),
+            output: config.output.into_uri(),
+            expect: config.expect,
+        })
     }
-
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        // Every field is asked for before any error returns, so that one bad
-        // field does not make the others look unknown.
-        let (sql, sql_file, database, output, expect) = (
-            fields.optional_str("sql"),
-            fields.optional_str("sql_file"),
-            fields.required_str("database"),
-            fields.required_str("output"),
-            fields.optional::<toml::Value>("expect"),
-        );
-        let source = match (sql?, sql_file?) {
-            (Some(_), Some(_)) => {
-                return Err(FieldError {
-                    field: None,
-                    message: "`sql` and `sql_file` are both set".to_string(),
-                    help: Some("keep one: the query inline or the file holding it".to_string()),
-                });
-            }
-            (None, None) => {
-                return Err(FieldError {
-                    field: None,
-                    message: "missing field `sql` or `sql_file`".to_string(),
-                    help: Some(
-                        "add `sql = \"SELECT ...\"` or `sql_file = \"queries/x.sql\"` to the task"
-                            .to_string(),
-                    ),
-                });
-            }
-            (Some(sql), None) => {
-                if sql.trim().is_empty() {
-                    return Err(FieldError::field("sql", "`sql` is empty"));
-                }
-                QuerySource::Inline(sql)
-            }
-            (None, Some(file)) => {
-                if file.trim().is_empty() {
-                    return Err(FieldError::field("sql_file", "`sql_file` is empty"));
-                }
-                QuerySource::File(PathBuf::from(file))
-            }
-        };
-        let database = database?;
-        if !catalog::valid_name(&database) {
-            return Err(FieldError::field(
-                "database",
-                format!("`database` `{database}` is not a valid database name"),
-            )
-            .help("use lowercase letters, digits and `_` (Glue and Athena's rule)"));
-        }
-        let output = S3Uri::parse(&output?)
-            .map_err(|e| {
-                FieldError::field("output", format!("`output`: {e}"))
-                    .help("write the output location as s3://bucket/prefix/")
-            })?
-            .as_prefix();
-        let expect = match expect? {
-            Some(value) => Expect::from_toml(value)?,
-            None => Expect::default(),
-        };
-        Ok(Arc::new(LocalAthenaQuery {
-            source,
-            database,
-            output,
-            expect,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-enum QuerySource {
-    Inline(String),
-    /// Relative to the DAG file's folder.
-    File(PathBuf),
 }
 
 struct LocalAthenaQuery {

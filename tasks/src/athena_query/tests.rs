@@ -1,11 +1,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use engine::{FieldError, TaskKind};
+
 use super::*;
 use crate::sql::tests::{Lake, rentals_lake};
 
 fn parse(text: &str) -> Result<Arc<dyn TaskAction>, FieldError> {
-    AthenaQuery.parse(&Fields::new(toml::from_str(text).unwrap()))
+    AthenaQuery.parse(&toml::from_str(text).unwrap())
 }
 
 fn parse_err(text: &str) -> FieldError {
@@ -58,13 +60,13 @@ fn task(sql: &str, expect: &str) -> String {
 #[test]
 fn fields_are_checked_and_all_of_them_are_asked_for() {
     let both = "sql = 'SELECT 1'\nsql_file = 'q.sql'\ndatabase = 'rental'\noutput = 's3://b/o/'\nexpect = { rows = 1 }";
-    let fields = Fields::new(toml::from_str(both).unwrap());
+    let fields: toml::Table = toml::from_str(both).unwrap();
     let err = match AthenaQuery.parse(&fields) {
         Err(e) => e,
         Ok(_) => panic!("sql and sql_file together must be refused"),
     };
     assert!(err.message.contains("both"), "{err}");
-    assert!(fields.unknown().is_empty(), "{:?}", fields.unknown());
+    assert!(engine::kind::unknown_fields(&AthenaQuery, &fields).is_empty());
 
     let err = parse_err("database = 'rental'\noutput = 's3://b/o/'");
     assert!(err.message.contains("`sql` or `sql_file`"), "{err}");

@@ -85,6 +85,37 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// A database name as a task field gives it: lowercase letters, digits
+/// and `_`, Glue's and Athena's rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DatabaseName(String);
+
+impl DatabaseName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatabaseName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if valid_name(&name) {
+            Ok(DatabaseName(name))
+        } else {
+            Err(engine::config::invalid(
+                &format!("`database` `{name}` is not a valid database name"),
+                Some("use lowercase letters, digits and `_` (Glue and Athena's rule)"),
+            ))
+        }
+    }
+}
+
 /// The catalog under one state dir.
 #[derive(Debug, Clone)]
 pub struct Catalog {

@@ -123,6 +123,7 @@
 //! own role needs `s3:GetObject`/`s3:ListBucket` on the targets and the
 //! `AWSGlueServiceRole` managed policy.
 
+mod config;
 mod infer;
 mod scan;
 
@@ -137,13 +138,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, TaskAction, TaskFailure};
 use serde::Serialize;
 
 use crate::cancel::CancelOnDrop;
 use crate::catalog::{self, Catalog, Column, Table};
-use crate::s3::{LocalS3, S3Uri};
+use crate::s3::{LocalS3, S3Prefix, S3Uri};
 
+pub use config::GlueCrawlerConfig;
 pub use infer::MAX_CSV_SAMPLE_ROWS;
 use scan::{FoundTable, Pattern};
 
@@ -152,92 +154,15 @@ pub const MAX_WARNINGS: usize = 100;
 
 pub struct GlueCrawler;
 
-impl TaskKind for GlueCrawler {
-    fn name(&self) -> &'static str {
-        "glue_crawler"
-    }
+impl Kind for GlueCrawler {
+    const NAME: &'static str = "glue_crawler";
+    const SUMMARY: &'static str = "crawls S3 prefixes (`targets`) and writes the tables, columns and partitions it finds to the catalog (`database`)";
+    type Config = GlueCrawlerConfig;
 
-    fn summary(&self) -> &'static str {
-        "crawls S3 prefixes (`targets`) and writes the tables, columns and partitions it finds to the catalog (`database`)"
-    }
-
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        // Every field is asked for before any error returns, so that one bad
-        // field does not make the others look unknown.
-        let (database, targets, table_prefix, exclusions) = (
-            fields.required_str("database"),
-            fields.optional_strings("targets"),
-            fields.optional_str("table_prefix"),
-            fields.optional_strings("exclusions"),
-        );
-        let database = database?;
-        if !catalog::valid_name(&database) {
-            return Err(FieldError::field(
-                "database",
-                format!("`database` `{database}` is not a valid database name"),
-            )
-            .help("use lowercase letters, digits and `_` (Glue and Athena's rule)"));
-        }
-        let targets = targets?.ok_or_else(|| FieldError {
-            field: None,
-            message: "missing field `targets`".to_string(),
-            help: Some("add `targets = [\"s3://bucket/prefix/\"]` to the task".to_string()),
-        })?;
-        if targets.is_empty() {
-            return Err(FieldError::field("targets", "`targets` is an empty list")
-                .help("name at least one s3:// prefix to crawl"));
-        }
-        let targets = targets
-            .iter()
-            .map(|t| {
-                S3Uri::parse(t).map(|u| u.as_prefix()).map_err(|e| {
-                    FieldError::field("targets", format!("`targets`: {e}"))
-                        .help("write each target as s3://bucket/prefix/")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for (i, a) in targets.iter().enumerate() {
-            for b in &targets[i + 1..] {
-                if a.bucket() == b.bucket()
-                    && (a.key().starts_with(b.key()) || b.key().starts_with(a.key()))
-                {
-                    return Err(FieldError::field(
-                        "targets",
-                        format!("`targets` {a} and {b} overlap"),
-                    )
-                    .help("list each prefix once; a target covers everything under it"));
-                }
-            }
-        }
-        let table_prefix = table_prefix?.unwrap_or_default();
-        if !table_prefix
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err(FieldError::field(
-                "table_prefix",
-                format!("`table_prefix` `{table_prefix}` may only hold lowercase letters, digits and `_`"),
-            )
-            .help("table names follow Glue and Athena's rule, for example `table_prefix = \"raw_\"`"));
-        }
-        let exclusions = exclusions?
-            .unwrap_or_default()
-            .iter()
-            .map(|p| {
-                Pattern::parse(p).map_err(|why| {
-                    FieldError::field("exclusions", format!("`exclusions` pattern `{p}` {why}"))
-                        .help("patterns are keys relative to the target, as in \"**/_tmp/**\" or \"**.json\"")
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(LocalCrawler {
-            crawl: Crawl {
-                database,
-                targets,
-                table_prefix,
-                exclusions,
-            },
-        }))
+    fn action(&self, config: GlueCrawlerConfig) -> Arc<dyn TaskAction> {
+        Arc::new(LocalCrawler {
+            crawl: Crawl::from(config),
+        })
     }
 }
 
@@ -248,6 +173,22 @@ pub(crate) struct Crawl {
     pub targets: Vec<S3Uri>,
     pub table_prefix: String,
     pub exclusions: Vec<Pattern>,
+}
+
+impl From<GlueCrawlerConfig> for Crawl {
+    fn from(config: GlueCrawlerConfig) -> Crawl {
+        Crawl {
+            database: config.database.to_string(),
+            targets: config
+                .targets
+                .0
+                .into_iter()
+                .map(S3Prefix::into_uri)
+                .collect(),
+            table_prefix: config.table_prefix,
+            exclusions: config.exclusions.0,
+        }
+    }
 }
 
 struct LocalCrawler {

@@ -346,7 +346,7 @@ fn build_table(
 /// An exclusion pattern: `*` matches within a path segment, `**` across
 /// segments, `?` one character other than `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pattern {
+pub struct Pattern {
     tokens: Vec<Token>,
 }
 
@@ -356,6 +356,15 @@ enum Token {
     Star,
     One,
     Char(char),
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+
+    /// A pattern, or what is wrong with it ("pattern `x` is empty").
+    fn from_str(text: &str) -> Result<Pattern, String> {
+        Pattern::parse(text).map_err(|why| format!("pattern `{text}` {why}"))
+    }
 }
 
 impl Pattern {

@@ -11,12 +11,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 
 use super::infer::{Kind, classify, glue_type, widen};
+use engine::{FieldError, TaskKind};
+
 use super::*;
 use crate::catalog::{Format, Partition};
 use crate::sql::tests::parquet;
 
-fn fields(text: &str) -> Fields {
-    Fields::new(toml::from_str(text).unwrap())
+fn fields(text: &str) -> toml::Table {
+    toml::from_str(text).unwrap()
 }
 
 fn parse(text: &str) -> Result<Arc<dyn TaskAction>, FieldError> {
@@ -139,27 +141,7 @@ impl Lake {
 
 /// The crawl a task's fields describe.
 fn crawl_of(toml: &str) -> Crawl {
-    let f = fields(toml);
-    let (database, targets, table_prefix, exclusions) = (
-        f.required_str("database").unwrap(),
-        f.optional_strings("targets").unwrap().unwrap(),
-        f.optional_str("table_prefix").unwrap().unwrap_or_default(),
-        f.optional_strings("exclusions")
-            .unwrap()
-            .unwrap_or_default(),
-    );
-    Crawl {
-        database,
-        targets: targets
-            .iter()
-            .map(|t| S3Uri::parse(t).unwrap().as_prefix())
-            .collect(),
-        table_prefix,
-        exclusions: exclusions
-            .iter()
-            .map(|p| Pattern::parse(p).unwrap())
-            .collect(),
-    }
+    Crawl::from(engine::config::parse::<GlueCrawlerConfig>(&fields(toml)).unwrap())
 }
 
 const PROCESSED: &str = r#"
@@ -564,7 +546,8 @@ fn fields_are_checked() {
         "database = 'r'\ntargets = ['nope']\ntable_prefix = 'p_'\nexclusions = ['x']\nextra = 1",
     );
     assert!(GlueCrawler.parse(&f).is_err());
-    assert_eq!(f.unknown(), vec!["extra".to_string()]);
+    let unknown: Vec<&String> = engine::kind::unknown_fields(&GlueCrawler, &f);
+    assert_eq!(unknown, ["extra"]);
 }
 
 #[test]

@@ -13,22 +13,30 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, TaskAction, TaskConfig, TaskFailure};
+use serde::Deserialize;
 
 pub struct Noop;
 
-impl TaskKind for Noop {
-    fn name(&self) -> &'static str {
-        "noop"
-    }
+/// A `noop` task's one field.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NoopConfig {
+    /// Passed downstream as the task's output.
+    pub output: Option<serde_json::Value>,
+}
 
-    fn summary(&self) -> &'static str {
-        "does nothing and succeeds; `output` (optional) is passed downstream"
-    }
+impl TaskConfig for NoopConfig {}
 
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        let output: Option<serde_json::Value> = fields.optional("output")?;
-        Ok(Arc::new(NoopAction { output }))
+impl Kind for Noop {
+    const NAME: &'static str = "noop";
+    const SUMMARY: &'static str =
+        "does nothing and succeeds; `output` (optional) is passed downstream";
+    type Config = NoopConfig;
+
+    fn action(&self, config: NoopConfig) -> Arc<dyn TaskAction> {
+        Arc::new(NoopAction {
+            output: config.output,
+        })
     }
 }
 

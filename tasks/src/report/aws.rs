@@ -32,10 +32,12 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use engine::{Fields, TaskFailure};
+use engine::TaskFailure;
 use serde::Deserialize;
 
 use super::{QueryData, ReportSource, ReportSpec, missing_input};
@@ -46,23 +48,49 @@ use crate::s3::S3Uri;
 /// rows, so a result this large is a query that forgot its `LIMIT`.
 pub const MAX_INPUT_BYTES: i64 = 256 * 1024 * 1024;
 
-/// The invocation payload.
+/// The invocation payload: what the exported state machine's report
+/// state sends (built by the kind's translation, `super::sfn`) and what
+/// the function reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Payload {
     pub dag: String,
     pub task: String,
+    /// The execution's name (in the state, `$$.Execution.Name`).
     pub execution: String,
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The task's fields, parameters substituted.
+    #[serde(deserialize_with = "json_fields")]
+    pub fields: toml::Table,
+    /// One entry per dependency, in `depends_on` order.
     #[serde(default)]
-    pub inputs: BTreeMap<String, InputRef>,
+    pub inputs: IndexMap<String, InputRef>,
 }
 
 /// Where one dependency's output is.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputRef {
+    /// The dependency's task kind.
     pub kind: String,
+    /// A query's results of this execution (in the state, an intrinsic
+    /// giving the prefix under the execution's name).
     pub results_prefix: Option<String>,
+    /// An object the dependency wrote (the cleaning job's counts).
     pub output_json: Option<String>,
+}
+
+/// The payload's `fields` as TOML, as a DAG file gives them. JSON has no
+/// TOML equivalent for null; everything else converts.
+fn json_fields<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<toml::Table, D::Error> {
+    let fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    match toml::Value::try_from(&fields) {
+        Ok(toml::Value::Table(table)) => Ok(table),
+        Ok(other) => Err(serde::de::Error::custom(format!(
+            "`fields` is a {}, not a table of the report task's fields",
+            other.type_str()
+        ))),
+        Err(e) => Err(serde::de::Error::custom(format!(
+            "`fields` cannot be read as a report task's fields: {e}"
+        ))),
+    }
 }
 
 /// An S3 client from the standard AWS configuration. Path-style
@@ -179,31 +207,17 @@ async fn render_payload(
 
 /// The payload's `fields`, checked as the local task kind checks a DAG
 /// file's, unknown fields included.
-fn parse_fields(
-    fields: &serde_json::Map<String, serde_json::Value>,
-) -> Result<ReportSpec, TaskFailure> {
-    // JSON has no TOML equivalent for null; everything else converts.
-    let table = match toml::Value::try_from(fields) {
-        Ok(toml::Value::Table(table)) => table,
-        Ok(other) => {
-            return Err(TaskFailure::new(format!(
-                "`fields` is a {}, not a table of the report task's fields",
-                other.type_str()
-            )));
-        }
-        Err(e) => {
-            return Err(TaskFailure::new(format!(
-                "`fields` cannot be read as a report task's fields: {e}"
-            )));
-        }
-    };
-    let fields = Fields::new(table);
-    let spec = ReportSpec::parse(&fields).map_err(|e| {
+fn parse_fields(table: &toml::Table) -> Result<ReportSpec, TaskFailure> {
+    let spec = engine::config::parse::<ReportSpec>(table).map_err(|e| {
         let field = e.field.as_deref().unwrap_or("fields");
         let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
         TaskFailure::new(format!("field `{field}`: {}{help}", e.message))
     })?;
-    let unknown = fields.unknown();
+    let known = engine::config::field_names::<ReportSpec>();
+    let unknown: Vec<&String> = table
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
     if !unknown.is_empty() {
         return Err(TaskFailure::new(format!(
             "unknown field(s) {} in `fields`; a report task accepts: {}",
@@ -212,7 +226,7 @@ fn parse_fields(
                 .map(|f| format!("`{f}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            fields.asked().join(", ")
+            known.join(", ")
         )));
     }
     Ok(spec)
@@ -224,12 +238,9 @@ fn input_ref<'a>(
     from: &str,
 ) -> Result<&'a InputRef, TaskFailure> {
     payload.inputs.get(from).ok_or_else(|| {
-        missing_input(
-            field,
-            from,
-            &payload.task,
-            payload.inputs.keys().map(String::as_str),
-        )
+        let mut names: Vec<&str> = payload.inputs.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        missing_input(field, from, &payload.task, names.into_iter())
     })
 }
 

@@ -88,7 +88,7 @@
 //! report_function`, and `export --cfn` creates that function from the
 //! image `docker/report-lambda.Dockerfile` builds (`flux-engine lambda
 //! report`). The function ([`aws`]) runs this module's code: the same
-//! field checks ([`ReportSpec::parse`]), the same CSV and counts parsing
+//! field checks ([`ReportSpec`]), the same CSV and counts parsing
 //! and the same report, from a [`ReportSource`] that reads S3 instead of
 //! the run's inputs: for an `athena_query` input the one `.csv` object
 //! directly under this execution's results prefix (the newest if a retry
@@ -108,7 +108,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, FieldError, Kind, TaskAction, TaskConfig, TaskFailure};
 use reports::{
     Bar, BarChart, FileCounts, LineChart, Point, RowCounts, Section, SectionBody, Table,
     TableColumn, Tile, ValueFormat,
@@ -165,14 +165,22 @@ pub(crate) struct SectionSpec {
     pub limit: Option<usize>,
 }
 
-/// A parsed `report` task.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ReportSpec {
-    pub title: Option<String>,
-    pub output: S3Uri,
-    pub tiles: Vec<TileSpec>,
-    pub sections: Vec<SectionSpec>,
-    pub quarantine_threshold: f64,
+/// A `report` task's fields, checked: what the local task renders and
+/// what the Lambda function reads from its payload.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReportSpec {
+    pub(crate) title: Option<String>,
+    #[serde(deserialize_with = "html_output")]
+    pub(crate) output: S3Uri,
+    #[serde(default, deserialize_with = "tiles")]
+    pub(crate) tiles: Vec<TileSpec>,
+    #[serde(default, deserialize_with = "sections")]
+    pub(crate) sections: Vec<SectionSpec>,
+    #[serde(
+        default = "default_quarantine_threshold",
+        deserialize_with = "quarantine_threshold"
+    )]
+    pub(crate) quarantine_threshold: f64,
 }
 
 /// A tile as written in TOML; checked into a [`TileSpec`].
@@ -392,76 +400,91 @@ fn ratio(value: &toml::Value) -> Result<f64, FieldError> {
     })
 }
 
-impl TaskKind for Report {
-    fn name(&self) -> &'static str {
-        "report"
-    }
+impl Kind for Report {
+    const NAME: &'static str = "report";
+    const SUMMARY: &'static str = "renders a self-contained HTML report from query results";
+    type Config = ReportSpec;
 
-    fn summary(&self) -> &'static str {
-        "renders a self-contained HTML report from query results"
-    }
-
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        Ok(Arc::new(LocalReport {
-            spec: ReportSpec::parse(fields)?,
-        }))
+    fn action(&self, spec: ReportSpec) -> Arc<dyn TaskAction> {
+        Arc::new(LocalReport { spec })
     }
 }
 
-impl ReportSpec {
-    /// Reads and checks a `report` task's fields: the local task kind and
-    /// the Lambda function (from its payload's `fields`) share it.
-    pub(crate) fn parse(fields: &Fields) -> Result<ReportSpec, FieldError> {
-        // Every field is asked for before any error returns, so that one bad
-        // field does not make the others look unknown.
-        let (title, output, tiles, sections, threshold) = (
-            fields.optional_str("title"),
-            fields.required_str("output"),
-            fields.optional::<Vec<toml::Value>>("tiles"),
-            fields.optional::<Vec<toml::Value>>("sections"),
-            fields.optional::<toml::Value>("quarantine_threshold"),
-        );
-        let title = title?;
-        let output_text = output?;
-        let output = S3Uri::parse(&output_text)
-            .ok()
-            .filter(|uri| !uri.is_prefix() && uri.key().ends_with(".html"))
-            .ok_or_else(|| {
-                FieldError::field(
-                    "output",
-                    format!("`output` `{output_text}` is not an s3:// URI of an .html file"),
-                )
-                .help("write for example `output = \"s3://bucket/reports/rental.html\"`")
-            })?;
-        let tiles = elements::<TileToml>(
-            "tiles",
-            tiles?.unwrap_or_default(),
-            "{ label = \"Revenue\", from = \"kpis\", column = \"total_revenue\", format = \"money\" }",
-        )?
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| tile_spec(i, t))
-        .collect::<Result<Vec<_>, _>>()?;
-        let sections = elements::<SectionToml>(
-            "sections",
-            sections?.unwrap_or_default(),
-            "{ title = \"Revenue by city\", from = \"by_city\", chart = \"bar\", label = \"city\", value = \"total_revenue\" }",
-        )?
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| section_spec(i, s))
-        .collect::<Result<Vec<_>, _>>()?;
-        if tiles.is_empty() && sections.is_empty() {
+/// `output`: an `s3://` URI of an `.html` file.
+fn html_output<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<S3Uri, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    S3Uri::parse(&text)
+        .ok()
+        .filter(|uri| !uri.is_prefix() && uri.key().ends_with(".html"))
+        .ok_or_else(|| {
+            engine::config::invalid(
+                &format!("`output` `{text}` is not an s3:// URI of an .html file"),
+                Some("write for example `output = \"s3://bucket/reports/rental.html\"`"),
+            )
+        })
+}
+
+/// A [`FieldError`] on its way out of a field's `Deserialize`.
+fn invalid<E: serde::de::Error>(e: FieldError) -> E {
+    engine::config::invalid(&e.message, e.help.as_deref())
+}
+
+fn tiles<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<TileSpec>, D::Error> {
+    let items = Vec::<toml::Value>::deserialize(deserializer)?;
+    elements::<TileToml>(
+        "tiles",
+        items,
+        "{ label = \"Revenue\", from = \"kpis\", column = \"total_revenue\", format = \"money\" }",
+    )
+    .and_then(|tiles| {
+        tiles
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| tile_spec(i, t))
+            .collect()
+    })
+    .map_err(invalid)
+}
+
+fn sections<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SectionSpec>, D::Error> {
+    let items = Vec::<toml::Value>::deserialize(deserializer)?;
+    elements::<SectionToml>(
+        "sections",
+        items,
+        "{ title = \"Revenue by city\", from = \"by_city\", chart = \"bar\", label = \"city\", value = \"total_revenue\" }",
+    )
+    .and_then(|sections| {
+        sections
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| section_spec(i, s))
+            .collect()
+    })
+    .map_err(invalid)
+}
+
+fn default_quarantine_threshold() -> f64 {
+    DEFAULT_QUARANTINE_THRESHOLD
+}
+
+fn quarantine_threshold<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<f64, D::Error> {
+    ratio(&toml::Value::deserialize(deserializer)?).map_err(invalid)
+}
+
+impl TaskConfig for ReportSpec {
+    fn check(&self) -> Result<(), FieldError> {
+        if self.tiles.is_empty() && self.sections.is_empty() {
             return Err(FieldError::field(
                 "sections",
                 "a report needs at least one tile or section",
             )
             .help("add `tiles = [...]` or `[[tasks.ID.sections]]` tables"));
         }
-        let quarantine_threshold = match threshold? {
-            None => DEFAULT_QUARANTINE_THRESHOLD,
-            Some(value) => ratio(&value)?,
-        };
+        let quarantine_threshold = self.quarantine_threshold;
         if !(0.0..=1.0).contains(&quarantine_threshold) {
             return Err(FieldError::field(
                 "quarantine_threshold",
@@ -469,13 +492,7 @@ impl ReportSpec {
             )
             .help("0.05 highlights a file with more than 5% of its rows quarantined"));
         }
-        Ok(ReportSpec {
-            title,
-            output,
-            tiles,
-            sections,
-            quarantine_threshold,
-        })
+        Ok(())
     }
 }
 

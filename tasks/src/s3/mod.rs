@@ -70,7 +70,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use prefix::{PrefixWrite, Snapshot};
-pub use uri::{MAX_KEY_BYTES, RESERVED_PREFIX, S3Uri};
+pub use uri::{MAX_KEY_BYTES, RESERVED_PREFIX, S3Prefix, S3Uri};
 
 /// What went wrong, naming the URI (and the local path) concerned.
 #[derive(Debug, Error)]

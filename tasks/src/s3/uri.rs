@@ -100,6 +100,23 @@ impl S3Uri {
         self.key.strip_prefix(prefix.key.as_str())
     }
 
+    /// Whether this prefix and `other` overlap: one holds the other, or
+    /// they are the same (both taken as prefixes).
+    pub fn overlaps(&self, other: &S3Uri) -> bool {
+        let (a, b) = (self.as_prefix(), other.as_prefix());
+        a.bucket == b.bucket && (a.key.starts_with(&b.key) || b.key.starts_with(&a.key))
+    }
+
+    /// The first two of `prefixes` that overlap, if any.
+    pub fn first_overlap(prefixes: &[S3Uri]) -> Option<(&S3Uri, &S3Uri)> {
+        prefixes.iter().enumerate().find_map(|(i, a)| {
+            prefixes[i + 1..]
+                .iter()
+                .find(|b| a.overlaps(b))
+                .map(|b| (a, b))
+        })
+    }
+
     /// The key's non-empty segments, the folders and the file name on disk.
     pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
         self.key.split('/').filter(|s| !s.is_empty())
@@ -117,6 +134,80 @@ impl FromStr for S3Uri {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         S3Uri::parse(s)
+    }
+}
+
+/// A task field holding an `s3://` URI.
+impl<'de> serde::Deserialize<'de> for S3Uri {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        S3Uri::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An `s3://` prefix (a "folder") as a task field gives it: written with
+/// or without its final `/`, kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct S3Prefix {
+    uri: S3Uri,
+    written: String,
+}
+
+impl S3Prefix {
+    pub fn uri(&self) -> &S3Uri {
+        &self.uri
+    }
+
+    pub fn into_uri(self) -> S3Uri {
+        self.uri
+    }
+
+    /// The text as the DAG wrote it (what a production resource is given:
+    /// a crawler's target path, a place some policy covers).
+    pub fn as_written(&self) -> &str {
+        &self.written
+    }
+
+    /// The URI as the DAG wrote it, without the `/` the prefix adds.
+    pub fn as_written_uri(&self) -> S3Uri {
+        S3Uri::parse(&self.written).unwrap_or_else(|_| self.uri.clone())
+    }
+}
+
+impl std::ops::Deref for S3Prefix {
+    type Target = S3Uri;
+
+    fn deref(&self) -> &S3Uri {
+        &self.uri
+    }
+}
+
+impl fmt::Display for S3Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.uri.fmt(f)
+    }
+}
+
+impl FromStr for S3Prefix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if !text.starts_with("s3://") {
+            return Err(format!("must be an s3:// prefix, found {text:?}"));
+        }
+        S3Uri::parse(text)
+            .map(|uri| S3Prefix {
+                uri: uri.as_prefix(),
+                written: text.to_string(),
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for S3Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

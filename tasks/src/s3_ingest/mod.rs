@@ -57,20 +57,25 @@
 //! `s3:GetObject` on `arn:aws:s3:::BUCKET/PREFIX*` for the deployer, and
 //! `s3:GetObject` (HeadObject) for the state machine's role.
 
-use std::collections::{BTreeMap, HashSet};
+mod config;
+mod files;
+
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, TaskAction, TaskFailure};
 use serde_json::json;
 
 use crate::cancel::CancelOnDrop;
 use crate::s3::{Checksums, LocalS3, S3Uri, checksum_file};
+pub use config::S3IngestConfig;
+#[cfg(test)]
+use files::glob;
+use files::{Absent, SourceFile};
 
 /// At most this many objects are listed in the output.
 pub const MAX_LISTED_OBJECTS: usize = 500;
@@ -80,85 +85,25 @@ const MAX_LISTED_BYTES: usize = 128 * 1024;
 
 pub struct S3Ingest;
 
-impl TaskKind for S3Ingest {
-    fn name(&self) -> &'static str {
-        "s3_ingest"
-    }
+impl Kind for S3Ingest {
+    const NAME: &'static str = "s3_ingest";
+    const SUMMARY: &'static str = "uploads local files or folders (`source`) to an S3 prefix (`destination`), skipping unchanged objects";
+    type Config = S3IngestConfig;
 
-    fn summary(&self) -> &'static str {
-        "uploads local files or folders (`source`) to an S3 prefix (`destination`), skipping unchanged objects"
-    }
-
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        // Every field is asked for before any error returns, so that a bad
-        // `source` does not make the engine call `include` unknown.
-        let (sources, destination, include) = (
-            fields.optional_strings("source"),
-            fields.required_str("destination"),
-            fields.optional_strings("include"),
-        );
-        let sources = sources?.ok_or_else(|| FieldError {
-            field: None,
-            message: "missing field `source`".to_string(),
-            help: Some(
-                "add `source = \"data/raw\"` (a file or folder, relative to the DAG file) to the task"
-                    .to_string(),
-            ),
-        })?;
-        if sources.is_empty() {
-            return Err(FieldError::field("source", "`source` is an empty list")
-                .help("name at least one file or folder to upload"));
-        }
-        if sources.iter().any(|s| s.trim().is_empty()) {
-            return Err(FieldError::field("source", "`source` holds an empty path")
-                .help("give the path of a file or folder, relative to the DAG file's folder"));
-        }
-        let text = destination?;
-        let destination = S3Uri::parse(&text).map_err(|e| {
-            FieldError::field("destination", e.to_string())
-                .help("write the destination as s3://bucket/prefix/")
-        })?;
-        if !destination.is_prefix() {
-            return Err(FieldError::field(
-                "destination",
-                format!("`destination` must be a prefix ending with `/`, found `{text}`"),
-            )
-            .help(format!(
-                "write `destination = \"{}\"`",
-                destination.as_prefix()
-            )));
-        }
-        let include = include?.unwrap_or_default();
-        for pattern in &include {
-            if pattern.is_empty() || pattern.contains('/') {
-                return Err(FieldError::field(
-                    "include",
-                    format!("`include` pattern `{pattern}` must be a non-empty file name pattern without `/`"),
-                )
-                .help("patterns match file names, as in include = \"*.csv\""));
-            }
-        }
-        Ok(Arc::new(S3IngestAction {
-            sources,
-            destination,
-            include,
-        }))
+    fn action(&self, config: S3IngestConfig) -> Arc<dyn TaskAction> {
+        Arc::new(S3IngestAction(config))
     }
 }
 
-struct S3IngestAction {
-    sources: Vec<String>,
-    destination: S3Uri,
-    include: Vec<String>,
-}
+struct S3IngestAction(S3IngestConfig);
 
 #[async_trait]
 impl TaskAction for S3IngestAction {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         let job = Job {
-            sources: self.sources.clone(),
-            destination: self.destination.clone(),
-            include: self.include.clone(),
+            sources: self.0.source.0.clone(),
+            destination: self.0.destination.clone(),
+            include: self.0.include.0.clone(),
             dag_dir: attempt.dag_dir.clone(),
             log_path: attempt.log_dir.join("stdout.log"),
             s3: LocalS3::new(&attempt.state_root),
@@ -172,13 +117,6 @@ impl TaskAction for S3IngestAction {
             .map_err(|e| TaskFailure::new(format!("the upload stopped unexpectedly: {e}")))?
             .map(Some)
     }
-}
-
-/// One file to upload.
-struct Item {
-    /// The key below the destination prefix.
-    relative: String,
-    path: PathBuf,
 }
 
 struct Job {
@@ -201,7 +139,28 @@ struct Record {
 
 impl Job {
     fn run(&self, cancel: &AtomicBool) -> Result<serde_json::Value, TaskFailure> {
-        let items = self.collect()?;
+        let items = files::list(
+            &self.sources,
+            &self.dag_dir,
+            &self.include,
+            &self.destination,
+            Absent::Fails,
+        )?;
+        if items.is_empty() {
+            let patterns = if self.include.is_empty() {
+                String::new()
+            } else {
+                format!(" matching include {:?}", self.include)
+            };
+            return Err(TaskFailure::new(format!(
+                "nothing to upload: {} hold(s) no files{patterns}",
+                self.sources
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         if let Some(dir) = self.log_path.parent() {
             fs::create_dir_all(dir)
                 .map_err(|e| TaskFailure::new(format!("cannot create {}: {e}", dir.display())))?;
@@ -248,7 +207,7 @@ impl Job {
     }
 
     /// Uploads one file unless the destination already holds its bytes.
-    fn upload(&self, item: &Item) -> Result<Record, TaskFailure> {
+    fn upload(&self, item: &SourceFile) -> Result<Record, TaskFailure> {
         let path = &item.path;
         let uri = self
             .destination
@@ -286,120 +245,6 @@ impl Job {
             skipped: false,
         })
     }
-
-    /// Every file to upload, sorted by key, with its key checked.
-    fn collect(&self) -> Result<Vec<Item>, TaskFailure> {
-        let mut by_key: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for source in &self.sources {
-            let path = self.dag_dir.join(source);
-            let meta = fs::metadata(&path).map_err(|e| {
-                let why = if e.kind() == std::io::ErrorKind::NotFound {
-                    "does not exist".to_string()
-                } else {
-                    format!("cannot be read: {e}")
-                };
-                TaskFailure::new(format!(
-                    "source `{source}` {why} (looked for {}); relative paths start at the DAG file's folder, {}",
-                    path.display(),
-                    self.dag_dir.display()
-                ))
-            })?;
-            let mut found = Vec::new();
-            if meta.is_dir() {
-                let mut seen = HashSet::new();
-                self.walk(&path, "", &mut seen, &mut found)?;
-            } else {
-                let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                    TaskFailure::new(format!(
-                        "source `{source}`: the file name is not UTF-8, so it cannot be an S3 key; rename the file"
-                    ))
-                })?;
-                found.push((name.to_string(), path.clone()));
-            }
-            for (relative, file) in found {
-                self.destination.join(&relative).map_err(|e| {
-                    TaskFailure::new(format!(
-                        "cannot upload {}: {e}; rename the file",
-                        file.display()
-                    ))
-                })?;
-                if let Some(other) = by_key.get(&relative) {
-                    return Err(TaskFailure::new(format!(
-                        "{} and {} would both be uploaded to {}; upload them to different destinations",
-                        other.display(),
-                        file.display(),
-                        self.uri_of(&format!("{}{relative}", self.destination.key()))
-                    )));
-                }
-                by_key.insert(relative, file);
-            }
-        }
-        if by_key.is_empty() {
-            let patterns = if self.include.is_empty() {
-                String::new()
-            } else {
-                format!(" matching include {:?}", self.include)
-            };
-            return Err(TaskFailure::new(format!(
-                "nothing to upload: {} hold(s) no files{patterns}",
-                self.sources
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(by_key
-            .into_iter()
-            .map(|(relative, path)| Item { relative, path })
-            .collect())
-    }
-
-    /// The files below `dir` that `include` admits, as (relative key, path).
-    /// Symlinks are followed; a folder reached twice (a symlink loop) is
-    /// walked once.
-    fn walk(
-        &self,
-        dir: &Path,
-        relative: &str,
-        seen: &mut HashSet<(u64, u64)>,
-        found: &mut Vec<(String, PathBuf)>,
-    ) -> Result<(), TaskFailure> {
-        let unreadable = |path: &Path, e: std::io::Error| {
-            TaskFailure::new(format!(
-                "cannot read {}: {e}; check its permissions",
-                path.display()
-            ))
-        };
-        let meta = fs::metadata(dir).map_err(|e| unreadable(dir, e))?;
-        if !seen.insert((meta.dev(), meta.ino())) {
-            return Ok(());
-        }
-        let mut entries = fs::read_dir(dir)
-            .map_err(|e| unreadable(dir, e))?
-            .map(|entry| entry.map(|e| e.path()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unreadable(dir, e))?;
-        entries.sort();
-        for path in entries {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                return Err(TaskFailure::new(format!(
-                    "the file name of {} is not UTF-8, so it cannot be an S3 key; rename the file",
-                    path.display()
-                )));
-            };
-            let key = format!("{relative}{name}");
-            let meta = fs::metadata(&path).map_err(|e| unreadable(&path, e))?;
-            if meta.is_dir() {
-                self.walk(&path, &format!("{key}/"), seen, found)?;
-            } else if meta.is_file()
-                && (self.include.is_empty() || self.include.iter().any(|p| glob(p, name)))
-            {
-                found.push((key, path));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The task's output: totals, and the first objects (see the module docs).
@@ -431,37 +276,6 @@ fn output(destination: &S3Uri, records: &[Record]) -> serde_json::Value {
         "bytes": uploaded.iter().map(|r| r.checksums.size).sum::<u64>(),
         "total_bytes": records.iter().map(|r| r.checksums.size).sum::<u64>(),
     })
-}
-
-/// Whether `name` matches `pattern`, where `*` matches any run of
-/// characters and `?` one character.
-fn glob(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    // Where the last `*` was, and how much of the name it had taken.
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

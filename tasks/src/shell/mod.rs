@@ -17,40 +17,30 @@
 //! The command runs in a process group of its own; a timeout or a cancel
 //! kills the whole group, so `sleep 100 | cat` does not outlive its task.
 
-use std::collections::BTreeMap;
+mod config;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, FieldError, Fields, TaskAction, TaskFailure, TaskKind};
+use engine::{Attempt, Kind, TaskAction, TaskFailure};
 
 use crate::process::{Logs, failure, run_logged};
+pub use config::ShellConfig;
 
 pub struct Shell;
 
-impl TaskKind for Shell {
-    fn name(&self) -> &'static str {
-        "shell"
-    }
+impl Kind for Shell {
+    const NAME: &'static str = "shell";
+    const SUMMARY: &'static str =
+        "runs `command` with sh -c in the DAG file's folder; exit code 0 is success";
+    type Config = ShellConfig;
 
-    fn summary(&self) -> &'static str {
-        "runs `command` with sh -c in the DAG file's folder; exit code 0 is success"
-    }
-
-    fn parse(&self, fields: &Fields) -> Result<Arc<dyn TaskAction>, FieldError> {
-        let command = fields.required_str("command")?;
-        if command.trim().is_empty() {
-            return Err(FieldError::field("command", "`command` is empty")
-                .help("give the shell command to run"));
-        }
-        let env: BTreeMap<String, String> = fields.optional("env")?.unwrap_or_default();
-        Ok(Arc::new(ShellAction { command, env }))
+    fn action(&self, config: ShellConfig) -> Arc<dyn TaskAction> {
+        Arc::new(ShellAction(config))
     }
 }
 
-struct ShellAction {
-    command: String,
-    env: BTreeMap<String, String>,
-}
+struct ShellAction(ShellConfig);
 
 #[async_trait]
 impl TaskAction for ShellAction {
@@ -73,9 +63,9 @@ impl TaskAction for ShellAction {
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
-            .arg(&self.command)
+            .arg(&self.0.command)
             .current_dir(&attempt.dag_dir)
-            .envs(&self.env)
+            .envs(&self.0.env)
             .env("FLUX_RUN_ID", &attempt.run_id)
             .env("FLUX_TASK_ID", &attempt.task_id)
             .env("FLUX_ATTEMPT", attempt.number.to_string())

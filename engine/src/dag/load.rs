@@ -1,32 +1,23 @@
-//! The DAG model, and the loader that turns a DAG file into a validated
-//! graph or into a list of [`Diagnostic`]s that say what to fix.
-//!
-//! Loading never panics and never guesses: unknown fields, unknown types,
-//! unknown dependencies and cycles are errors with a place in the file.
+//! The loader: a DAG file becomes a validated [`Dag`] or a list of
+//! [`Diagnostic`]s that say what to fix, each with its place in the file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use super::{Dag, MAX_TASK_ID_LEN, TASK_COMMON_FIELDS, TaskDef, mentions, valid_task_id};
 use crate::diagnostic::{Diagnostic, Diagnostics, LineIndex, nearest};
-use crate::kind::{FieldError, Fields, Registry, TaskAction};
+use crate::kind::{FieldError, Registry, unknown_fields};
 use crate::retry::{Jitter, RetryPolicy, STEP_FUNCTIONS_LIMIT};
 use crate::template::{self, Vars};
 
 /// DAG files larger than this are refused before parsing: no real DAG comes
 /// near it, and a runaway generator should get an error, not an OOM.
 pub const MAX_DAG_FILE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Task ids become Step Functions state names (at most 80 characters, with
-/// room for a `.Suffix` on helper states) and folder names on disk.
-pub const MAX_TASK_ID_LEN: usize = 64;
 
 /// Validation reports at most this many errors. Past it, errors are still
 /// counted but no longer located (each lookup walks the file's tables), so
@@ -36,13 +27,6 @@ pub const MAX_DIAGNOSTICS: usize = 100;
 const TOP_LEVEL: &[&str] = &["dag", "params", "defaults", "tasks", "aws"];
 const DAG_FIELDS: &[&str] = &["name", "description"];
 const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout_seconds"];
-const TASK_COMMON_FIELDS: &[&str] = &[
-    "type",
-    "depends_on",
-    "retry",
-    "timeout_seconds",
-    "description",
-];
 const RETRY_FIELDS: &[&str] = &[
     "max_attempts",
     "interval_seconds",
@@ -50,141 +34,6 @@ const RETRY_FIELDS: &[&str] = &[
     "max_delay_seconds",
     "jitter",
 ];
-
-/// A validated DAG.
-#[derive(Clone)]
-pub struct Dag {
-    pub name: String,
-    pub description: Option<String>,
-    /// The DAG file, absolute.
-    pub path: PathBuf,
-    /// The DAG file's folder: where shell tasks run and `${dag.dir}` points.
-    pub dir: PathBuf,
-    /// Parameter values after `--param` overrides, as strings.
-    pub params: BTreeMap<String, String>,
-    /// The parameters declared `type = "path"`: files on this machine,
-    /// which an export keeps as values rather than making them inputs.
-    pub path_params: BTreeSet<String>,
-    /// Tasks in the order the file declares them.
-    pub tasks: Vec<TaskDef>,
-    /// Edges point from a dependency to its dependent; node weights are
-    /// indexes into `tasks` (and equal the node index).
-    pub graph: DiGraph<usize, ()>,
-    /// The `[aws]` section (empty if absent), with `${params.NAME}` and
-    /// `${dag.dir}` substituted: what only a production export needs. The
-    /// engine runs nothing from it, so its keys are checked by the
-    /// exporter that reads them, not here.
-    pub aws: toml::Table,
-    /// The `[aws]` section as written, for an exporter that substitutes
-    /// parameters its own way (as execution input, say).
-    pub aws_unsubstituted: toml::Table,
-}
-
-/// One task as the file declares it, before run-time substitution.
-#[derive(Clone)]
-pub struct TaskDef {
-    pub id: String,
-    pub kind: String,
-    pub description: Option<String>,
-    pub depends_on: Vec<String>,
-    pub retry: RetryPolicy,
-    pub timeout: Option<Duration>,
-    /// The kind's own fields, unsubstituted.
-    pub fields: toml::Table,
-}
-
-/// A task with its fields substituted for one run, parsed by its kind.
-#[derive(Clone)]
-pub struct ResolvedTask {
-    pub action: Arc<dyn TaskAction>,
-    /// SHA-256 of everything that defines what the task does in this run;
-    /// resume re-runs a succeeded task whose hash changed.
-    pub definition_hash: String,
-}
-
-impl Dag {
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.tasks.iter().position(|t| t.id == id)
-    }
-
-    /// Ids of the task's direct dependencies, as indexes.
-    pub fn dependencies(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
-            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Incoming)
-            .map(|n| n.index())
-    }
-
-    pub fn dependents(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
-            .neighbors_directed(NodeIndex::new(index), petgraph::Direction::Outgoing)
-            .map(|n| n.index())
-    }
-
-    /// The task and everything downstream of it, as indexes.
-    pub fn descendants(&self, index: usize) -> Vec<usize> {
-        let mut seen = vec![false; self.tasks.len()];
-        let mut stack = vec![index];
-        let mut out = Vec::new();
-        while let Some(i) = stack.pop() {
-            if std::mem::replace(&mut seen[i], true) {
-                continue;
-            }
-            out.push(i);
-            stack.extend(self.dependents(i));
-        }
-        out.sort_unstable();
-        out
-    }
-
-    pub fn vars(&self, run_id: &str, task_id: &str) -> Vars {
-        Vars {
-            params: self.params.clone(),
-            run_id: run_id.to_string(),
-            task_id: task_id.to_string(),
-            dag_dir: self.dir.display().to_string(),
-        }
-    }
-
-    /// Substitutes and parses one task for a run.
-    pub fn resolve(
-        &self,
-        index: usize,
-        run_id: &str,
-        registry: &Registry,
-    ) -> Result<ResolvedTask, String> {
-        let task = &self.tasks[index];
-        let vars = self.vars(run_id, &task.id);
-        let fields = template::substitute_table(&task.fields, &vars)
-            .map_err(|e| format!("task `{}`: {}; {}", task.id, e.message, e.help))?;
-        let kind = registry
-            .get(&task.kind)
-            .ok_or_else(|| format!("task `{}`: unknown type `{}`", task.id, task.kind))?;
-        let action = kind
-            .parse(&Fields::new(fields.clone()))
-            .map_err(|e| format!("task `{}`: {}", task.id, e.message))?;
-        #[derive(Serialize)]
-        struct Definition<'a> {
-            kind: &'a str,
-            fields: &'a toml::Table,
-            depends_on: &'a [String],
-            retry: &'a RetryPolicy,
-            timeout_ms: Option<u128>,
-        }
-        let definition = serde_json::to_vec(&Definition {
-            kind: &task.kind,
-            fields: &fields,
-            depends_on: &task.depends_on,
-            retry: &task.retry,
-            timeout_ms: task.timeout.map(|t| t.as_millis()),
-        })
-        .map_err(|e| format!("task `{}`: {e}", task.id))?;
-        let definition_hash = format!("{:x}", Sha256::digest(&definition));
-        Ok(ResolvedTask {
-            action,
-            definition_hash,
-        })
-    }
-}
 
 /// Loads and validates a DAG file. `overrides` are `--param` values.
 pub fn load(
@@ -270,6 +119,9 @@ pub fn load_str(
 ) -> Result<Dag, Diagnostics> {
     Loader::new(path, text, registry).load(overrides)
 }
+
+/// A section that is not a table, already reported.
+struct NotATable;
 
 enum Seg<'a> {
     Key(&'a str),
@@ -471,23 +323,37 @@ impl<'a> Loader<'a> {
         )
     }
 
+    /// The top-level section `name` as a table, `None` when the file has
+    /// none; anything else is reported (with `help`) as [`NotATable`].
+    fn section<'t>(
+        &mut self,
+        doc: &'t toml::Table,
+        name: &str,
+        help: &str,
+    ) -> Result<Option<&'t toml::Table>, NotATable> {
+        match doc.get(name) {
+            None => Ok(None),
+            Some(toml::Value::Table(table)) => Ok(Some(table)),
+            Some(_) => {
+                let at = self.locate(&[Seg::Key(name)], false);
+                self.error(at, format!("`{name}` must be a table"), help);
+                Err(NotATable)
+            }
+        }
+    }
+
     fn dag_section(&mut self, doc: &toml::Table) -> (String, Option<String>) {
-        let Some(section) = doc.get("dag") else {
-            self.error(
-                Some((1, 1)),
-                "missing [dag] section",
-                "start the file with:\n    [dag]\n    name = \"my_pipeline\"",
-            );
-            return (String::new(), None);
-        };
-        let Some(section) = section.as_table() else {
-            let at = self.locate(&[Seg::Key("dag")], false);
-            self.error(
-                at,
-                "`dag` must be a table",
-                "write it as a [dag] section with a `name`",
-            );
-            return (String::new(), None);
+        let section = match self.section(doc, "dag", "write it as a [dag] section with a `name`") {
+            Ok(Some(section)) => section,
+            Ok(None) => {
+                self.error(
+                    Some((1, 1)),
+                    "missing [dag] section",
+                    "start the file with:\n    [dag]\n    name = \"my_pipeline\"",
+                );
+                return (String::new(), None);
+            }
+            Err(NotATable) => return (String::new(), None),
         };
         self.unknown_keys(section, DAG_FIELDS, &["dag"], "[dag]");
         let name = match section.get("name") {
@@ -530,46 +396,40 @@ impl<'a> Loader<'a> {
     ) -> (BTreeMap<String, String>, BTreeSet<String>) {
         let mut params = BTreeMap::new();
         let mut paths: BTreeSet<String> = BTreeSet::new();
-        match doc.get("params") {
-            None => {}
-            Some(toml::Value::Table(table)) => {
-                for (key, value) in table {
-                    let text = match value {
-                        toml::Value::Table(declared) => {
-                            match self.typed_param(key, declared, overrides) {
-                                Some((text, is_path)) => {
-                                    if is_path {
-                                        paths.insert(key.clone());
-                                    }
-                                    text
+        let section = self.section(
+            doc,
+            "params",
+            "write it as a [params] section of `name = value` lines",
+        );
+        if let Ok(Some(table)) = section {
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::Table(declared) => {
+                        match self.typed_param(key, declared, overrides) {
+                            Some((text, is_path)) => {
+                                if is_path {
+                                    paths.insert(key.clone());
                                 }
-                                None => continue,
+                                text
                             }
+                            None => continue,
                         }
-                        toml::Value::String(s) => s.clone(),
-                        toml::Value::Integer(i) => i.to_string(),
-                        toml::Value::Float(f) => f.to_string(),
-                        toml::Value::Boolean(b) => b.to_string(),
-                        other => {
-                            let at = self.locate(&[Seg::Key("params"), Seg::Key(key)], false);
-                            self.error(
-                                at,
-                                format!("parameter `{key}` is a {}; parameters are strings, numbers or booleans", other.type_str()),
-                                "give it a single value; a run can override it with --param KEY=VALUE",
-                            );
-                            continue;
-                        }
-                    };
-                    params.insert(key.clone(), text);
-                }
-            }
-            Some(_) => {
-                let at = self.locate(&[Seg::Key("params")], false);
-                self.error(
-                    at,
-                    "`params` must be a table",
-                    "write it as a [params] section of `name = value` lines",
-                );
+                    }
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        let at = self.locate(&[Seg::Key("params"), Seg::Key(key)], false);
+                        self.error(
+                            at,
+                            format!("parameter `{key}` is a {}; parameters are strings, numbers or booleans", other.type_str()),
+                            "give it a single value; a run can override it with --param KEY=VALUE",
+                        );
+                        continue;
+                    }
+                };
+                params.insert(key.clone(), text);
             }
         }
         for (key, value) in overrides {
@@ -673,18 +533,12 @@ impl<'a> Loader<'a> {
     /// `${params.NAME}` and `${dag.dir}` mean something there: a production
     /// setting has no run or task, so `${run.id}` and `${task.id}` are errors.
     fn aws_section(&mut self, doc: &toml::Table, params: &BTreeMap<String, String>) -> toml::Table {
-        let section = match doc.get("aws") {
-            None => return toml::Table::new(),
-            Some(toml::Value::Table(section)) => section,
-            Some(_) => {
-                let at = self.locate(&[Seg::Key("aws")], false);
-                self.error(
-                    at,
-                    "`aws` must be a table",
-                    "write it as an [aws] section of `setting = value` lines",
-                );
-                return toml::Table::new();
-            }
+        let Ok(Some(section)) = self.section(
+            doc,
+            "aws",
+            "write it as an [aws] section of `setting = value` lines",
+        ) else {
+            return toml::Table::new();
         };
         // A NUL cannot occur in TOML text, so it marks a value that came
         // from a run-time reference without clashing with real content.
@@ -724,16 +578,8 @@ impl<'a> Loader<'a> {
     }
 
     fn defaults(&mut self, doc: &toml::Table) -> (RetryPolicy, Option<Duration>) {
-        let Some(section) = doc.get("defaults") else {
-            return (RetryPolicy::default(), None);
-        };
-        let Some(section) = section.as_table() else {
-            let at = self.locate(&[Seg::Key("defaults")], false);
-            self.error(
-                at,
-                "`defaults` must be a table",
-                "write it as a [defaults] section",
-            );
+        let Ok(Some(section)) = self.section(doc, "defaults", "write it as a [defaults] section")
+        else {
             return (RetryPolicy::default(), None);
         };
         self.unknown_keys(section, DEFAULTS_FIELDS, &["defaults"], "[defaults]");
@@ -1008,12 +854,11 @@ impl<'a> Loader<'a> {
                 }
             }
         }
-        let kind_fields = Fields::new(substituted);
         if let Err(FieldError {
             field,
             message,
             help,
-        }) = task_kind.parse(&kind_fields)
+        }) = task_kind.parse(&substituted)
         {
             let header = || self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true);
             let at = match &field {
@@ -1030,11 +875,11 @@ impl<'a> Loader<'a> {
         }
         // Reported also when the parse failed: a misspelt field is the usual
         // reason a required one is missing.
-        let mut known: Vec<&str> = kind_fields.asked();
+        let mut known: Vec<&str> = task_kind.fields().to_vec();
         known.extend_from_slice(TASK_COMMON_FIELDS);
-        for unknown in kind_fields.unknown() {
-            let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&unknown)], true);
-            let help = match nearest(&unknown, known.iter().copied()) {
+        for unknown in unknown_fields(task_kind.as_ref(), fields) {
+            let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(unknown)], true);
+            let help = match nearest(unknown, known.iter().copied()) {
                 Some(near) => format!(
                     "did you mean `{near}`? a `{kind}` task accepts: {}",
                     known.join(", ")
@@ -1226,21 +1071,4 @@ fn cycle_path(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Vec<NodeIn
         }
     }
     vec![start]
-}
-
-/// Whether any string inside `value` contains `needle`.
-pub fn mentions(value: &toml::Value, needle: &str) -> bool {
-    match value {
-        toml::Value::String(s) => s.contains(needle),
-        toml::Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
-        toml::Value::Table(table) => table.values().any(|v| mentions(v, needle)),
-        _ => false,
-    }
-}
-
-pub fn valid_task_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && id.len() <= MAX_TASK_ID_LEN
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
