@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use engine::Registry;
+use exporters::sfn::Document;
 
 use crate::exit::Exit;
 
@@ -34,18 +35,16 @@ pub fn export(
     registry: &Registry,
 ) -> Result<u8, Exit> {
     let loaded = engine::dag::load(dag, params, registry)?;
-    let (exported, what) = match target {
-        Target::StateMachine => (exporters::sfn::export(&loaded), "to Step Functions"),
-        Target::StateMachineInline => (exporters::sfn::export_inline(&loaded), "to Step Functions"),
-        Target::Iam => (exporters::sfn::iam::export(&loaded), "the IAM policy"),
-        Target::CloudFormation => (
-            exporters::sfn::cfn::export(&loaded),
-            "the CloudFormation template",
-        ),
+    let (document, what) = match target {
+        Target::StateMachine => (Document::StateMachine, "to Step Functions"),
+        Target::StateMachineInline => (Document::StateMachineWithValues, "to Step Functions"),
+        Target::Iam => (Document::Iam, "the IAM policy"),
+        Target::CloudFormation => (Document::CloudFormation, "the CloudFormation template"),
     };
-    let text = exported.map_err(|e| {
+    let text = exporters::sfn::export(&loaded, registry, document).map_err(|e| {
         Exit::diagnostics(format_args!(
-            "{}: cannot export {what}:\n{e}",
+            "{}: cannot export {what}:
+{e}",
             dag.display()
         ))
     })?;

@@ -44,10 +44,13 @@ use super::ExportError;
 use super::json::{Json, Obj};
 use super::states::format_literal;
 
-/// Starts a parameter's marker (Unicode private use).
-const OPEN: char = '\u{E000}';
-/// Ends it.
-const CLOSE: char = '\u{E001}';
+/// Starts a parameter's marker: `fluxparam`, the parameter's index
+/// (in the DAG's sorted parameters), `x`. A marker is made of lowercase
+/// letters and digits so that it passes where the value could stand: in
+/// a bucket name, a database name, a key. No DAG text may hold it.
+const PREFIX: &str = "fluxparam";
+/// Ends a marker.
+const SUFFIX: char = 'x';
 
 /// The first state of a state machine that takes parameters.
 pub const ENTRY: &str = "Execution parameters";
@@ -55,29 +58,121 @@ const NONE_GIVEN: &str = "No parameters given";
 const COLLECT: &str = "Collect parameters";
 const MERGE: &str = "Merge parameters";
 
-/// The marker standing for parameter `name`.
-fn marker(name: &str) -> String {
-    format!("{OPEN}{name}{CLOSE}")
+/// The parameters a symbolic DAG's markers stand for.
+#[derive(Debug, Clone, Default)]
+pub struct Markers {
+    names: Vec<String>,
+}
+
+impl Markers {
+    /// Markers for these parameter names.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Markers {
+            names: names.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The marker standing for parameter `name`.
+    pub fn marker(&self, name: &str) -> String {
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => format!("{PREFIX}{i}{SUFFIX}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// `text` with each marker replaced by its parameter's value: for
+    /// what the export reads on this machine.
+    pub fn concrete(&self, text: &str, values: &BTreeMap<String, String>) -> String {
+        let mut out = String::with_capacity(text.len());
+        for piece in self.pieces(text) {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Param(name) => out.push_str(values.get(name).map_or(name, String::as_str)),
+            }
+        }
+        out
+    }
+
+    /// `text` split into literal runs and markers.
+    fn pieces<'t>(&'t self, text: &'t str) -> Vec<Piece<'t>> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        let mut literal_start = 0;
+        let mut at = 0;
+        while let Some(found) = rest[at..].find(PREFIX) {
+            let start = at + found;
+            match self.marker_at(&rest[start..]) {
+                Some((name, len)) => {
+                    if start > literal_start {
+                        out.push(Piece::Text(&rest[literal_start..start]));
+                    }
+                    out.push(Piece::Param(name));
+                    rest = &rest[start + len..];
+                    literal_start = 0;
+                    at = 0;
+                }
+                None => at = start + PREFIX.len(),
+            }
+        }
+        if !rest[literal_start..].is_empty() {
+            out.push(Piece::Text(&rest[literal_start..]));
+        }
+        out
+    }
+
+    /// The parameter whose marker `text` starts with, and the marker's
+    /// length.
+    fn marker_at(&self, text: &str) -> Option<(&str, usize)> {
+        let digits = text.strip_prefix(PREFIX)?;
+        let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 || !digits[len..].starts_with(SUFFIX) {
+            return None;
+        }
+        let name = self.names.get(digits[..len].parse::<usize>().ok()?)?;
+        Some((name, PREFIX.len() + len + SUFFIX.len_utf8()))
+    }
+
+    fn has_marker(&self, text: &str) -> bool {
+        self.pieces(text)
+            .iter()
+            .any(|p| matches!(p, Piece::Param(_)))
+    }
 }
 
 /// The DAG with each parameter that is not a path standing as its marker,
 /// `[aws]` substituted again with them.
-pub fn symbolic(dag: &Dag) -> Result<Dag, ExportError> {
-    let foreign = dag.tasks.iter().find_map(|task| {
-        task.fields
-            .iter()
-            .find(|(_, v)| holds_marker_chars(v))
-            .map(|(k, _)| format!("task `{}`, field `{k}`", task.id))
-    });
+pub fn symbolic(dag: &Dag) -> Result<(Dag, Markers), ExportError> {
+    let foreign = dag
+        .tasks
+        .iter()
+        .find_map(|task| {
+            task.fields
+                .iter()
+                .find(|(_, v)| engine::dag::mentions(v, PREFIX))
+                .map(|(k, _)| format!("task `{}`, field `{k}`", task.id))
+        })
+        .or_else(|| {
+            dag.aws_unsubstituted
+                .iter()
+                .find(|(_, v)| engine::dag::mentions(v, PREFIX))
+                .map(|(k, _)| format!("[aws] {k}"))
+        })
+        .or_else(|| {
+            dag.path_params
+                .iter()
+                .find(|name| dag.params.get(*name).is_some_and(|v| v.contains(PREFIX)))
+                .map(|name| format!("the path parameter `{name}`"))
+        });
     if let Some(place) = foreign {
         return Err(ExportError(vec![format!(
-            "{place} holds the character U+E000 or U+E001, which the export uses to mark parameters; remove it"
+            "{place} holds the text `{PREFIX}`, which the export uses to mark parameters; remove it"
         )]));
     }
+    let markers = Markers::new(dag.params.keys().cloned());
     let mut copy = dag.clone();
     for (name, value) in copy.params.iter_mut() {
         if !dag.path_params.contains(name) {
-            *value = marker(name);
+            *value = markers.marker(name);
         }
     }
     let vars = Vars {
@@ -89,70 +184,12 @@ pub fn symbolic(dag: &Dag) -> Result<Dag, ExportError> {
     };
     copy.aws = template::substitute_table(&dag.aws_unsubstituted, &vars)
         .map_err(|e| ExportError(vec![format!("[aws]: {}; {}", e.message, e.help)]))?;
-    Ok(copy)
-}
-
-fn holds_marker_chars(value: &toml::Value) -> bool {
-    match value {
-        toml::Value::String(s) => s.contains([OPEN, CLOSE]),
-        toml::Value::Array(items) => items.iter().any(holds_marker_chars),
-        toml::Value::Table(t) => t.values().any(holds_marker_chars),
-        _ => false,
-    }
-}
-
-/// `text` with each marker replaced by its parameter's value: for what
-/// the export reads on this machine.
-pub fn concrete(text: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    for piece in pieces(text) {
-        match piece {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Param(name) => out.push_str(values.get(name).map_or(name, String::as_str)),
-        }
-    }
-    out
+    Ok((copy, markers))
 }
 
 enum Piece<'a> {
     Text(&'a str),
     Param(&'a str),
-}
-
-/// `text` split into literal runs and markers.
-fn pieces(text: &str) -> Vec<Piece<'_>> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(OPEN) {
-        let after = &rest[start + OPEN.len_utf8()..];
-        let Some(end) = after.find(CLOSE) else {
-            break;
-        };
-        if start > 0 {
-            out.push(Piece::Text(&rest[..start]));
-        }
-        out.push(Piece::Param(&after[..end]));
-        rest = &after[end + CLOSE.len_utf8()..];
-    }
-    if !rest.is_empty() {
-        out.push(Piece::Text(rest));
-    }
-    out
-}
-
-fn has_marker(text: &str) -> bool {
-    text.contains(OPEN)
-}
-
-/// Turns every marker of the state machine into a read of the execution's
-/// parameters (see the module doc) and returns the parameters read.
-/// A marker where Step Functions reads no paths (a `Choice` value, a
-/// `Fail` cause, a `ResultSelector`, which reads the result) is an error
-/// naming the state; in a `Comment` it is written `<params.NAME>`.
-pub fn bind(machine: &mut Json) -> Result<BTreeSet<String>, String> {
-    let mut used = BTreeSet::new();
-    walk(machine, Mode::Structure, "", &mut used)?;
-    Ok(used)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -164,140 +201,244 @@ enum Mode {
     Payload,
 }
 
-fn walk(json: &mut Json, mode: Mode, at: &str, used: &mut BTreeSet<String>) -> Result<(), String> {
-    match json {
-        Json::Object(obj) => {
-            let mut rewritten = Vec::with_capacity(obj.0.len());
-            for (key, mut value) in std::mem::take(&mut obj.0) {
-                let place = if at.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{at}.{key}")
-                };
-                if key == "Comment"
-                    && let Json::Str(text) = &mut value
-                {
-                    *text = in_comment(text);
-                    rewritten.push((key, value));
-                    continue;
-                }
-                let inner = if matches!(key.as_str(), "Parameters" | "ItemSelector") {
-                    Mode::Payload
-                } else {
-                    mode
-                };
-                if inner == Mode::Payload {
-                    if let Some((key, value)) = bind_field(&key, &value, &place, used)? {
+impl Markers {
+    /// Turns every marker of the state machine into a read of the execution's
+    /// parameters (see the module doc) and returns the parameters read.
+    /// A marker where Step Functions reads no paths (a `Choice` value, a
+    /// `Fail` cause, a `ResultSelector`, which reads the result) is an error
+    /// naming the state; in a `Comment` it is written `<params.NAME>`.
+    pub fn bind(&self, machine: &mut Json) -> Result<BTreeSet<String>, String> {
+        let mut used = BTreeSet::new();
+        self.walk(machine, Mode::Structure, "", &mut used)?;
+        Ok(used)
+    }
+
+    fn walk(
+        &self,
+        json: &mut Json,
+        mode: Mode,
+        at: &str,
+        used: &mut BTreeSet<String>,
+    ) -> Result<(), String> {
+        match json {
+            Json::Object(obj) => {
+                let mut rewritten = Vec::with_capacity(obj.0.len());
+                for (key, mut value) in std::mem::take(&mut obj.0) {
+                    let place = if at.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{at}.{key}")
+                    };
+                    if key == "Comment"
+                        && let Json::Str(text) = &mut value
+                    {
+                        *text = self.in_comment(text);
                         rewritten.push((key, value));
                         continue;
                     }
-                } else if let Json::Str(text) = &value
-                    && has_marker(text)
-                {
-                    return Err(unbindable(&place, text));
-                }
-                walk(&mut value, inner, &place, used)?;
-                rewritten.push((key, value));
-            }
-            obj.0 = rewritten;
-        }
-        Json::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                let place = format!("{at}[{i}]");
-                if let Json::Str(text) = item
-                    && has_marker(text)
-                {
-                    // Arrays of strings are bound whole by `bind_field`.
-                    return Err(unbindable(&place, text));
-                }
-                walk(item, mode, &place, used)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn unbindable(place: &str, text: &str) -> String {
-    format!(
-        "`{place}` = {:?} uses a parameter where Step Functions cannot read the execution input; give the parameter with --param at export instead",
-        as_reference(text)
-    )
-}
-
-/// The payload field `key: value` with its markers bound, or `None` when
-/// it holds none directly (its members are walked as usual).
-fn bind_field(
-    key: &str,
-    value: &Json,
-    place: &str,
-    used: &mut BTreeSet<String>,
-) -> Result<Option<(String, Json)>, String> {
-    match value {
-        Json::Str(text) if has_marker(text) => {
-            let expression = if key.ends_with(".$") {
-                rebind_format(text, used).ok_or_else(|| unbindable(place, text))?
-            } else {
-                expression(text, used)
-            };
-            let key = if key.ends_with(".$") {
-                key.to_string()
-            } else {
-                format!("{key}.$")
-            };
-            Ok(Some((key, Json::Str(expression))))
-        }
-        Json::Array(items)
-            if !key.ends_with(".$")
-                && items
-                    .iter()
-                    .any(|i| matches!(i, Json::Str(t) if has_marker(t))) =>
-        {
-            let mut args = Vec::with_capacity(items.len());
-            for item in items {
-                args.push(match item {
-                    Json::Str(text) if has_marker(text) => expression(text, used),
-                    Json::Str(text) => format!("'{}'", format_literal(text)),
-                    Json::Int(n) => n.to_string(),
-                    Json::Float(f) => f.to_string(),
-                    Json::Bool(b) => b.to_string(),
-                    Json::Null => "null".into(),
-                    _ => {
-                        return Err(format!(
-                            "`{place}` mixes parameters with objects or lists, which States.Array cannot build; give the parameter with --param at export instead"
-                        ));
+                    let inner = if matches!(key.as_str(), "Parameters" | "ItemSelector") {
+                        Mode::Payload
+                    } else {
+                        mode
+                    };
+                    if inner == Mode::Payload {
+                        if let Some((key, value)) = self.bind_field(&key, &value, &place, used)? {
+                            rewritten.push((key, value));
+                            continue;
+                        }
+                    } else if let Json::Str(text) = &value
+                        && self.has_marker(text)
+                    {
+                        return Err(self.unbindable(&place, text));
                     }
-                });
+                    self.walk(&mut value, inner, &place, used)?;
+                    rewritten.push((key, value));
+                }
+                obj.0 = rewritten;
             }
-            Ok(Some((
-                format!("{key}.$"),
-                Json::Str(format!("States.Array({})", args.join(", "))),
-            )))
+            Json::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let place = format!("{at}[{i}]");
+                    if let Json::Str(text) = item
+                        && self.has_marker(text)
+                    {
+                        // Arrays of strings are bound whole by `bind_field`.
+                        return Err(self.unbindable(&place, text));
+                    }
+                    self.walk(item, mode, &place, used)?;
+                }
+            }
+            _ => {}
         }
-        _ => Ok(None),
+        Ok(())
     }
-}
 
-/// A string holding markers as a path or intrinsic reading `$.params`.
-fn expression(text: &str, used: &mut BTreeSet<String>) -> String {
-    let parts = pieces(text);
-    if let [Piece::Param(name)] = parts.as_slice() {
-        used.insert(name.to_string());
-        return param_path(name);
+    fn unbindable(&self, place: &str, text: &str) -> String {
+        format!(
+            "`{place}` = {:?} uses a parameter where Step Functions cannot read the execution input; give the parameter with --param at export instead",
+            self.as_reference(text)
+        )
     }
-    let mut literal = String::new();
-    let mut args = Vec::new();
-    for piece in parts {
-        match piece {
-            Piece::Text(t) => literal.push_str(&format_literal(t)),
-            Piece::Param(name) => {
-                used.insert(name.to_string());
-                literal.push_str("{}");
-                args.push(param_path(name));
+
+    /// The payload field `key: value` with its markers bound, or `None` when
+    /// it holds none directly (its members are walked as usual).
+    fn bind_field(
+        &self,
+        key: &str,
+        value: &Json,
+        place: &str,
+        used: &mut BTreeSet<String>,
+    ) -> Result<Option<(String, Json)>, String> {
+        match value {
+            Json::Str(text) if self.has_marker(text) => {
+                let expression = if key.ends_with(".$") {
+                    self.rebind_format(text, used)
+                        .ok_or_else(|| self.unbindable(place, text))?
+                } else {
+                    self.expression(text, used)
+                };
+                let key = if key.ends_with(".$") {
+                    key.to_string()
+                } else {
+                    format!("{key}.$")
+                };
+                Ok(Some((key, Json::Str(expression))))
             }
+            Json::Array(items)
+                if !key.ends_with(".$")
+                    && items
+                        .iter()
+                        .any(|i| matches!(i, Json::Str(t) if self.has_marker(t))) =>
+            {
+                let mut args = Vec::with_capacity(items.len());
+                for item in items {
+                    args.push(match item {
+                        Json::Str(text) if self.has_marker(text) => self.expression(text, used),
+                        Json::Str(text) => format!("'{}'", format_literal(text)),
+                        Json::Int(n) => n.to_string(),
+                        Json::Float(f) => f.to_string(),
+                        Json::Bool(b) => b.to_string(),
+                        Json::Null => "null".into(),
+                        _ => {
+                            return Err(format!(
+                                "`{place}` mixes parameters with objects or lists, which States.Array cannot build; give the parameter with --param at export instead"
+                            ));
+                        }
+                    });
+                }
+                Ok(Some((
+                    format!("{key}.$"),
+                    Json::Str(format!("States.Array({})", args.join(", "))),
+                )))
+            }
+            _ => Ok(None),
         }
     }
-    format!("States.Format('{literal}', {})", args.join(", "))
+
+    /// A string holding markers as a path or intrinsic reading `$.params`.
+    fn expression(&self, text: &str, used: &mut BTreeSet<String>) -> String {
+        let parts = self.pieces(text);
+        if let [Piece::Param(name)] = parts.as_slice() {
+            used.insert(name.to_string());
+            return param_path(name);
+        }
+        let mut literal = String::new();
+        let mut args = Vec::new();
+        for piece in parts {
+            match piece {
+                Piece::Text(t) => literal.push_str(&format_literal(t)),
+                Piece::Param(name) => {
+                    used.insert(name.to_string());
+                    literal.push_str("{}");
+                    args.push(param_path(name));
+                }
+            }
+        }
+        format!("States.Format('{literal}', {})", args.join(", "))
+    }
+
+    /// A `States.Format('...', args)` whose literal holds markers (as the
+    /// per-execution prefixes do) with the markers made arguments in place.
+    fn rebind_format(&self, intrinsic: &str, used: &mut BTreeSet<String>) -> Option<String> {
+        let body = intrinsic.strip_prefix("States.Format('")?;
+        // The literal ends at the first quote not escaped by a backslash.
+        let mut literal_end = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '\'' => {
+                    literal_end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let literal_end = literal_end?;
+        let literal = &body[..literal_end];
+        let rest = body[literal_end + 1..].trim_start();
+        let rest = rest.strip_suffix(')')?;
+        let old_args = split_args(rest.strip_prefix(',').unwrap_or(rest));
+        let mut old_args = old_args.into_iter();
+        let mut new_literal = String::new();
+        let mut args = Vec::new();
+        let mut chars = literal.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    new_literal.push(c);
+                    if let Some((_, next)) = chars.next() {
+                        new_literal.push(next);
+                    }
+                }
+                '{' if literal[i..].starts_with("{}") => {
+                    chars.next();
+                    new_literal.push_str("{}");
+                    args.push(old_args.next()?);
+                }
+                _ if self.marker_at(&literal[i..]).is_some() => {
+                    let (name, len) = self.marker_at(&literal[i..])?;
+                    for _ in 1..len {
+                        chars.next();
+                    }
+                    used.insert(name.to_string());
+                    new_literal.push_str("{}");
+                    args.push(param_path(name));
+                }
+                _ => new_literal.push(c),
+            }
+        }
+        if old_args.next().is_some() {
+            return None;
+        }
+        Some(format!(
+            "States.Format('{new_literal}', {})",
+            args.join(", ")
+        ))
+    }
+
+    /// `text` with markers written back as `${params.NAME}`, as the DAG
+    /// writes them: for error messages.
+    pub fn as_reference(&self, text: &str) -> String {
+        self.written(text, "${params.", "}")
+    }
+
+    /// `text` with markers written as `<params.NAME>`, for comments (a `${`
+    /// would read as a CloudFormation `DefinitionSubstitutions` variable).
+    fn in_comment(&self, text: &str) -> String {
+        self.written(text, "<params.", ">")
+    }
+
+    fn written(&self, text: &str, open: &str, close: &str) -> String {
+        self.pieces(text)
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.to_string(),
+                Piece::Param(name) => format!("{open}{name}{close}"),
+            })
+            .collect()
+    }
 }
 
 /// `$.params.NAME`, or the bracket form for a name that is not a plain
@@ -308,68 +449,6 @@ fn param_path(name: &str) -> String {
     } else {
         format!("$.params['{}']", name.replace('\'', "\\'"))
     }
-}
-
-/// A `States.Format('...', args)` whose literal holds markers (as the
-/// per-execution prefixes do) with the markers made arguments in place.
-fn rebind_format(intrinsic: &str, used: &mut BTreeSet<String>) -> Option<String> {
-    let body = intrinsic.strip_prefix("States.Format('")?;
-    // The literal ends at the first quote not escaped by a backslash.
-    let mut literal_end = None;
-    let mut escaped = false;
-    for (i, c) in body.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '\'' => {
-                literal_end = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let literal_end = literal_end?;
-    let literal = &body[..literal_end];
-    let rest = body[literal_end + 1..].trim_start();
-    let rest = rest.strip_suffix(')')?;
-    let old_args = split_args(rest.strip_prefix(',').unwrap_or(rest));
-    let mut old_args = old_args.into_iter();
-    let mut new_literal = String::new();
-    let mut args = Vec::new();
-    let mut chars = literal.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                new_literal.push(c);
-                if let Some((_, next)) = chars.next() {
-                    new_literal.push(next);
-                }
-            }
-            '{' if literal[i..].starts_with("{}") => {
-                chars.next();
-                new_literal.push_str("{}");
-                args.push(old_args.next()?);
-            }
-            OPEN => {
-                let name: String = chars
-                    .by_ref()
-                    .map(|(_, c)| c)
-                    .take_while(|&c| c != CLOSE)
-                    .collect();
-                used.insert(name.clone());
-                new_literal.push_str("{}");
-                args.push(param_path(&name));
-            }
-            _ => new_literal.push(c),
-        }
-    }
-    if old_args.next().is_some() {
-        return None;
-    }
-    Some(format!(
-        "States.Format('{new_literal}', {})",
-        args.join(", ")
-    ))
 }
 
 /// Top-level arguments of an intrinsic call, trimmed.
@@ -399,32 +478,6 @@ fn split_args(text: &str) -> Vec<String> {
         args.push(current.trim().to_string());
     }
     args
-}
-
-/// `text` with markers written back as `${params.NAME}`, as the DAG
-/// writes them: for error messages.
-pub fn as_reference(text: &str) -> String {
-    // A message may quote a value with `{:?}`, which escapes the markers.
-    let text = text
-        .replace("\\u{e000}", &OPEN.to_string())
-        .replace("\\u{e001}", &CLOSE.to_string());
-    written(&text, "${params.", "}")
-}
-
-/// `text` with markers written as `<params.NAME>`, for comments (a `${`
-/// would read as a CloudFormation `DefinitionSubstitutions` variable).
-fn in_comment(text: &str) -> String {
-    written(text, "<params.", ">")
-}
-
-fn written(text: &str, open: &str, close: &str) -> String {
-    pieces(text)
-        .into_iter()
-        .map(|p| match p {
-            Piece::Text(t) => t.to_string(),
-            Piece::Param(name) => format!("{open}{name}{close}"),
-        })
-        .collect()
 }
 
 /// The states that make `$.params` the defaults merged with the
@@ -510,23 +563,30 @@ pub fn entry_states(defaults: &BTreeMap<String, String>, next: &str) -> Vec<(Str
 mod tests {
     use super::*;
 
+    fn markers() -> Markers {
+        Markers::new(["a", "bucket", "day", "dir", "n", "p", "x"])
+    }
+
     fn m(name: &str) -> String {
-        marker(name)
+        markers().marker(name)
     }
 
     #[test]
     fn a_whole_marker_is_a_path_and_a_mixed_string_a_format() {
         let mut used = BTreeSet::new();
-        assert_eq!(expression(&m("bucket"), &mut used), "$.params.bucket");
         assert_eq!(
-            expression(
+            markers().expression(&m("bucket"), &mut used),
+            "$.params.bucket"
+        );
+        assert_eq!(
+            markers().expression(
                 &format!("s3://{}/raw/{}.csv", m("bucket"), m("day")),
                 &mut used
             ),
             "States.Format('s3://{}/raw/{}.csv', $.params.bucket, $.params.day)"
         );
         assert_eq!(
-            expression(&format!("it's {{x}} {}", m("a")), &mut used),
+            markers().expression(&format!("it's {{x}} {}", m("a")), &mut used),
             r"States.Format('it\'s \{x\} {}', $.params.a)"
         );
         assert_eq!(used.into_iter().collect::<Vec<_>>(), ["a", "bucket", "day"]);
@@ -541,12 +601,16 @@ mod tests {
             m("p")
         );
         assert_eq!(
-            rebind_format(&intrinsic, &mut used).unwrap(),
+            markers().rebind_format(&intrinsic, &mut used).unwrap(),
             r"States.Format('s3://{}/{}/\{{}\}/', $.params.bucket, $$.Execution.Name, $.params.p)"
         );
-        assert!(rebind_format("$.x", &mut used).is_none());
+        assert!(markers().rebind_format("$.x", &mut used).is_none());
         // More arguments than placeholders is not a format the export wrote.
-        assert!(rebind_format(&format!("States.Format('{}', a, b)", m("x")), &mut used).is_none());
+        assert!(
+            markers()
+                .rebind_format(&format!("States.Format('{}', a, b)", m("x")), &mut used)
+                .is_none()
+        );
     }
 
     #[test]
@@ -573,7 +637,7 @@ mod tests {
                 ),
             ),
         );
-        let used = bind(&mut machine).unwrap();
+        let used = markers().bind(&mut machine).unwrap();
         let text = serde_json::to_string(&machine).unwrap();
         assert_eq!(
             text,
@@ -585,7 +649,7 @@ mod tests {
             "Choices",
             vec![Json::from(Obj::new().with("StringEquals", m("x")))],
         ));
-        let err = bind(&mut choice).unwrap_err();
+        let err = markers().bind(&mut choice).unwrap_err();
         assert!(
             err.contains("Choices[0].StringEquals") && err.contains("${params.x}"),
             "{err}"
@@ -596,9 +660,9 @@ mod tests {
     fn concrete_puts_the_values_back() {
         let values = BTreeMap::from([("dir".to_string(), "/data/in".to_string())]);
         assert_eq!(
-            concrete(&format!("{}/a.sql", m("dir")), &values),
+            markers().concrete(&format!("{}/a.sql", m("dir")), &values),
             "/data/in/a.sql"
         );
-        assert_eq!(concrete("plain", &values), "plain");
+        assert_eq!(markers().concrete("plain", &values), "plain");
     }
 }

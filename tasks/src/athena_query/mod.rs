@@ -77,6 +77,7 @@
 
 mod config;
 mod expect;
+pub mod sfn;
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,7 @@
 mod config;
 pub mod connect;
 pub mod runtime;
+pub mod sfn;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

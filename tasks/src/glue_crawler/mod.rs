@@ -126,6 +126,7 @@
 mod config;
 mod infer;
 mod scan;
+pub mod sfn;
 
 #[cfg(test)]
 mod tests;

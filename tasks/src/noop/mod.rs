@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskConfig, TaskFailure};
+use exporters::sfn::json::{Json, Obj};
+use exporters::sfn::settings::AwsSettings;
+use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 use serde::Deserialize;
 
 pub struct Noop;
@@ -48,5 +51,30 @@ struct NoopAction {
 impl TaskAction for NoopAction {
     async fn run(&self, _attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         Ok(self.output.clone())
+    }
+}
+
+/// In Step Functions a `noop` is a `Pass`. Its `output` is not carried:
+/// in production nothing downstream reads task outputs from the state
+/// data.
+impl StepFunctions for Noop {
+    type Settings = ();
+
+    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
+        Some(())
+    }
+
+    fn translate(
+        &self,
+        task: &TaskContext,
+        _config: &NoopConfig,
+        _settings: &(),
+    ) -> Result<TaskExport, String> {
+        Ok(TaskExport::pass(
+            Obj::new()
+                .with("Type", "Pass")
+                .with("Comment", task.comment())
+                .with("ResultPath", Json::Null),
+        ))
     }
 }

@@ -101,6 +101,7 @@
 //! `{"report": "s3://…html", "bytes": N}`.
 
 pub mod aws;
+pub mod sfn;
 #[cfg(test)]
 mod tests;
 

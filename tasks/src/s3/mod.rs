@@ -72,6 +72,14 @@ use thiserror::Error;
 pub use prefix::{PrefixWrite, Snapshot};
 pub use uri::{MAX_KEY_BYTES, RESERVED_PREFIX, S3Prefix, S3Uri};
 
+/// A URI as a place an IAM grant covers.
+pub fn s3_location(uri: &S3Uri) -> exporters::sfn::iam::S3Location {
+    exporters::sfn::iam::S3Location {
+        bucket: uri.bucket().to_string(),
+        key: uri.key().to_string(),
+    }
+}
+
 /// What went wrong, naming the URI (and the local path) concerned.
 #[derive(Debug, Error)]
 pub enum S3Error {

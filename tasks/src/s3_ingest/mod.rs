@@ -59,6 +59,7 @@
 
 mod config;
 mod files;
+mod sfn;
 
 use std::fs;
 use std::io::Write;

@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskFailure};
+use exporters::sfn::settings::AwsSettings;
+use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
 use crate::process::{Logs, failure, run_logged};
 pub use config::ShellConfig;
@@ -41,6 +43,36 @@ impl Kind for Shell {
 }
 
 struct ShellAction(ShellConfig);
+
+/// `shell` has no production form: a command on the engine's machine has
+/// no counterpart in a managed service that the export could choose for
+/// the user.
+impl StepFunctions for Shell {
+    type Settings = ();
+
+    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
+        Some(())
+    }
+
+    fn not_exportable(&self, task_id: &str) -> Option<String> {
+        Some(format!(
+            "task `{task_id}` (shell): shell tasks have no production equivalent in Step Functions (the command runs on this machine); \
+             use emr_spark for a Spark job, athena_query for SQL, s3_ingest for files that must be in S3, \
+             report for the report, or noop for a placeholder"
+        ))
+    }
+
+    fn translate(
+        &self,
+        task: &TaskContext,
+        _config: &ShellConfig,
+        _settings: &(),
+    ) -> Result<TaskExport, String> {
+        Err(self
+            .not_exportable(task.id())
+            .unwrap_or_else(|| task.error("cannot be exported")))
+    }
+}
 
 #[async_trait]
 impl TaskAction for ShellAction {
