@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 
 use super::ExportError;
 use super::iam::{self, RoleSpec};
+
 use super::json::{Json, Obj};
 use super::model::ExportModel;
 use super::settings::Common;
@@ -160,21 +161,43 @@ pub fn export(model: &ExportModel) -> Result<String, ExportError> {
 
 /// The CloudFormation template as a JSON tree.
 pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
-    let mut machine = model.state_machine()?;
     let deployments = model.deployments();
-    check_no_placeholders(&machine)?;
-    let substitutions: Vec<&Substitution> =
-        deployments.iter().flat_map(|d| &d.substitutions).collect();
-    substitute_definition(&mut machine, &substitutions);
-    let rewrites: Vec<&ArnRewrite> = deployments.iter().flat_map(|d| &d.arn_rewrites).collect();
-    let common = model.common();
     let dag = model.dag();
+    let bucket = bucket_of(deployments);
+    let listed = listed_resources(state_machine_resource(model)?, deployments, &bucket);
+    let resources = placed_resources(model, listed)?;
+    let (parameters, conditions) = parameters(deployments, bucket.is_some());
+    let description = format!(
+        "The flux-engine DAG {}, exported by flux-engine export --cfn: the Step Functions state machine (its execution input may override the parameters), its role, and the Glue, Athena and S3 resources it uses, for the parameter values at export",
+        dag.name
+    );
+    let mut template = Obj::new()
+        .with("AWSTemplateFormatVersion", "2010-09-09")
+        .with("Description", description);
+    if !parameters.0.is_empty() {
+        template.set("Parameters", parameters);
+    }
+    if !conditions.0.is_empty() {
+        template.set("Conditions", conditions);
+    }
+    template.set("Resources", resources);
+    template.set("Outputs", outputs(deployments));
+    Ok(template.into())
+}
 
-    // The state machine and its role first; the kinds' resources after.
-    let mut listed: Vec<(usize, Resource)> = Vec::new();
-    let mut keys: BTreeSet<String> = BTreeSet::new();
-    let mut machine_props = Obj::new()
-        .with("StateMachineName", dag.name.as_str())
+/// The state machine: the `--sfn` export, the kinds' values in it standing
+/// for the template's parameters and resources.
+fn state_machine_resource(model: &ExportModel) -> Result<Resource, ExportError> {
+    let mut machine = model.state_machine()?;
+    check_no_placeholders(&machine)?;
+    let substitutions: Vec<&Substitution> = model
+        .deployments()
+        .iter()
+        .flat_map(|d| &d.substitutions)
+        .collect();
+    substitute_definition(&mut machine, &substitutions);
+    let mut properties = Obj::new()
+        .with("StateMachineName", model.dag().name.as_str())
         .with("StateMachineType", "STANDARD")
         .with("RoleArn", get_att("StateMachineRole", "Arn"))
         .with("Definition", machine);
@@ -183,48 +206,63 @@ pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
         for s in &substitutions {
             defs.set(s.name, s.to.clone());
         }
-        machine_props.set("DefinitionSubstitutions", defs);
+        properties.set("DefinitionSubstitutions", defs);
     }
-    let mut queue: Vec<Resource> = vec![Resource {
+    Ok(Resource {
         key: "StateMachine".into(),
         logical_id: LogicalId::Fixed("StateMachine"),
         body: Obj::new()
             .with("Type", STATE_MACHINE)
-            .with("Properties", machine_props),
+            .with("Properties", properties),
         sort_name: None,
         role: Some(STATE_MACHINE_ROLE),
-    }];
-    queue.extend(deployments.iter().flat_map(|d| d.resources.iter().cloned()));
-    let bucket = deployments
+    })
+}
+
+/// The bucket the template may create: the first the kinds name, by
+/// what the DAG uses it for.
+fn bucket_of(deployments: &[Deployment]) -> Option<String> {
+    deployments
         .iter()
         .flat_map(|d| &d.buckets)
         .enumerate()
         .min_by_key(|(i, (used_for, _))| (*used_for, *i))
-        .map(|(_, (_, bucket))| bucket.clone());
-    if let Some(bucket) = &bucket {
-        queue.push(bucket_resource(bucket));
-    }
-    for resource in queue {
-        if keys.insert(resource.key.clone()) {
-            let rank = type_rank(&resource.body);
-            listed.push((rank, resource));
-        }
-    }
-    // Stable: shared resources by name within their type, the others as
-    // given.
+        .map(|(_, (_, bucket))| bucket.clone())
+}
+
+/// Every resource once, in listing order: by type, shared ones by name
+/// within their type, the others as the kinds give them.
+fn listed_resources(
+    state_machine: Resource,
+    deployments: &[Deployment],
+    bucket: &Option<String>,
+) -> Vec<Resource> {
+    let mut queue = vec![state_machine];
+    queue.extend(deployments.iter().flat_map(|d| d.resources.iter().cloned()));
+    queue.extend(bucket.as_deref().map(bucket_resource));
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    let mut listed: Vec<(usize, Resource)> = queue
+        .into_iter()
+        .filter(|r| keys.insert(r.key.clone()))
+        .map(|r| (type_rank(&r.body), r))
+        .collect();
     listed.sort_by(|(a, ra), (b, rb)| {
         a.cmp(b).then_with(|| match (&ra.sort_name, &rb.sort_name) {
             (Some(x), Some(y)) => x.cmp(y),
             _ => std::cmp::Ordering::Equal,
         })
     });
+    listed.into_iter().map(|(_, r)| r).collect()
+}
 
-    let roles: Vec<&RoleSpec> = deployments.iter().flat_map(|d| &d.roles).collect();
+/// The `Resources` section: each resource under its logical id, a role
+/// right before the resource that assumes it, references between
+/// resources resolved.
+fn placed_resources(model: &ExportModel, listed: Vec<Resource>) -> Result<Obj, ExportError> {
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut logical: Vec<(String, String)> = Vec::new();
-    let mut resources = Obj::new();
     let mut placed: Vec<(String, Resource)> = Vec::new();
-    for (_, resource) in listed {
+    for resource in listed {
         if let Some(role) = resource.role {
             let id = format!("{role}Role");
             taken.insert(id.clone());
@@ -238,38 +276,54 @@ pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
         logical.push((resource.key.clone(), id.clone()));
         placed.push((id, resource));
     }
+    let mut resources = Obj::new();
     for (id, resource) in placed {
-        let body = if resource.key.starts_with(ROLE_KEY) {
-            let name = &resource.key[ROLE_KEY.len()..];
-            let policy = sub_policy(model.role_policy(name), common, &rewrites);
-            if name == STATE_MACHINE_ROLE {
-                iam_role(
-                    format!(
-                        "The execution role of the Step Functions state machine of the flux-engine DAG {}",
-                        dag.name
-                    ),
-                    iam::trust_policy_for(Some(reference("AWS::AccountId"))),
-                    format!("flux-engine-{}", dag.name),
-                    policy,
-                )
-            } else {
-                let spec = roles
-                    .iter()
-                    .find(|r| r.name == name)
-                    .ok_or_else(|| ExportError(vec![format!("no role `{name}` is declared")]))?;
-                iam_role(
-                    spec.description.clone(),
-                    iam::role_trust_policy(spec),
-                    spec.policy_name.clone(),
-                    policy,
-                )
-            }
-        } else {
-            resolve_refs(resource.body, &logical)
+        let body = match resource.key.strip_prefix(ROLE_KEY) {
+            Some(name) => role_resource(model, name)?,
+            None => resolve_refs(resource.body, &logical),
         };
         resources.set(&id, body);
     }
+    Ok(resources)
+}
 
+/// The role `name` (the state machine's, or one a kind declares) as an
+/// `AWS::IAM::Role` with its policy inline.
+fn role_resource(model: &ExportModel, name: &str) -> Result<Json, ExportError> {
+    let rewrites: Vec<&ArnRewrite> = model
+        .deployments()
+        .iter()
+        .flat_map(|d| &d.arn_rewrites)
+        .collect();
+    let policy = sub_policy(model.role_policy(name), model.common(), &rewrites);
+    let dag = &model.dag().name;
+    if name == STATE_MACHINE_ROLE {
+        return Ok(iam_role(
+            format!(
+                "The execution role of the Step Functions state machine of the flux-engine DAG {dag}"
+            ),
+            iam::trust_policy_for(Some(reference("AWS::AccountId"))),
+            format!("flux-engine-{dag}"),
+            policy,
+        ));
+    }
+    let spec = model
+        .deployments()
+        .iter()
+        .flat_map(|d| &d.roles)
+        .find(|r| r.name == name)
+        .ok_or_else(|| ExportError(vec![format!("no role `{name}` is declared")]))?;
+    Ok(iam_role(
+        spec.description.clone(),
+        iam::role_trust_policy(spec),
+        spec.policy_name.clone(),
+        policy,
+    ))
+}
+
+/// The `Parameters` (in the order of the resources they configure, then
+/// `CreateBucket`) and `Conditions` sections.
+fn parameters(deployments: &[Deployment], has_bucket: bool) -> (Obj, Obj) {
     let mut parameters = Obj::new();
     let mut params: Vec<&Parameter> = deployments.iter().flat_map(|d| &d.parameters).collect();
     params.sort_by_key(|p| rank_of(p.configures));
@@ -283,7 +337,7 @@ pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
         );
     }
     let mut conditions = Obj::new();
-    if bucket.is_some() {
+    if has_bucket {
         parameters.set(
             "CreateBucket",
             Obj::new()
@@ -303,21 +357,11 @@ pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
             ),
         );
     }
+    (parameters, conditions)
+}
 
-    let description = format!(
-        "The flux-engine DAG {}, exported by flux-engine export --cfn: the Step Functions state machine (its execution input may override the parameters), its role, and the Glue, Athena and S3 resources it uses, for the parameter values at export",
-        dag.name
-    );
-    let mut template = Obj::new()
-        .with("AWSTemplateFormatVersion", "2010-09-09")
-        .with("Description", description);
-    if !parameters.0.is_empty() {
-        template.set("Parameters", parameters);
-    }
-    if !conditions.0.is_empty() {
-        template.set("Conditions", conditions);
-    }
-    template.set("Resources", resources);
+/// The state machine's and its role's ARNs, then the kinds' outputs.
+fn outputs(deployments: &[Deployment]) -> Obj {
     let mut outputs = Obj::new()
         .with(
             "StateMachineArn",
@@ -334,8 +378,7 @@ pub fn template(model: &ExportModel) -> Result<Json, ExportError> {
     for (name, output) in deployments.iter().flat_map(|d| &d.outputs) {
         outputs.set(name, output.clone());
     }
-    template.set("Outputs", outputs);
-    Ok(template.into())
+    outputs
 }
 
 /// The name of the state machine's role among the roles.

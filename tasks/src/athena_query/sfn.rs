@@ -107,20 +107,10 @@ impl StepFunctions for AthenaQuery {
             .workgroup
             .as_deref()
             .ok_or_else(|| task.error("[aws] athena_workgroup is missing"))?;
-        let query = |sql: &str, location: String| {
-            Obj::new()
-                .with("QueryString", sql)
-                .with(
-                    "QueryExecutionContext",
-                    Obj::new().with("Database", database),
-                )
-                .with("WorkGroup", workgroup)
-                .with(
-                    "ResultConfiguration",
-                    Obj::new().with("OutputLocation.$", location),
-                )
+        let query = Query {
+            database,
+            workgroup,
         };
-        let resource = "arn:aws:states:::athena:startQueryExecution.sync";
         let checks = checks(task, &config.expect)?;
         let expect_output = format!("{output}_expect/");
         let mut locations = vec![output.to_string()];
@@ -128,106 +118,16 @@ impl StepFunctions for AthenaQuery {
             locations.push(expect_output.clone());
         }
         let grants = grants(task, workgroup, database, &locations, !checks.is_empty())?;
-        if checks.is_empty() {
-            return Ok(TaskExport::task(task.task_state(
+        let state = if checks.is_empty() {
+            task.task_state(
                 task.comment(),
-                resource,
-                query(&sql, per_execution(output)),
-            ))
-            .with_grants(grants));
-        }
-        let check_sql = check_query(&sql, &checks);
-        let [run, expect, counts, check, failed, passed] = [
-            "Query",
-            "Expect",
-            "ExpectCounts",
-            "Check",
-            "ExpectFailed",
-            "Passed",
-        ]
-        .map(|s| task.helper(s));
-        let choices: Vec<Json> = checks
-            .iter()
-            .enumerate()
-            .map(|(i, _)| {
-                Obj::new()
-                    .with(
-                        "Not",
-                        Obj::new()
-                            .with("Variable", format!("$.expect.counts[{i}].VarCharValue"))
-                            .with("StringEquals", "0"),
-                    )
-                    .with("Next", failed.as_str())
-                    .into()
-            })
-            .collect();
-        let described: Vec<&str> = checks.iter().map(|c| c.description.as_str()).collect();
-        let states = vec![
-            (
-                run,
-                task.task_state(
-                    "The query itself: its result is the task's output",
-                    resource,
-                    query(&sql, per_execution(output)),
-                )
-                .with("Next", expect.as_str()),
-            ),
-            (
-                expect,
-                task.task_state(
-                    format!(
-                        "Counts what violates each check, in order: {}",
-                        described.join("; ")
-                    ),
-                    resource,
-                    query(&check_sql, per_execution(&expect_output)),
-                )
-                .with(
-                    "ResultSelector",
-                    Obj::new().with("QueryExecutionId.$", "$.QueryExecution.QueryExecutionId"),
-                )
-                .with("ResultPath", "$.expect")
-                .with("Next", counts.as_str()),
-            ),
-            (
-                counts,
-                task.task_state(
-                    "Reads the counts: row 0 is the header, row 1 the counts",
-                    "arn:aws:states:::athena:getQueryResults",
-                    Obj::new().with("QueryExecutionId.$", "$.expect.QueryExecutionId"),
-                )
-                .with(
-                    "ResultSelector",
-                    Obj::new().with("counts.$", "$.ResultSet.Rows[1].Data"),
-                )
-                .with("ResultPath", "$.expect")
-                .with("Next", check.as_str()),
-            ),
-            (
-                check,
-                Obj::new()
-                    .with("Type", "Choice")
-                    .with("Comment", "Every count must be 0")
-                    .with("Choices", choices)
-                    .with("Default", passed.as_str()),
-            ),
-            (
-                failed.clone(),
-                fail(
-                    &failed,
-                    &format!(
-                        "an expect check of task `{}` failed; the counts are in the check query's result: {}",
-                        task.id(),
-                        described.join("; ")
-                    ),
-                ),
-            ),
-            (passed, Obj::new().with("Type", "Succeed")),
-        ];
-        Ok(TaskExport::task(
-            task.wrapper(format!("{}; with expect checks", task.comment()), states),
-        )
-        .with_grants(grants))
+                START_QUERY,
+                query.parameters(&sql, per_execution(output)),
+            )
+        } else {
+            gated(task, &query, &sql, output, &expect_output, &checks)
+        };
+        Ok(TaskExport::task(state).with_grants(grants))
     }
 
     fn production_output(&self, config: &AthenaQueryConfig) -> Option<ProductionOutput> {
@@ -285,6 +185,131 @@ impl StepFunctions for AthenaQuery {
         }
         Ok(deployment)
     }
+}
+
+const START_QUERY: &str = "arn:aws:states:::athena:startQueryExecution.sync";
+
+/// Where a task's queries run.
+struct Query<'a> {
+    database: &'a str,
+    workgroup: &'a str,
+}
+
+impl Query<'_> {
+    /// A `startQueryExecution` of `sql`, its results under `location` (an
+    /// intrinsic).
+    fn parameters(&self, sql: &str, location: String) -> Obj {
+        Obj::new()
+            .with("QueryString", sql)
+            .with(
+                "QueryExecutionContext",
+                Obj::new().with("Database", self.database),
+            )
+            .with("WorkGroup", self.workgroup)
+            .with(
+                "ResultConfiguration",
+                Obj::new().with("OutputLocation.$", location),
+            )
+    }
+}
+
+/// The query, then its check query, the counts read back and a `Choice`
+/// that fails the task unless every count is 0; one `Parallel`.
+fn gated(
+    task: &TaskContext,
+    query: &Query,
+    sql: &str,
+    output: &str,
+    expect_output: &str,
+    checks: &[Check],
+) -> Obj {
+    let check_sql = check_query(sql, checks);
+    let [run, expect, counts, check, failed, passed] = [
+        "Query",
+        "Expect",
+        "ExpectCounts",
+        "Check",
+        "ExpectFailed",
+        "Passed",
+    ]
+    .map(|s| task.helper(s));
+    let choices: Vec<Json> = (0..checks.len())
+        .map(|i| {
+            Obj::new()
+                .with(
+                    "Not",
+                    Obj::new()
+                        .with("Variable", format!("$.expect.counts[{i}].VarCharValue"))
+                        .with("StringEquals", "0"),
+                )
+                .with("Next", failed.as_str())
+                .into()
+        })
+        .collect();
+    let described: Vec<&str> = checks.iter().map(|c| c.description.as_str()).collect();
+    let states = vec![
+        (
+            run,
+            task.task_state(
+                "The query itself: its result is the task's output",
+                START_QUERY,
+                query.parameters(sql, per_execution(output)),
+            )
+            .with("Next", expect.as_str()),
+        ),
+        (
+            expect,
+            task.task_state(
+                format!(
+                    "Counts what violates each check, in order: {}",
+                    described.join("; ")
+                ),
+                START_QUERY,
+                query.parameters(&check_sql, per_execution(expect_output)),
+            )
+            .with(
+                "ResultSelector",
+                Obj::new().with("QueryExecutionId.$", "$.QueryExecution.QueryExecutionId"),
+            )
+            .with("ResultPath", "$.expect")
+            .with("Next", counts.as_str()),
+        ),
+        (
+            counts,
+            task.task_state(
+                "Reads the counts: row 0 is the header, row 1 the counts",
+                "arn:aws:states:::athena:getQueryResults",
+                Obj::new().with("QueryExecutionId.$", "$.expect.QueryExecutionId"),
+            )
+            .with(
+                "ResultSelector",
+                Obj::new().with("counts.$", "$.ResultSet.Rows[1].Data"),
+            )
+            .with("ResultPath", "$.expect")
+            .with("Next", check.as_str()),
+        ),
+        (
+            check,
+            Obj::new()
+                .with("Type", "Choice")
+                .with("Comment", "Every count must be 0")
+                .with("Choices", choices)
+                .with("Default", passed.as_str()),
+        ),
+        (
+            failed.clone(),
+            fail(
+                &failed,
+                &format!(
+                    "an expect check of task `{}` failed; the counts are in the check query's result: {}",
+                    task.id(),
+                    described.join("; ")
+                ),
+            ),
+        ),
+        (passed, Obj::new().with("Type", "Succeed")),
+    ];
+    task.wrapper(format!("{}; with expect checks", task.comment()), states)
 }
 
 /// What the query's states need: the workgroup, the catalog, the result

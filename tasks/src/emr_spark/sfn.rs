@@ -174,54 +174,16 @@ impl StepFunctions for EmrSpark {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let comment = format!("{}; spark-submit {script}", task.comment());
-        let arns = task.arns();
+        let submission = Submission {
+            comment: format!("{}; spark-submit {script}", task.comment()),
+            script,
+            py_files,
+            conf,
+            args,
+        };
         let mut export = match emr {
             Emr::Cluster { .. } => {
-                let mut submit: Vec<String> = vec![
-                    "spark-submit".into(),
-                    "--deploy-mode".into(),
-                    "cluster".into(),
-                ];
-                if !py_files.is_empty() {
-                    submit.push("--py-files".into());
-                    submit.push(py_files.join(","));
-                }
-                for c in &conf {
-                    submit.push("--conf".into());
-                    submit.push(c.clone());
-                }
-                submit.push(script);
-                submit.extend(args);
-                let state = task.task_state(
-                    comment,
-                    "arn:aws:states:::elasticmapreduce:addStep.sync",
-                    Obj::new().with("ClusterId.$", CLUSTER_ID_PATH).with(
-                        "Step",
-                        Obj::new()
-                            .with("Name", task.id())
-                            // The state machine decides what a failure
-                            // means; the cluster stays for the cleanup.
-                            .with("ActionOnFailure", "CONTINUE")
-                            .with(
-                                "HadoopJarStep",
-                                Obj::new()
-                                    .with("Jar", "command-runner.jar")
-                                    .with("Args", submit),
-                            ),
-                    ),
-                );
-                let mut export = TaskExport::task(state).with_grants(vec![
-                    cluster_grant(
-                        task,
-                        &[
-                            "elasticmapreduce:AddJobFlowSteps",
-                            "elasticmapreduce:DescribeStep",
-                            "elasticmapreduce:CancelSteps",
-                        ],
-                    ),
-                    rule_grant(task, RULE_ADD_STEPS),
-                ]);
+                let mut export = cluster_step(task, submission);
                 export.session = Some(Arc::new(Cluster {
                     dag: task.dag.name.clone(),
                     emr: emr.clone(),
@@ -232,58 +194,7 @@ impl StepFunctions for EmrSpark {
             Emr::Serverless {
                 application_id,
                 execution_role_arn,
-            } => {
-                let mut submit_parameters: Vec<String> = Vec::new();
-                if !py_files.is_empty() {
-                    submit_parameters.push(format!("--py-files {}", py_files.join(",")));
-                }
-                for c in &conf {
-                    submit_parameters.push(format!("--conf {c}"));
-                }
-                let driver = Obj::new()
-                    .with("EntryPoint", script)
-                    .with("EntryPointArguments", args)
-                    .with_opt(
-                        "SparkSubmitParameters",
-                        (!submit_parameters.is_empty()).then(|| submit_parameters.join(" ")),
-                    );
-                let state = task.task_state(
-                    comment,
-                    "arn:aws:states:::emr-serverless:startJobRun.sync",
-                    Obj::new()
-                        .with("ApplicationId", application_id)
-                        .with("ExecutionRoleArn", execution_role_arn)
-                        .with("Name", task.id())
-                        // An idempotency token per attempt: a retry is a
-                        // new run.
-                        .with("ClientToken.$", "States.UUID()")
-                        .with("JobDriver", Obj::new().with("SparkSubmit", driver)),
-                );
-                let app = format!("/applications/{application_id}");
-                TaskExport::task(state).with_grants(vec![
-                    Grant::statement(
-                        "EmrServerlessStartJobRun",
-                        &["emr-serverless:StartJobRun"],
-                        [arns.arn("emr-serverless", &app)],
-                    ),
-                    Grant::statement(
-                        "EmrServerlessJobRuns",
-                        &["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
-                        [arns.arn("emr-serverless", &format!("{app}/jobruns/*"))],
-                    ),
-                    Grant::statement(
-                        "PassEmrServerlessExecutionRole",
-                        &["iam:PassRole"],
-                        [arns.role(execution_role_arn)],
-                    )
-                    .when(
-                        "StringEquals",
-                        "iam:PassedToService",
-                        "emr-serverless.amazonaws.com",
-                    ),
-                    rule_grant(task, RULE_SERVERLESS_JOB),
-                ])
-            }
+            } => serverless_run(task, submission, application_id, execution_role_arn),
         };
         export.data = job
             .reads
@@ -387,6 +298,140 @@ impl StepFunctions for EmrSpark {
         }
         Ok(deployment)
     }
+}
+
+/// What a job submits, as production sees it.
+struct Submission {
+    comment: String,
+    /// Under `scripts_prefix`.
+    script: String,
+    py_files: Vec<String>,
+    /// `key=value`.
+    conf: Vec<String>,
+    args: Vec<String>,
+}
+
+/// The job as a step on the cluster: `command-runner.jar spark-submit
+/// --deploy-mode cluster`.
+fn cluster_step(task: &TaskContext, job: Submission) -> TaskExport {
+    let Submission {
+        comment,
+        script,
+        py_files,
+        conf,
+        args,
+    } = job;
+    let mut submit: Vec<String> = vec![
+        "spark-submit".into(),
+        "--deploy-mode".into(),
+        "cluster".into(),
+    ];
+    if !py_files.is_empty() {
+        submit.push("--py-files".into());
+        submit.push(py_files.join(","));
+    }
+    for c in &conf {
+        submit.push("--conf".into());
+        submit.push(c.clone());
+    }
+    submit.push(script);
+    submit.extend(args);
+    let state = task.task_state(
+        comment,
+        "arn:aws:states:::elasticmapreduce:addStep.sync",
+        Obj::new().with("ClusterId.$", CLUSTER_ID_PATH).with(
+            "Step",
+            Obj::new()
+                .with("Name", task.id())
+                // The state machine decides what a failure means; the
+                // cluster stays for the cleanup.
+                .with("ActionOnFailure", "CONTINUE")
+                .with(
+                    "HadoopJarStep",
+                    Obj::new()
+                        .with("Jar", "command-runner.jar")
+                        .with("Args", submit),
+                ),
+        ),
+    );
+    TaskExport::task(state).with_grants(vec![
+        cluster_grant(
+            task,
+            &[
+                "elasticmapreduce:AddJobFlowSteps",
+                "elasticmapreduce:DescribeStep",
+                "elasticmapreduce:CancelSteps",
+            ],
+        ),
+        rule_grant(task, RULE_ADD_STEPS),
+    ])
+}
+
+/// The job as an EMR Serverless job run of the application, as its
+/// execution role.
+fn serverless_run(
+    task: &TaskContext,
+    job: Submission,
+    application_id: &str,
+    execution_role_arn: &str,
+) -> TaskExport {
+    let Submission {
+        comment,
+        script,
+        py_files,
+        conf,
+        args,
+    } = job;
+    let mut submit_parameters: Vec<String> = Vec::new();
+    if !py_files.is_empty() {
+        submit_parameters.push(format!("--py-files {}", py_files.join(",")));
+    }
+    for c in &conf {
+        submit_parameters.push(format!("--conf {c}"));
+    }
+    let driver = Obj::new()
+        .with("EntryPoint", script)
+        .with("EntryPointArguments", args)
+        .with_opt(
+            "SparkSubmitParameters",
+            (!submit_parameters.is_empty()).then(|| submit_parameters.join(" ")),
+        );
+    let state = task.task_state(
+        comment,
+        "arn:aws:states:::emr-serverless:startJobRun.sync",
+        Obj::new()
+            .with("ApplicationId", application_id)
+            .with("ExecutionRoleArn", execution_role_arn)
+            .with("Name", task.id())
+            // An idempotency token per attempt: a retry is a new run.
+            .with("ClientToken.$", "States.UUID()")
+            .with("JobDriver", Obj::new().with("SparkSubmit", driver)),
+    );
+    let arns = task.arns();
+    let app = format!("/applications/{application_id}");
+    TaskExport::task(state).with_grants(vec![
+        Grant::statement(
+            "EmrServerlessStartJobRun",
+            &["emr-serverless:StartJobRun"],
+            [arns.arn("emr-serverless", &app)],
+        ),
+        Grant::statement(
+            "EmrServerlessJobRuns",
+            &["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
+            [arns.arn("emr-serverless", &format!("{app}/jobruns/*"))],
+        ),
+        Grant::statement(
+            "PassEmrServerlessExecutionRole",
+            &["iam:PassRole"],
+            [arns.role(execution_role_arn)],
+        )
+        .when(
+            "StringEquals",
+            "iam:PassedToService",
+            "emr-serverless.amazonaws.com",
+        ),
+        rule_grant(task, RULE_SERVERLESS_JOB),
+    ])
 }
 
 /// The cluster settings, or the serverless ones, as `emr_mode` says;
