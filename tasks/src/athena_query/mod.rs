@@ -64,16 +64,12 @@
 //! engine's 256 KiB limit. The attempt's `stdout.log` holds the SQL and
 //! the sample as a table.
 //!
-//! # On AWS (not implemented yet)
+//! # On AWS
 //!
-//! In Step Functions the task is `arn:aws:states:::athena:startQueryExecution.sync`
-//! with `QueryString`, `QueryExecutionContext.Database` and
-//! `ResultConfiguration.OutputLocation`, followed, when there is an
-//! `expect`, by a check on `athena:getQueryResults`. IAM:
-//! `athena:StartQueryExecution`, `athena:GetQueryExecution`,
-//! `athena:GetQueryResults`, `glue:GetTable`/`GetPartitions`/`GetDatabase`
-//! on the database, `s3:GetObject`/`ListBucket` on the tables' locations and
-//! `s3:PutObject`/`GetBucketLocation` on the output location.
+//! [`sfn`]: in Step Functions the task is
+//! `athena:startQueryExecution.sync`, its results under the execution's
+//! name, and with `expect` a check query whose counts a `Choice` reads.
+//! The AWS backend driven by the SDK is not written yet.
 
 mod config;
 mod expect;

@@ -106,22 +106,14 @@
 //! finds the tables as written and reports them unchanged: the catalog is
 //! the same either way.
 //!
-//! # On AWS (not implemented yet)
+//! # On AWS
 //!
-//! The same fields describe a Glue crawler (`AWS::Glue::Crawler`) with one
-//! S3 target per `targets` entry (its `Exclusions` from `exclusions`),
-//! `DatabaseName`, `TablePrefix`, `SchemaChangePolicy` `{UpdateBehavior:
-//! UPDATE_IN_DATABASE, DeleteBehavior: LOG}` and
-//! `Configuration` grouping `TableLevelConfiguration` at the targets'
-//! depth + 1. In Step Functions the task is
-//! `arn:aws:states:::aws-sdk:glue:startCrawler` followed by a
-//! `getCrawler` / `Wait` loop until the crawler's `State` is `READY`, then
-//! `getCrawlerMetrics` (`TablesCreated`, `TablesUpdated`,
-//! `TablesDeleted`) for the output; `LastCrawl.Status` `FAILED` fails the
-//! task. IAM: `glue:StartCrawler`, `glue:GetCrawler`,
-//! `glue:GetCrawlerMetrics` for the state machine's role; the crawler's
-//! own role needs `s3:GetObject`/`s3:ListBucket` on the targets and the
-//! `AWSGlueServiceRole` managed policy.
+//! [`sfn`]: in Step Functions the task starts the crawler `DAG-TASK` and
+//! polls it until it is ready, failing unless its last crawl succeeded;
+//! `export --cfn` creates the crawler (one S3 target per `targets` entry,
+//! `DatabaseName`) and the database. `table_prefix` and `exclusions` are
+//! not carried to the created crawler yet. The AWS backend driven by the
+//! SDK is not written yet.
 
 mod config;
 mod infer;

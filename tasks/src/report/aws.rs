@@ -3,7 +3,7 @@
 //! a file with `flux-engine report-payload`).
 //!
 //! Step Functions invokes it with the payload `export --sfn` writes (see
-//! `exporters/src/sfn/report.rs`):
+//! the kind's [`super::sfn`]):
 //!
 //! ```json
 //! {"dag": "rental", "task": "report", "execution": "<execution name>",

@@ -42,20 +42,15 @@
 //! limit; `objects_omitted` says how many more there were, and the
 //! attempt's `stdout.log` lists them all.
 //!
-//! # On AWS (not implemented yet)
+//! # On AWS
 //!
-//! The AWS backend does the same through aws-sdk-s3: `HeadObject` on each
-//! key (its `ContentLength` and the SHA-256 checksum stored with the
-//! object) decides the skip; `PutObject` with `ChecksumAlgorithm=SHA256`
-//! and `Content-MD5` makes S3 verify the bytes, and multipart uploads for
-//! large files (whose ETag is no MD5, which is why SHA-256 is what we
-//! compare). In the Step Functions export the local files are not reachable
-//! from AWS, so the exporter uploads them when the state machine is
-//! deployed, and the task becomes a state that checks the objects are there
-//! (`arn:aws:states:::aws-sdk:s3:headObject` per object, or a `Pass` state
-//! carrying the manifest above). The IAM statements: `s3:PutObject` and
-//! `s3:GetObject` on `arn:aws:s3:::BUCKET/PREFIX*` for the deployer, and
-//! `s3:GetObject` (HeadObject) for the state machine's role.
+//! [`sfn`]: in the Step Functions export the local files are not
+//! reachable from AWS; they are uploaded when the state machine is
+//! deployed, and the task becomes a check that each object is there
+//! (`headObject`), listed by the same code as here ([`files`]). The AWS
+//! backend driven by the SDK (`PutObject` with an SHA-256 checksum S3
+//! verifies, multipart for large files, skips decided by `HeadObject`) is
+//! not written yet.
 
 mod config;
 mod files;
