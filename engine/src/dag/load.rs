@@ -191,6 +191,12 @@ impl<'a> Loader<'a> {
         found.map(|span| self.position(span))
     }
 
+    /// The place of the value at the keys `path`, then `field`.
+    fn value_at(&self, path: &[&str], field: &str) -> Option<(usize, usize)> {
+        let segs: Vec<Seg> = path.iter().chain([&field]).map(|s| Seg::Key(s)).collect();
+        self.locate(&segs, false)
+    }
+
     fn error(
         &mut self,
         position: Option<(usize, usize)>,
@@ -603,12 +609,7 @@ impl<'a> Loader<'a> {
         match value.as_integer() {
             Some(n) if n >= min && n as u64 <= STEP_FUNCTIONS_LIMIT => Some(n as u64),
             _ => {
-                let segs: Vec<Seg> = path
-                    .iter()
-                    .map(|s| Seg::Key(s))
-                    .chain([Seg::Key(field)])
-                    .collect();
-                let at = self.locate(&segs, false);
+                let at = self.value_at(path, field);
                 self.error(
                     at,
                     format!("`{field}` must be a whole number from {min} to {STEP_FUNCTIONS_LIMIT}, found {value}"),
@@ -666,12 +667,7 @@ impl<'a> Loader<'a> {
             match rate {
                 Some(rate) if rate >= 1.0 && rate.is_finite() => policy.backoff_rate = rate,
                 _ => {
-                    let segs: Vec<Seg> = retry_path
-                        .iter()
-                        .map(|s| Seg::Key(s))
-                        .chain([Seg::Key("backoff_rate")])
-                        .collect();
-                    let at = self.locate(&segs, false);
+                    let at = self.value_at(&retry_path, "backoff_rate");
                     self.error(
                         at,
                         format!("`backoff_rate` must be a number of at least 1.0, found {v}"),
@@ -685,12 +681,7 @@ impl<'a> Loader<'a> {
                 Some("full") => policy.jitter = Jitter::Full,
                 Some("none") => policy.jitter = Jitter::None,
                 _ => {
-                    let segs: Vec<Seg> = retry_path
-                        .iter()
-                        .map(|s| Seg::Key(s))
-                        .chain([Seg::Key("jitter")])
-                        .collect();
-                    let at = self.locate(&segs, false);
+                    let at = self.value_at(&retry_path, "jitter");
                     self.error(
                         at,
                         format!("`jitter` must be \"full\" or \"none\", found {v}"),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use engine::{Kind, Registry};
 
 use super::cfn::Deployment;
-use super::settings::AwsSettings;
+use super::settings::{AwsSettings, KindSettings};
 use super::task::{ProductionOutput, TaskContext, TaskExport};
 
 /// A kind's settings, as its face reads them.
@@ -23,15 +23,7 @@ pub type AnySettings = dyn Any + Send + Sync;
 /// How a kind exports to Step Functions.
 pub trait StepFunctions: Kind {
     /// What the kind reads from `[aws]` (`()` for nothing).
-    type Settings: Send + Sync + 'static;
-
-    /// The `[aws]` settings the kind reads.
-    const SETTINGS: &'static [&'static str] = &[];
-
-    /// Reads the kind's settings. `first` is the DAG's first task of this
-    /// kind, if it has one: a setting such a task needs is then required,
-    /// and its absence an error naming the task. `None` after an error.
-    fn settings(aws: &mut AwsSettings, first: Option<&str>) -> Option<Self::Settings>;
+    type Settings: KindSettings;
 
     /// The task's config for the translation: its fields as the export
     /// substituted them (parameters as markers when the state machine
@@ -100,7 +92,7 @@ pub trait StepFunctionsFace: Send + Sync {
 
 impl<K: StepFunctions> StepFunctionsFace for K {
     fn known_settings(&self) -> &'static [&'static str] {
-        K::SETTINGS
+        K::Settings::KEYS
     }
 
     fn read_settings(
@@ -108,7 +100,7 @@ impl<K: StepFunctions> StepFunctionsFace for K {
         aws: &mut AwsSettings,
         first: Option<&str>,
     ) -> Option<Box<AnySettings>> {
-        K::settings(aws, first).map(|s| Box::new(s) as Box<AnySettings>)
+        K::Settings::read(aws, first).map(|s| Box::new(s) as Box<AnySettings>)
     }
 
     fn not_exportable(&self, task_id: &str) -> Option<String> {

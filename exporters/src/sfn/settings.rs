@@ -7,9 +7,8 @@
 //! | `region` | the AWS region, for the ARNs of `--iam` (`*` when absent) |
 //! | `account_id` | the 12-digit AWS account, for the ARNs and trust condition of `--iam` (`*` when absent) |
 //!
-//! Every other setting belongs to a task kind, which names it
-//! ([`super::StepFunctions::SETTINGS`]) and reads it with an
-//! [`AwsSettings`]. A setting a task of the DAG needs and that is missing
+//! Every other setting belongs to a task kind, whose settings type names
+//! it and reads it ([`KindSettings`]) with an [`AwsSettings`]. A setting a task of the DAG needs and that is missing
 //! is an error that names it and the task; the exporter never writes a
 //! placeholder. Unknown settings are errors too (no silent typos), with
 //! the nearest known name. Every problem is reported, not just the first,
@@ -17,6 +16,26 @@
 
 use engine::Dag;
 use engine::diagnostic::nearest;
+
+/// A kind's `[aws]` settings: the keys they are read from, and how.
+pub trait KindSettings: Send + Sync + Sized + 'static {
+    /// The `[aws]` keys read.
+    const KEYS: &'static [&'static str];
+
+    /// Reads the settings. `first` is the DAG's first task of the kind, if
+    /// it has one: a setting such a task needs is then required, and its
+    /// absence an error naming the task. `None` after an error.
+    fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<Self>;
+}
+
+/// The settings of a kind that reads none.
+impl KindSettings for () {
+    const KEYS: &'static [&'static str] = &[];
+
+    fn read(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
+        Some(())
+    }
+}
 
 /// The settings the export reads itself, whatever the DAG's kinds.
 pub const COMMON: &[&str] = &["region", "account_id"];

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::iam::Grant;
 use super::json::{Json, Obj};
-use super::settings::AwsSettings;
+use super::settings::{AwsSettings, KindSettings};
 use super::*;
 
 /// A kind whose task is one `Task` state; `shared = true` needs the
@@ -48,20 +48,25 @@ impl Kind for Step {
     }
 }
 
-impl StepFunctions for Step {
-    type Settings = ();
+/// The `[aws]` setting `step_setting`, which nothing needs.
+struct StepSettings;
 
-    const SETTINGS: &'static [&'static str] = &["step_setting"];
+impl KindSettings for StepSettings {
+    const KEYS: &'static [&'static str] = &["step_setting"];
 
-    fn settings(_: &mut AwsSettings, _: Option<&str>) -> Option<()> {
-        Some(())
+    fn read(_: &mut AwsSettings, _: Option<&str>) -> Option<StepSettings> {
+        Some(StepSettings)
     }
+}
+
+impl StepFunctions for Step {
+    type Settings = StepSettings;
 
     fn translate(
         &self,
         task: &TaskContext,
         config: &StepFields,
-        _: &(),
+        _: &StepSettings,
     ) -> Result<TaskExport, String> {
         let mut export = TaskExport::task(task.task_state(
             task.comment(),
@@ -138,10 +143,6 @@ impl Kind for Mark {
 
 impl StepFunctions for Mark {
     type Settings = ();
-
-    fn settings(_: &mut AwsSettings, _: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn translate(&self, task: &TaskContext, _: &StepFields, _: &()) -> Result<TaskExport, String> {
         Ok(TaskExport::pass(

@@ -53,7 +53,7 @@ use std::fmt::Write;
 use exporters::sfn::cfn::{BucketUse, Deployment, LogicalId, Resource};
 use exporters::sfn::iam::{Grant, s3_places};
 use exporters::sfn::json::{Json, Obj};
-use exporters::sfn::settings::AwsSettings;
+use exporters::sfn::settings::{AwsSettings, KindSettings};
 use exporters::sfn::states::{fail, per_execution};
 use exporters::sfn::{ProductionOutput, StepFunctions, TaskContext, TaskExport};
 
@@ -67,12 +67,10 @@ pub struct AthenaSettings {
     pub workgroup: Option<String>,
 }
 
-impl StepFunctions for AthenaQuery {
-    type Settings = AthenaSettings;
+impl KindSettings for AthenaSettings {
+    const KEYS: &'static [&'static str] = &["athena_workgroup"];
 
-    const SETTINGS: &'static [&'static str] = &["athena_workgroup"];
-
-    fn settings(aws: &mut AwsSettings, first: Option<&str>) -> Option<AthenaSettings> {
+    fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<AthenaSettings> {
         let workgroup = aws.string(
             "athena_workgroup",
             first
@@ -81,6 +79,10 @@ impl StepFunctions for AthenaQuery {
         );
         Some(AthenaSettings { workgroup })
     }
+}
+
+impl StepFunctions for AthenaQuery {
+    type Settings = AthenaSettings;
 
     fn translate(
         &self,

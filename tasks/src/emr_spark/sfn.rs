@@ -46,7 +46,7 @@ use std::sync::Arc;
 use exporters::sfn::cfn::{ArnRewrite, BucketUse, Deployment, Parameter, Substitution, reference};
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::{Json, Obj};
-use exporters::sfn::settings::AwsSettings;
+use exporters::sfn::settings::{AwsSettings, KindSettings};
 use exporters::sfn::states::{catch_all, fail};
 use exporters::sfn::{
     ProductionOutput, Session, SessionStates, StepFunctions, TaskContext, TaskExport,
@@ -103,10 +103,8 @@ pub enum Emr {
     },
 }
 
-impl StepFunctions for EmrSpark {
-    type Settings = EmrSettings;
-
-    const SETTINGS: &'static [&'static str] = &[
+impl KindSettings for EmrSettings {
+    const KEYS: &'static [&'static str] = &[
         "emr_mode",
         "release_label",
         "instance_type",
@@ -120,7 +118,7 @@ impl StepFunctions for EmrSpark {
         "scripts_prefix",
     ];
 
-    fn settings(aws: &mut AwsSettings, first: Option<&str>) -> Option<EmrSettings> {
+    fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<EmrSettings> {
         let emr = first.and_then(|task| read_emr(aws, task));
         let scripts_prefix = match first {
             Some(task) => aws
@@ -147,6 +145,10 @@ impl StepFunctions for EmrSpark {
             scripts_prefix,
         })
     }
+}
+
+impl StepFunctions for EmrSpark {
+    type Settings = EmrSettings;
 
     fn translate(
         &self,

@@ -27,7 +27,6 @@
 use exporters::sfn::cfn::{BucketUse, Deployment, LogicalId, Parameter, Resource, reference};
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::{Json, Obj};
-use exporters::sfn::settings::AwsSettings;
 use exporters::sfn::states::fail;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
@@ -43,10 +42,6 @@ pub fn crawler_name(dag_name: &str, task_id: &str) -> String {
 
 impl StepFunctions for GlueCrawler {
     type Settings = ();
-
-    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn translate(
         &self,

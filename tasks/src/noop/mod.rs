@@ -15,7 +15,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskConfig, TaskFailure};
 use exporters::sfn::json::{Json, Obj};
-use exporters::sfn::settings::AwsSettings;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 use serde::Deserialize;
 
@@ -59,10 +58,6 @@ impl TaskAction for NoopAction {
 /// data.
 impl StepFunctions for Noop {
     type Settings = ();
-
-    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn translate(
         &self,

@@ -35,7 +35,7 @@ use exporters::sfn::cfn::{
 };
 use exporters::sfn::iam::{Grant, Role, RoleSpec, s3_places};
 use exporters::sfn::json::{Json, Obj, from_toml};
-use exporters::sfn::settings::AwsSettings;
+use exporters::sfn::settings::{AwsSettings, KindSettings};
 use exporters::sfn::states::per_execution;
 use exporters::sfn::{ProductionOutput, StepFunctions, TaskContext, TaskExport};
 use indexmap::IndexMap;
@@ -91,12 +91,10 @@ impl Payload {
     }
 }
 
-impl StepFunctions for Report {
-    type Settings = ReportSettings;
+impl KindSettings for ReportSettings {
+    const KEYS: &'static [&'static str] = &["report_function"];
 
-    const SETTINGS: &'static [&'static str] = &["report_function"];
-
-    fn settings(aws: &mut AwsSettings, first: Option<&str>) -> Option<ReportSettings> {
+    fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<ReportSettings> {
         let function = aws.string(
             "report_function",
             first
@@ -105,6 +103,10 @@ impl StepFunctions for Report {
         );
         Some(ReportSettings { function })
     }
+}
+
+impl StepFunctions for Report {
+    type Settings = ReportSettings;
 
     /// The payload carries the fields as written (parameters read from
     /// the execution's input), and the function checks them when it runs:

@@ -15,7 +15,6 @@
 
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::{Json, Obj};
-use exporters::sfn::settings::AwsSettings;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
 use super::files::{self, Absent};
@@ -27,10 +26,6 @@ pub const MAX_OBJECTS: usize = 200;
 
 impl StepFunctions for S3Ingest {
     type Settings = ();
-
-    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn translate(
         &self,

@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskFailure};
-use exporters::sfn::settings::AwsSettings;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
 use crate::process::{Logs, failure, run_logged};
@@ -49,10 +48,6 @@ struct ShellAction(ShellConfig);
 /// the user.
 impl StepFunctions for Shell {
     type Settings = ();
-
-    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn not_exportable(&self, task_id: &str) -> Option<String> {
         Some(format!(

@@ -4,17 +4,12 @@
 use exporters::sfn::cfn::{Deployment, LogicalId, Resource};
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::Obj;
-use exporters::sfn::settings::AwsSettings;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
 use super::{Notify, NotifyConfig};
 
 impl StepFunctions for Notify {
     type Settings = ();
-
-    fn settings(_aws: &mut AwsSettings, _first: Option<&str>) -> Option<()> {
-        Some(())
-    }
 
     fn translate(
         &self,
