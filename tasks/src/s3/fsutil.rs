@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::file_lock::FileLock;
 use sha2::{Digest, Sha256};
@@ -126,14 +126,26 @@ pub(crate) fn sync_tree(dir: &Path) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The marker a prefix's version gets when a publish replaces it: its
+/// time is the moment of the replacement.
+pub(crate) const REPLACED: &str = ".flux-replaced";
+
+/// Marks the version folder `version` as replaced now.
+pub(crate) fn mark_replaced(version: &Path) -> io::Result<()> {
+    File::create(version.join(REPLACED)).map(drop)
+}
+
 /// Removes the hidden entries of `kinds` for `tag` in `dir` that no live
-/// writer or reader holds a lock on, except `keep`. Symlinks (`LINK`) have
-/// no lock: callers pass `LINK` only while holding the prefix's commit lock.
+/// writer or reader holds a lock on, except `keep` and, when
+/// `keep_replaced` is given, versions replaced less than that long ago
+/// ([`mark_replaced`]). Symlinks (`LINK`) have no lock: callers pass `LINK`
+/// only while holding the prefix's commit lock.
 pub(crate) fn remove_leftovers(
     dir: &Path,
     kinds: &[&str],
     tag: &str,
     keep: &[&Path],
+    keep_replaced: Option<Duration>,
 ) -> io::Result<()> {
     let prefixes: Vec<(String, &str)> = kinds.iter().map(|k| (hidden_prefix(k, tag), *k)).collect();
     let entries = match fs::read_dir(dir) {
@@ -167,6 +179,13 @@ pub(crate) fn remove_leftovers(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        if let Some(window) = keep_replaced
+            && fs::metadata(path.join(REPLACED))
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < window))
+        {
+            continue;
+        }
         let Some(lock) = FileLock::try_exclusive(file)? else {
             continue;
         };

@@ -42,9 +42,11 @@
 //! removes exactly the leftovers nobody holds: crashed writers' parts and
 //! staging folders, and old versions no reader still uses — except the
 //! version the prefix pointed at until that commit, kept until the next
-//! one because a reader going through the path may have resolved the
-//! symlink to it an instant before the switch. A writer that
-//! is still running keeps its staging folder. `.flux-lock.*` files (one
+//! one, and every version replaced less than [`KEEP_REPLACED`] (a minute)
+//! ago: a reader going through the path (Spark, DuckDB) may have resolved
+//! the symlink to it just before the switch and open its files later, and
+//! it takes no lock. A writer that is still running keeps its staging
+//! folder. `.flux-lock.*` files (one
 //! per published prefix) serialize commits and stay.
 //!
 //! Everything here is blocking file I/O: call it from
@@ -64,6 +66,7 @@ mod tests;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -191,14 +194,30 @@ pub struct ObjectEntry {
 #[derive(Debug, Clone)]
 pub struct LocalS3 {
     root: PathBuf,
+    /// How long a prefix's replaced version stays for readers that went
+    /// through the path (see the module docs).
+    keep_replaced: Duration,
 }
+
+/// How long a replaced version of a prefix stays by default: a reader that
+/// resolved the prefix's path just before a publish has this long to open
+/// its files.
+pub const KEEP_REPLACED: Duration = Duration::from_secs(60);
 
 impl LocalS3 {
     /// The backend of the state dir `state_root` (`Attempt::state_root`).
     pub fn new(state_root: impl AsRef<Path>) -> Self {
         LocalS3 {
             root: state_root.as_ref().join("s3"),
+            keep_replaced: KEEP_REPLACED,
         }
+    }
+
+    /// The same store, keeping replaced versions of prefixes for `window`
+    /// instead of [`KEEP_REPLACED`].
+    pub fn keep_replaced_for(mut self, window: Duration) -> Self {
+        self.keep_replaced = window;
+        self
     }
 
     /// `STATE_ROOT/s3`, which holds one folder per bucket.
@@ -242,7 +261,7 @@ impl LocalS3 {
             });
         }
         let tag = fsutil::tag(name);
-        fsutil::remove_leftovers(dir, &[fsutil::PART], &tag, &[]).map_err(S3Error::io(
+        fsutil::remove_leftovers(dir, &[fsutil::PART], &tag, &[], None).map_err(S3Error::io(
             uri,
             "clean up leftovers in",
             dir,

@@ -3,6 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use engine::file_lock::FileLock;
 
@@ -26,6 +27,8 @@ pub struct PrefixWrite {
     /// The exclusive lock on the staging folder, held until the commit:
     /// it tells other writers that the folder is work in progress.
     lock: Option<FileLock>,
+    /// How long replaced versions stay ([`LocalS3::keep_replaced_for`]).
+    keep_replaced: Duration,
 }
 
 impl PrefixWrite {
@@ -58,15 +61,21 @@ impl PrefixWrite {
             FileLock::exclusive(lock_file).map_err(S3Error::io(&uri, "lock", &lock_path))?;
 
         // The version the prefix pointed at until now. A reader going
-        // through the path may have resolved the symlink to it an instant
-        // before the switch and not yet opened its file (the kernel walks
-        // the path in steps), so it is kept until the next commit rather
-        // than removed at once; snapshot readers are protected by their
-        // locks either way.
+        // through the path may have resolved the symlink to it and not yet
+        // opened its files (the kernel walks the path in steps; Spark lists
+        // a folder, then opens its files), so it is kept until the next
+        // commit, and replaced versions stay for a while after they were
+        // replaced (a marker inside records the moment of the switch);
+        // snapshot readers are protected by their locks either way.
         let previous = fs::read_link(&self.dest)
             .ok()
             .map(|target| self.parent.join(target));
         self.switch()?;
+        if let Some(previous) = &previous {
+            // Best effort: an unmarked version is still kept until the
+            // next commit.
+            let _ = fsutil::mark_replaced(previous);
+        }
         // Published: from now on the staging folder is the current version,
         // which Drop must not remove and cleanups keep.
         self.lock = None;
@@ -74,8 +83,14 @@ impl PrefixWrite {
         fsutil::sync_dir(&self.parent).map_err(S3Error::io(&uri, "sync", &self.parent))?;
         let mut keep: Vec<&Path> = vec![&staging];
         keep.extend(previous.as_deref());
-        fsutil::remove_leftovers(&self.parent, &[VERSION, LINK], &self.tag, &keep)
-            .map_err(S3Error::io(&uri, "clean up old versions in", &self.parent))?;
+        fsutil::remove_leftovers(
+            &self.parent,
+            &[VERSION, LINK],
+            &self.tag,
+            &keep,
+            Some(self.keep_replaced),
+        )
+        .map_err(S3Error::io(&uri, "clean up old versions in", &self.parent))?;
         drop(commit_lock);
         Ok(())
     }
@@ -220,6 +235,7 @@ impl LocalS3 {
             tag,
             staging,
             lock: Some(lock),
+            keep_replaced: self.keep_replaced,
         })
     }
 

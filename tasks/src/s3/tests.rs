@@ -299,6 +299,9 @@ fn a_publish_replaces_the_whole_prefix_and_cleans_up() {
 #[test]
 fn crashed_staging_folders_are_removed_by_the_next_publish_but_live_ones_are_kept() {
     let (dir, s3) = store();
+    // Crashed writers' leftovers, not replaced versions (which path readers
+    // get a grace for), are what this is about.
+    let s3 = s3.keep_replaced_for(std::time::Duration::ZERO);
     let out = uri("s3://bkt/out/");
     let parent = dir.path().join("s3/bkt");
     publish(&s3, &out, &[("v1", "1".into())]);
@@ -393,7 +396,10 @@ fn publish_dir_copies_a_folder_and_checks_its_names() {
 
 #[test]
 fn a_snapshot_keeps_its_version_until_dropped() {
+    // About snapshots: path readers' grace for replaced versions is not
+    // what this counts.
     let (dir, s3) = store();
+    let s3 = s3.keep_replaced_for(std::time::Duration::ZERO);
     let out = uri("s3://bkt/out/");
     publish(&s3, &out, &[("a", "1".into())]);
     let snapshot = s3.snapshot(&out).unwrap();
@@ -527,11 +533,35 @@ fn readers_never_see_a_partial_prefix_while_a_writer_publishes() {
     assert!(snapshots_read.load(Ordering::Relaxed) > 0);
     assert_eq!(check_snapshot(&s3.snapshot(&out).unwrap()).unwrap(), 150);
     // Versions the readers still held at the last publish go with the next
-    // one; then only the current version and the one it replaced are left.
+    // one, and versions replaced within the last minute stay for path
+    // readers; without that grace, only the current version and the one it
+    // replaced are left.
+    let s3 = s3.keep_replaced_for(std::time::Duration::ZERO);
     publish_version(&s3, &out, 151);
     let parent = dir.path().join("s3/bkt");
     assert_eq!(hidden(&parent, "v").len(), 2);
     assert_eq!(hidden(&parent, "link").len(), 0);
+}
+
+#[test]
+fn a_replaced_version_stays_a_while_for_readers_going_through_the_path() {
+    let (_dir, s3) = store();
+    let out = uri("s3://bkt/out/");
+    publish_version(&s3, &out, 0);
+    // A path reader (Spark, DuckDB) resolves the prefix now, takes no
+    // lock, and opens its files after two more publishes.
+    let resolved = fs::canonicalize(s3.path_of(&out)).unwrap();
+    publish_version(&s3, &out, 1);
+    publish_version(&s3, &out, 2);
+    publish_version(&s3, &out, 3);
+    let manifest = fs::read_to_string(resolved.join("manifest.txt"))
+        .expect("a version replaced a moment ago is still there");
+    assert!(manifest.starts_with("0 "), "{manifest}");
+    // Without the grace it goes at the second publish after it, as the
+    // prefix's previous version is kept until the next one.
+    let strict = s3.keep_replaced_for(std::time::Duration::ZERO);
+    publish_version(&strict, &out, 4);
+    assert!(!resolved.exists(), "{} is still there", resolved.display());
 }
 
 #[cfg(target_os = "linux")]
