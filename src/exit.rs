@@ -56,7 +56,10 @@ impl Exit {
     /// Prints the message on stderr and gives the process's exit code.
     pub fn report(self) -> ExitCode {
         if !self.message.is_empty() {
-            eprintln!("{}", self.message);
+            // After a hang-up there may be no terminal left to tell: the
+            // exit code still says it.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{}", self.message);
         }
         ExitCode::from(self.code)
     }
@@ -75,7 +78,8 @@ impl From<EngineError> for Exit {
             | EngineError::Dag(_)
             | EngineError::UnknownTask { .. }
             | EngineError::NoRuns(_)
-            | EngineError::RunActive(_) => Exit::invalid(e),
+            | EngineError::RunActive(_)
+            | EngineError::StateDirBusy { .. } => Exit::invalid(e),
             _ => Exit::failure(e),
         }
     }

@@ -490,17 +490,21 @@ fn drive<'a>(
     let outcome = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         // Registered before the run starts, so that a Ctrl-C at any moment
-        // of the run cancels it instead of killing the process outright.
+        // of the run cancels it instead of killing the process outright. A
+        // closed terminal (SIGHUP) cancels it too: its task processes stop
+        // and the run is recorded cancelled, ready to resume.
         use tokio::signal::unix::{SignalKind, signal};
         let interrupt = signal(SignalKind::interrupt());
         let terminate = signal(SignalKind::terminate());
+        let hangup = signal(SignalKind::hangup());
         let signals = tokio::spawn(async move {
-            let (Ok(mut int), Ok(mut term)) = (interrupt, terminate) else {
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (interrupt, terminate, hangup) else {
                 return;
             };
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
             let _ = cancel_tx.send(true);
         });
@@ -519,7 +523,10 @@ fn drive<'a>(
     let outcome = outcome?;
     let checkpoint = engine.state_dir.open_checkpoint()?;
     if let Ok(report) = output::RunReport::load(&checkpoint, &engine.state_dir, &outcome.run_id) {
-        print!("{}", report.summary());
+        // After a hang-up there may be no terminal to print to: the run's
+        // record is what counts, so a lost summary is no error.
+        use std::io::Write;
+        let _ = write!(std::io::stdout().lock(), "{}", report.summary());
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => 0,

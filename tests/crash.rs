@@ -4,10 +4,11 @@
 //!
 //! Every task appends `TASK_ID FLUX_RUN_ID FLUX_ATTEMPT` to a counter file as
 //! it starts, so the file is an independent record of what really executed.
-//! Tasks run in process groups of their own and outlive a SIGKILLed engine;
-//! each task records its group id (`$$`) so that the test can either kill
-//! those orphans or let them finish, and in both cases waits until they are
-//! gone before it takes the snapshot the checks compare against.
+//! Tasks run in process groups of their own, which the engine's reaper
+//! kills when the engine dies (tests/orphans.rs checks that); each task
+//! records its group id (`$$`) so that the test can also kill any that are
+//! left itself, and in both cases waits until they are gone before it
+//! takes the snapshot the checks compare against.
 
 mod common;
 

@@ -925,6 +925,15 @@ fn sigkill_during_spark_then_resume_gives_the_same_tables() {
         .as_str()
         .unwrap()
         .to_string();
+    // And the job's own processes (its Python client) die with the engine
+    // too: nothing of the run is left within seconds.
+    let marker = format!("FLUX_RUN_ID={run_id}");
+    assert!(
+        wait_until(Duration::from_secs(10), || common::processes_with(&marker)
+            .is_empty()),
+        "processes of the killed run are still running: {:?}",
+        common::processes_with(&marker)
+    );
     let resumed = common::command(&state)
         .args(["resume", &run_id])
         .output()

@@ -28,6 +28,10 @@ pub enum EngineError {
         "run `{0}` is being driven by another flux-engine process right now; wait for it or stop it first"
     )]
     RunActive(String),
+    #[error(
+        "another run is going on in {state_dir} ({holder}): the runs of one state dir share its local S3 store and catalog, so they go one at a time; wait for it to end, or give this one a state dir of its own with --state-dir"
+    )]
+    StateDirBusy { state_dir: String, holder: String },
     #[error("cannot lock run `{run_id}`: {source}")]
     Lock {
         run_id: String,
@@ -90,6 +94,7 @@ impl Engine {
         options: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
+        let _state = self.lock_state(run_id)?;
         let _lock = self.lock(run_id)?;
         let plans: Vec<TaskPlan> = (0..dag.tasks.len())
             .map(|i| TaskPlan {
@@ -168,6 +173,7 @@ impl Engine {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
         let record = checkpoint.run(run_id)?;
         let _lock = self.lock(run_id)?;
+        let _state = self.lock_state(run_id)?;
         let (dag, mut notes) = self.reload_dag(&record)?;
 
         let mut forced: BTreeSet<usize> = BTreeSet::new();
@@ -304,6 +310,24 @@ impl Engine {
             status,
             notes,
         })
+    }
+
+    fn lock_state(&self, run_id: &str) -> Result<crate::state_dir::StateLock, EngineError> {
+        match self.state_dir.lock_state(run_id) {
+            Ok(Ok(lock)) => Ok(lock),
+            Ok(Err(holder)) => Err(EngineError::StateDirBusy {
+                state_dir: self.state_dir.root().display().to_string(),
+                holder: if holder.is_empty() {
+                    "a run that has not said which".into()
+                } else {
+                    holder
+                },
+            }),
+            Err(source) => Err(EngineError::Lock {
+                run_id: run_id.to_string(),
+                source,
+            }),
+        }
     }
 
     fn lock(&self, run_id: &str) -> Result<crate::state_dir::RunLock, EngineError> {

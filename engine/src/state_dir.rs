@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! STATE_DIR/flux.db
+//! STATE_DIR/run.lock                                held while a run or resume goes on
 //! STATE_DIR/runs/RUN_ID/lock                        held while a process runs the run
 //! STATE_DIR/runs/RUN_ID/TASK_ID/N/stdout.log        attempt N's output
 //! STATE_DIR/runs/RUN_ID/TASK_ID/N/scratch/          attempt N's own empty folder
@@ -85,6 +86,30 @@ impl StateDir {
         Ok(FileLock::try_create_exclusive(&dir.join("lock"))?.map(|lock| RunLock { _lock: lock }))
     }
 
+    /// Takes the state dir's lock, which a run or resume holds from start
+    /// to end: runs of one state dir share its local S3 store and catalog,
+    /// and two at once break each other's writes (a Spark job replaces a
+    /// folder another run's job is reading), so they go one at a time.
+    /// `Ok(Err(holder))` when another process holds it: what it wrote
+    /// there, its run id and process id.
+    pub fn lock_state(&self, run_id: &str) -> io::Result<Result<StateLock, String>> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(&self.root)?;
+        let path = self.root.join("run.lock");
+        let Some(lock) = FileLock::try_create_exclusive(&path)? else {
+            let mut holder = String::new();
+            if let Ok(mut file) = File::open(&path) {
+                let _ = file.read_to_string(&mut holder);
+            }
+            return Ok(Err(holder.trim().to_string()));
+        };
+        let mut file = lock.file();
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "run {run_id}, process {}", std::process::id())?;
+        Ok(Ok(StateLock { _lock: lock }))
+    }
+
     /// Whether some process holds the run's lock right now.
     pub fn is_run_active(&self, run_id: &str) -> bool {
         let path = self.run_dir(run_id).join("lock");
@@ -99,5 +124,11 @@ impl StateDir {
 
 /// Held while a process drives a run; released on drop or process death.
 pub struct RunLock {
+    _lock: FileLock,
+}
+
+/// Held while a run or resume of the state dir goes on; released on drop
+/// or process death.
+pub struct StateLock {
     _lock: FileLock,
 }

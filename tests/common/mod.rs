@@ -186,6 +186,18 @@ pub fn own_process_alive(pid: i32, needle: &str) -> bool {
         .any(|var| String::from_utf8_lossy(var).starts_with(needle))
 }
 
+/// The live processes with `needle` in their environment (as
+/// [`own_process_alive`] reads it), for finding what a run left behind.
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != std::process::id() as i32 && own_process_alive(pid, needle))
+        .collect()
+}
+
 /// The environment entry every task process of a run in `state` has.
 pub fn task_env_marker(state: &Path) -> String {
     format!("FLUX_SCRATCH_DIR={}", state.display())

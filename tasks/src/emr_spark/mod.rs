@@ -76,6 +76,13 @@ struct LocalSpark {
     job: SparkJob,
 }
 
+/// A line for the person at the terminal; there may be none any more
+/// (a closed terminal), which is no reason to fail a job.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "flux-engine: {line}");
+}
+
 /// Rewrites every `s3://` URI inside `arg` to a `file://` path: into the
 /// staging folder of the `writes` prefix it falls under, else into the
 /// local store.
@@ -191,12 +198,10 @@ impl TaskAction for LocalSpark {
                 script.display()
             )));
         }
-        let runtime = tokio::task::spawn_blocking(|| {
-            runtime::ensure(&|line| eprintln!("flux-engine: {line}"))
-        })
-        .await
-        .map_err(|e| failure("finding Spark", e))?
-        .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let runtime = tokio::task::spawn_blocking(|| runtime::ensure(&say))
+            .await
+            .map_err(|e| failure("finding Spark", e))?
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
 
         let store = LocalS3::new(&attempt.state_root);
         let mut staging: Vec<PrefixWrite> = Vec::new();
@@ -228,11 +233,9 @@ impl TaskAction for LocalSpark {
         let mut command = match mode {
             Mode::Submit => submit_command(&runtime, job, &script, &py_files, &args),
             Mode::Warm => {
-                let server = connect::server(&runtime, &attempt.state_root, &|line| {
-                    eprintln!("flux-engine: {line}")
-                })
-                .await
-                .map_err(TaskFailure::new)?;
+                let server = connect::server(&runtime, &attempt.state_root, &say)
+                    .await
+                    .map_err(TaskFailure::new)?;
                 server_log = Some(server.log.clone());
                 warm_command(&runtime, &server, job, &script, &py_files, &args)?
             }
