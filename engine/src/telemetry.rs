@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,8 +88,8 @@ impl Telemetry {
             Some(Ok((protocol, to))) => {
                 let resource = resource.clone();
                 endpoint = to.clone();
-                Some(Arc::new(Outlet::spawn("flux-otlp", move |rx| {
-                    send_spans(protocol, &resource, to, rx)
+                Some(Arc::new(Outlet::spawn("flux-otlp", move |inbox| {
+                    send_spans(protocol, &resource, to, inbox)
                 })))
             }
         };
@@ -104,8 +104,8 @@ impl Telemetry {
         // must read as the same resource.
         attributes.sort_by(|a, b| a.0.cmp(&b.0));
         let forward = otlp.clone();
-        let store = Outlet::spawn("flux-spans", move |rx| {
-            store_spans(checkpoint, attributes, forward, rx)
+        let store = Outlet::spawn("flux-spans", move |inbox| {
+            store_spans(checkpoint, attributes, forward, inbox)
         });
         let outlets = Arc::new(Outlets {
             store,
@@ -146,6 +146,13 @@ impl Telemetry {
         let _ = self.provider.shutdown_with_timeout(FLUSH_DEADLINE);
         self.outlets.close(FLUSH_DEADLINE);
     }
+}
+
+/// Whether the environment turns the OpenTelemetry SDK off
+/// (`OTEL_SDK_DISABLED=true`, as the specification names it): a run then
+/// records no spans at all, like `--no-traces`.
+pub fn disabled_by_environment() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The resource: the SDK's (`service.name` from `OTEL_SERVICE_NAME`,
@@ -214,44 +221,108 @@ fn exporter(protocol: Protocol) -> Result<opentelemetry_otlp::SpanExporter, Stri
     .map_err(|e| e.to_string())
 }
 
-/// What a thread is told.
-enum Msg<T> {
-    Spans(Vec<T>),
-    /// Send or write everything queued, then answer.
-    Flush(mpsc::Sender<()>),
+/// What a thread takes from its queue at once.
+struct Delivery<T> {
+    items: Vec<T>,
+    /// Flushes asked for: answered once `items` are written or sent.
+    flushes: Vec<mpsc::Sender<()>>,
+    /// The queue is closed: nothing more will come.
+    closed: bool,
 }
 
-/// A thread fed through a bounded queue.
+impl<T> Delivery<T> {
+    fn answer_flushes(&mut self) {
+        for ack in self.flushes.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+struct Queue<T> {
+    items: Vec<T>,
+    flushes: Vec<mpsc::Sender<()>>,
+    closed: bool,
+}
+
+/// The receiving end of an [`Outlet`], for its thread.
+struct Inbox<T> {
+    shared: Arc<(Mutex<Queue<T>>, Condvar)>,
+}
+
+impl<T> Inbox<T> {
+    /// Everything queued, once there is a batch, a flush, the end, or
+    /// `wait` has passed (then possibly nothing).
+    fn take(&self, wait: Duration) -> Delivery<T> {
+        let (queue, ready) = &*self.shared;
+        let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.items.len() < BATCH && queue.flushes.is_empty() && !queue.closed {
+            queue = ready
+                .wait_timeout(queue, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Delivery {
+            items: std::mem::take(&mut queue.items),
+            flushes: std::mem::take(&mut queue.flushes),
+            closed: queue.closed,
+        }
+    }
+}
+
+/// A thread fed through a bounded queue. The thread is woken per batch,
+/// not per span: a wake-up per span costs the run's thread a system call
+/// each time, about as much as the span itself.
 struct Outlet<T> {
-    tx: Mutex<Option<SyncSender<Msg<T>>>>,
+    shared: Arc<(Mutex<Queue<T>>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
     dropped: AtomicU64,
 }
 
 impl<T: Send + 'static> Outlet<T> {
-    fn spawn(name: &str, body: impl FnOnce(Receiver<Msg<T>>) + Send + 'static) -> Outlet<T> {
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+    fn spawn(name: &str, body: impl FnOnce(Inbox<T>) + Send + 'static) -> Outlet<T> {
+        let shared = Arc::new((
+            Mutex::new(Queue {
+                items: Vec::new(),
+                flushes: Vec::new(),
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
+        let inbox = Inbox {
+            shared: shared.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || body(rx))
+            .spawn(move || body(inbox))
             .ok();
+        if thread.is_none() {
+            // No thread to take anything: the queue is closed from the start.
+            shared.0.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        }
         Outlet {
-            tx: Mutex::new(thread.is_some().then_some(tx)),
+            shared,
             thread: Mutex::new(thread),
             dropped: AtomicU64::new(0),
         }
     }
 
     fn send(&self, item: T) {
-        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = guard.as_ref() else {
-            return;
-        };
-        match tx.try_send(Msg::Spans(vec![item])) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        self.send_all(std::iter::once(item));
+    }
+
+    fn send_all(&self, items: impl IntoIterator<Item = T>) {
+        let (queue, ready) = &*self.shared;
+        let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+        let before = queue.items.len();
+        for item in items {
+            if queue.closed || queue.items.len() >= QUEUE {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                queue.items.push(item);
             }
+        }
+        if before < BATCH && queue.items.len() >= BATCH {
+            ready.notify_one();
         }
     }
 
@@ -259,14 +330,17 @@ impl<T: Send + 'static> Outlet<T> {
     fn flush(&self, deadline: Instant) -> bool {
         let (ack_tx, ack_rx) = mpsc::channel();
         {
-            let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(tx) = guard.as_ref() else {
-                return true;
-            };
-            // Blocks while the queue is full: that is the flush's wait.
-            if tx.send(Msg::Flush(ack_tx)).is_err() {
-                return false;
+            let (queue, ready) = &*self.shared;
+            let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.closed {
+                return self
+                    .thread
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none();
             }
+            queue.flushes.push(ack_tx);
+            ready.notify_one();
         }
         ack_rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -276,7 +350,11 @@ impl<T: Send + 'static> Outlet<T> {
     /// Flushes, then closes the queue; the thread ends when it has done.
     fn close(&self, deadline: Instant) -> bool {
         let flushed = self.flush(deadline);
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        {
+            let (queue, ready) = &*self.shared;
+            queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+            ready.notify_one();
+        }
         if flushed
             && let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
         {
@@ -369,7 +447,7 @@ fn store_spans(
     checkpoint: PathBuf,
     resource: Vec<(String, serde_json::Value)>,
     forward: Option<Arc<Outlet<SpanData>>>,
-    rx: Receiver<Msg<SpanData>>,
+    inbox: Inbox<SpanData>,
 ) {
     let mut db: Option<Checkpoint> = None;
     let mut run_of_trace: HashMap<String, String> = HashMap::new();
@@ -384,60 +462,57 @@ fn store_spans(
             db = Checkpoint::open(&checkpoint).ok();
         }
         for (run_id, spans) in ready.drain() {
-            let result = match db.as_mut() {
-                Some(db) => db.insert_spans(&run_id, &spans).map_err(|e| e.to_string()),
-                None => Err(format!("cannot open {}", checkpoint.display())),
-            };
-            if let Err(e) = result
-                && !std::mem::replace(&mut warned, true)
-            {
-                eprintln!("warning: spans of run {run_id} were not kept: {e}");
-            }
-        }
-    };
-    let mut last_write = Instant::now();
-    loop {
-        let message = rx.recv_timeout(BATCH_DELAY);
-        let mut flush = None;
-        match message {
-            Ok(Msg::Spans(spans)) => {
-                for data in spans {
-                    let span = record(&data, resource.clone());
-                    if let Some(otlp) = &forward {
-                        otlp.send(data);
-                    }
-                    let run = span
-                        .attribute(attr::RUN_ID)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .or_else(|| run_of_trace.get(&span.trace_id).cloned());
-                    match run {
-                        Some(run_id) => {
-                            run_of_trace.insert(span.trace_id.clone(), run_id.clone());
-                            let bucket = ready.entry(run_id).or_default();
-                            if let Some(earlier) = waiting.remove(&span.trace_id) {
-                                bucket.extend(earlier);
-                            }
-                            bucket.push(span);
-                        }
-                        None => waiting.entry(span.trace_id.clone()).or_default().push(span),
-                    }
+            // A transaction per batch: each holds the checkpoint's write
+            // lock, which the scheduler's commits wait for.
+            for batch in spans.chunks(BATCH) {
+                let result = match db.as_mut() {
+                    Some(db) => db.insert_spans(&run_id, batch).map_err(|e| e.to_string()),
+                    None => Err(format!("cannot open {}", checkpoint.display())),
+                };
+                if let Err(e) = result
+                    && !std::mem::replace(&mut warned, true)
+                {
+                    eprintln!("warning: spans of run {run_id} were not kept: {e}");
                 }
             }
-            Ok(Msg::Flush(ack)) => flush = Some(ack),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                write(&mut ready);
-                return;
+        }
+        if let Some(db) = &db {
+            // Best effort: the automatic checkpoint still runs if this fails.
+            let _ = db.checkpoint_log();
+        }
+    };
+    loop {
+        let mut delivery = inbox.take(BATCH_DELAY);
+        let mut sent = Vec::new();
+        for data in delivery.items.drain(..) {
+            let span = record(&data, resource.clone());
+            if forward.is_some() {
+                sent.push(data);
+            }
+            let run = span
+                .attribute(attr::RUN_ID)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .or_else(|| run_of_trace.get(&span.trace_id).cloned());
+            match run {
+                Some(run_id) => {
+                    run_of_trace.insert(span.trace_id.clone(), run_id.clone());
+                    let bucket = ready.entry(run_id).or_default();
+                    if let Some(earlier) = waiting.remove(&span.trace_id) {
+                        bucket.extend(earlier);
+                    }
+                    bucket.push(span);
+                }
+                None => waiting.entry(span.trace_id.clone()).or_default().push(span),
             }
         }
-        let count: usize = ready.values().map(Vec::len).sum();
-        if flush.is_some() || count >= BATCH || last_write.elapsed() >= BATCH_DELAY {
-            write(&mut ready);
-            last_write = Instant::now();
+        if let Some(otlp) = &forward {
+            otlp.send_all(sent);
         }
-        if let Some(ack) = flush {
-            let _ = ack.send(());
+        write(&mut ready);
+        delivery.answer_flushes();
+        if delivery.closed {
+            return;
         }
     }
 }
@@ -445,12 +520,7 @@ fn store_spans(
 /// The collector's thread: batches of spans sent by the OTLP exporter on a
 /// runtime of its own; the first failure is a warning, later ones are
 /// counted silently (the run goes on either way).
-fn send_spans(
-    protocol: Protocol,
-    resource: &Resource,
-    endpoint: String,
-    rx: Receiver<Msg<SpanData>>,
-) {
+fn send_spans(protocol: Protocol, resource: &Resource, endpoint: String, inbox: Inbox<SpanData>) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -467,12 +537,13 @@ fn send_spans(
         Err(e) => {
             eprintln!("warning: traces are not sent to {endpoint}: {e}");
             // Answer flushes so that the end of the run does not wait.
-            for message in rx {
-                if let Msg::Flush(ack) = message {
-                    let _ = ack.send(());
+            loop {
+                let mut delivery = inbox.take(Duration::from_secs(3600));
+                delivery.answer_flushes();
+                if delivery.closed {
+                    return;
                 }
             }
-            return;
         }
     };
     // The SDK hands the resource to its own processors' exporters; this
@@ -481,62 +552,51 @@ fn send_spans(
     let mut batch: Vec<SpanData> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let send = |batch: &mut Vec<SpanData>, exporter: &mut opentelemetry_otlp::SpanExporter| {
-        if batch.is_empty() {
-            return;
-        }
-        let spans = std::mem::take(batch);
-        EXPORTING.store(true, Ordering::Relaxed);
-        let result = runtime
-            .block_on(async { tokio::time::timeout(FLUSH_DEADLINE, exporter.export(spans)).await });
-        EXPORTING.store(false, Ordering::Relaxed);
-        let error = match result {
-            Ok(Ok(())) => {
-                COLLECTOR_ANSWERED.store(true, Ordering::Relaxed);
-                None
+        while !batch.is_empty() {
+            let spans: Vec<SpanData> = batch.drain(..batch.len().min(BATCH)).collect();
+            EXPORTING.store(true, Ordering::Relaxed);
+            let result = runtime.block_on(async {
+                tokio::time::timeout(FLUSH_DEADLINE, exporter.export(spans)).await
+            });
+            EXPORTING.store(false, Ordering::Relaxed);
+            let error = match result {
+                Ok(Ok(())) => {
+                    COLLECTOR_ANSWERED.store(true, Ordering::Relaxed);
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {} s", FLUSH_DEADLINE.as_secs())),
+            };
+            if error.is_some() {
+                COLLECTOR_FAILED.store(true, Ordering::Relaxed);
             }
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no answer within {} s", FLUSH_DEADLINE.as_secs())),
-        };
-        if error.is_some() {
-            COLLECTOR_FAILED.store(true, Ordering::Relaxed);
-        }
-        if let Some(e) = error
-            && !WARNED.swap(true, Ordering::Relaxed)
-        {
-            eprintln!(
-                "warning: traces could not be sent to {endpoint}: {e}; the run goes on and its spans are in the checkpoint"
-            );
+            if let Some(e) = error
+                && !WARNED.swap(true, Ordering::Relaxed)
+            {
+                eprintln!(
+                    "warning: traces could not be sent to {endpoint}: {e}; the run goes on and its spans are in the checkpoint"
+                );
+            }
         }
     };
     loop {
         let wait = oldest.map_or(Duration::from_secs(3600), |t| {
             BATCH_DELAY.saturating_sub(t.elapsed())
         });
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Spans(spans)) => {
-                if batch.is_empty() {
-                    oldest = Some(Instant::now());
-                }
-                batch.extend(spans);
-                if batch.len() >= BATCH {
-                    send(&mut batch, &mut exporter);
-                    oldest = None;
-                }
-            }
-            Ok(Msg::Flush(ack)) => {
-                send(&mut batch, &mut exporter);
-                oldest = None;
-                let _ = ack.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                send(&mut batch, &mut exporter);
-                oldest = None;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                send(&mut batch, &mut exporter);
-                let _ = exporter.shutdown();
-                return;
-            }
+        let mut delivery = inbox.take(wait);
+        if batch.is_empty() && !delivery.items.is_empty() {
+            oldest = Some(Instant::now());
+        }
+        batch.append(&mut delivery.items);
+        let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_DELAY);
+        if batch.len() >= BATCH || due || !delivery.flushes.is_empty() || delivery.closed {
+            send(&mut batch, &mut exporter);
+            oldest = None;
+        }
+        delivery.answer_flushes();
+        if delivery.closed {
+            let _ = exporter.shutdown();
+            return;
         }
     }
 }
