@@ -55,6 +55,9 @@ enum Command {
         /// Attempts running at once [default: number of cores]
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_parallel: Option<u32>,
+        /// Record no trace: no spans kept or sent (OTEL_SDK_DISABLED=true does the same)
+        #[arg(long)]
+        no_traces: bool,
     },
     /// Continue a failed, cancelled or crashed run under the same run id
     Resume {
@@ -69,6 +72,9 @@ enum Command {
         from: Vec<String>,
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_parallel: Option<u32>,
+        /// Record no trace of this part of the run (OTEL_SDK_DISABLED=true does the same)
+        #[arg(long)]
+        no_traces: bool,
     },
     /// List runs, newest first
     Runs {
@@ -233,13 +239,19 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Runs are traced (spans kept in the checkpoint, sent to a collector
-    // when OTEL_EXPORTER_OTLP_ENDPOINT says so); other commands are not.
-    let telemetry =
-        matches!(cli.command, Command::Run { .. } | Command::Resume { .. }).then(|| {
-            engine::telemetry::Telemetry::start(
-                StateDir::resolve(cli.state_dir.clone()).checkpoint_path(),
-            )
-        });
+    // when OTEL_EXPORTER_OTLP_ENDPOINT says so) unless told not to; other
+    // commands are not.
+    let traced = match cli.command {
+        Command::Run { no_traces, .. } | Command::Resume { no_traces, .. } => {
+            !no_traces && !engine::telemetry::disabled_by_environment()
+        }
+        _ => false,
+    };
+    let telemetry = traced.then(|| {
+        engine::telemetry::Telemetry::start(
+            StateDir::resolve(cli.state_dir.clone()).checkpoint_path(),
+        )
+    });
     init_logging(telemetry.as_ref());
     let result = dispatch(cli);
     // Flushed on every way out of a run: success, failure and Ctrl-C
@@ -343,6 +355,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             dag,
             params,
             max_parallel,
+            no_traces: _,
         } => {
             let loaded = engine::dag::load(&dag, &params, &registry)?;
             let engine = Engine::new(registry, state_dir);
@@ -355,6 +368,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             latest,
             from,
             max_parallel,
+            no_traces: _,
         } => {
             let engine = Engine::new(registry, state_dir);
             let run_id = match run_id {

@@ -32,7 +32,7 @@ pub fn trace(
     };
     if spans.is_empty() {
         println!(
-            "run {run_id} has no spans stored (it ran before traces were recorded, or its spans were not delivered)"
+            "run {run_id} has no spans stored: it ran with --no-traces or OTEL_SDK_DISABLED=true, or before traces were recorded, or its spans were not delivered"
         );
     }
     if let Some(path) = html_file {

@@ -78,6 +78,10 @@ impl Receiver {
         Receiver { port, requests }
     }
 
+    fn requests(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
     fn spans(&self) -> (Vec<Span>, Vec<KeyValue>) {
         let requests = self.requests.lock().unwrap();
         let mut spans = Vec::new();
@@ -689,5 +693,74 @@ fn a_resumed_run_is_a_new_trace_linked_to_the_first() {
     assert!(
         waterfall.contains(&format!("follows trace {}", hex(&roots[0].trace_id))),
         "{waterfall}"
+    );
+}
+
+/// The switch: `--no-traces`, or the specification's `OTEL_SDK_DISABLED`,
+/// records nothing (no spans in the checkpoint, nothing sent, no
+/// TRACEPARENT for the tasks) and the run is otherwise the same; `trace`
+/// then says why it has nothing. A run without the switch, against the
+/// same collector, is traced: the receiver works.
+#[test]
+fn recording_can_be_turned_off() {
+    let receiver = Receiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    for (flag, env) in [
+        (Some("--no-traces"), None),
+        (None, Some(("OTEL_SDK_DISABLED", "TRUE"))),
+    ] {
+        let s = Scratch::new();
+        let dir = dag_dir(&s, DAG);
+        let mut command = common::command(&s.path("state"));
+        command
+            .current_dir(&dir)
+            .args(["run", "traced.toml"])
+            .args(flag)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        // The DAG's own outcome: `broken` fails.
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("traceparent.txt")).unwrap(),
+            "",
+            "{flag:?} {env:?}"
+        );
+        let run_id = the_run_id(&s);
+        let shown = common::command(&s.path("state"))
+            .args(["trace", &run_id])
+            .output()
+            .unwrap();
+        let out = text(&shown.stdout);
+        assert_eq!(shown.status.code(), Some(0), "{}", text(&shown.stderr));
+        assert!(
+            out.contains("no spans stored") && out.contains("--no-traces"),
+            "{out}"
+        );
+        let shown = common::command(&s.path("state"))
+            .args(["show", &run_id])
+            .output()
+            .unwrap();
+        assert!(
+            text(&shown.stdout).contains("after_broken"),
+            "{}",
+            text(&shown.stdout)
+        );
+    }
+    assert_eq!(receiver.requests(), 0, "nothing may be sent");
+
+    let s = Scratch::new();
+    let dir = dag_dir(&s, DAG);
+    let (output, _) = run(&s, &dir, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(!receiver.spans().0.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("traceparent.txt"))
+            .unwrap()
+            .len(),
+        55
     );
 }
