@@ -9,9 +9,18 @@ Writes (Parquet, Snappy, mode overwrite):
     --counts-out           JSON: rows read / clean / quarantined per file, and per reason
 
 Every data line of every file ends up either clean or in the quarantine with one reason, so
-read = clean + quarantined for each file. A file missing a required column fails the job before
-anything is written; a file whose quarantined/read ratio exceeds --max-quarantine-ratio fails it
-after the quarantine and counts are written but before the processed tables are.
+read = clean + quarantined for each file.
+
+Three gates fail the job (exit status 1, "rental_clean: error: ..." naming the file):
+- An empty input file fails it before anything is written, so the tables published before stay
+  as they were. Empty means no data line that is not blank: 0 bytes, only blank lines (white
+  space or a byte-order mark), or a header line followed by nothing or by blank lines only. An
+  empty export is a broken upload, never a day without data: cleaning it would "succeed" with 0
+  rows and replace the published tables with empty ones. The message names each empty file,
+  says why it counts as empty, and says to put the complete file under --raw and run again.
+- A file missing a required column fails it before anything is written.
+- A file whose quarantined/read ratio exceeds --max-quarantine-ratio fails it after the
+  quarantine and counts are written but before the processed tables are.
 
 Usage:
     spark-submit --py-files rental_common.py rental_clean.py \\
@@ -79,6 +88,7 @@ def build(spark: SparkSession, raw_prefix: str):
     files, source = rc.read_raw_files(spark, raw_prefix, rc.DATASETS)
     numbered = {}
     try:
+        rc.check_not_empty(files, raw_prefix)
         for ds in rc.DATASETS:
             raw = files[ds.file]
             header = rc.parse_header(raw.header_line)

@@ -387,3 +387,86 @@ def test_command_line_error_exits_non_zero(spark, raw_data, capsys, monkeypatch)
     assert "Traceback" not in stderr
     assert not raw_data.path("processed").exists()
     assert spark.range(1).count() == 1  # the session is still usable
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty inputs (issue 11): a header-only file used to "clean" to 0 rows and replace the
+# published tables with empty ones. Every kind of empty file now fails before any write.
+# ---------------------------------------------------------------------------------------------
+
+EMPTY_FILES = {
+    "header only": (TRANSACTIONS_HEADER + "\n", "the file has a header line but no data lines: "),
+    "header without a line end": (
+        TRANSACTIONS_HEADER,
+        "the file has a header line but no data lines: ",
+    ),
+    "header and blank lines": (
+        TRANSACTIONS_HEADER + "\n\n   \n",
+        "the file has a header line but no data lines (only 2 blank lines): ",
+    ),
+    "zero bytes": ("", "the file is empty (0 bytes): "),
+    "blank lines only": (
+        "\n \t\n\ufeff\n",
+        "the file holds only 3 blank lines, no header and no data: ",
+    ),
+}
+
+
+def assert_nothing_written(raw_data):
+    assert not raw_data.path("processed").exists()
+    assert not raw_data.path("quarantine").exists()
+    assert not raw_data.path("counts.json").exists()
+
+
+@pytest.mark.parametrize("case", sorted(EMPTY_FILES))
+def test_an_empty_input_fails_before_anything_is_written(spark, raw_data, case):
+    text, why = EMPTY_FILES[case]
+    raw_data.write()
+    (raw_data.raw / T).write_text(text, encoding="utf-8")
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    message = str(err.value)
+    # The file, why it counts as empty, where it is, and what to do.
+    assert f"{T}: {why}{raw_data.raw_uri}/{T}" in message, message
+    assert "put the complete file (a header line and at least one data line)" in message
+    assert "run again" in message
+    assert "users.csv" not in message  # the good files are not blamed
+    assert_nothing_written(raw_data)
+
+
+def test_an_empty_input_leaves_the_published_tables_as_they_were(spark, raw_data):
+    """The issue's reproduction: good data published, then a run on a header-only file."""
+    raw_data.write()
+    run_clean(spark, raw_data)
+    published = raw_data.path("counts.json").read_text()
+
+    (raw_data.raw / T).write_text(TRANSACTIONS_HEADER + "\n", encoding="utf-8")
+    with pytest.raises(JobError):
+        run_clean(spark, raw_data)
+
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+    assert raw_data.path("counts.json").read_text() == published
+
+
+def test_every_empty_file_is_named_in_one_message(spark, raw_data):
+    raw_data.write()
+    (raw_data.raw / "users.csv").write_bytes(b"")
+    (raw_data.raw / "locations.csv").write_text("\n", encoding="utf-8")
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    message = str(err.value)
+    assert "users.csv: the file is empty (0 bytes)" in message
+    assert "locations.csv: the file holds only 1 blank line, no header and no data" in message
+    assert "put the complete files (a header line" in message
+    assert T not in message and "vehicles.csv" not in message
+    assert_nothing_written(raw_data)
+
+
+def test_a_file_whose_only_data_line_is_junk_is_not_empty(spark, raw_data):
+    """One bad data line is data: it is quarantined and the ratio gate judges the file."""
+    raw_data.write({T: ["r1,u1"]})
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    assert "exceeds --max-quarantine-ratio" in str(err.value)
+    assert by_line(quarantine_rows(spark, raw_data, T)) == {2: "ragged_line"}
