@@ -9,7 +9,8 @@ Writes (Parquet, Snappy, mode overwrite):
     --counts-out           JSON: rows read / clean / quarantined per file, and per reason
 
 Every data line of every file ends up either clean or in the quarantine with one reason, so
-read = clean + quarantined for each file.
+read = clean + quarantined for each file. A line holding a C0 control character other than the
+line ending (NUL, TAB, ...) is quarantined as control_character, whatever else is wrong with it.
 
 Three gates fail the job (exit status 1, "rental_clean: error: ..." naming the file):
 - An empty input file fails it before anything is written, so the tables published before stay

@@ -37,6 +37,13 @@ TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 # every comma is a field separator and any remaining quote is malformed.
 QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"(?=,|$)'
 
+# C0 control characters other than the line ending (LF and CR never reach a line: the text reader
+# ends lines at them). A NUL inside an id passes every other check yet makes an id that looks
+# equal to another and is not, so a line holding any of these is quarantined (control_character).
+# TAB is included: no column of these files is free text where a TAB carries meaning, and Spark's
+# trim() keeps it, so "u1<TAB>" would otherwise be a user id of its own.
+CONTROL_RE = r"[\x00-\x09\x0B\x0C\x0E-\x1F]"
+
 # A line holding nothing but white space (or a byte-order mark) is blank. Used in Spark (Java
 # regex) and in Python (re): the class is spelled out so that both read it the same way.
 BLANK_LINE_RE = r"^[ \t\r\n\x0B\f\ufeff]*$"
@@ -439,8 +446,9 @@ def tag_rows(
     """Parse the data lines of one file and give each row its first failing reason.
 
     Returns line_number, record, reason (null = clean), detail, and one typed column per dataset
-    column. Checks in order: quoting, field count, missing required values, values that do not
-    fit their type, then `rules`, then `references`. Duplicate keys come last, see dedupe().
+    column. Checks in order: control characters, quoting, field count, missing required values,
+    values that do not fit their type, then `rules`, then `references`. Duplicate keys come
+    last, see dedupe().
     """
     n_fields = len(header)
     ddl = ", ".join(f"`_f{i}` STRING" for i in range(n_fields))
@@ -453,6 +461,7 @@ def tag_rows(
         .select(
             "line_number",
             "record",
+            F.regexp_extract("record", f"({CONTROL_RE})", 1).alias("_cc"),
             (F.instr("_s", '"') > 0).alias("_badquote"),
             (F.length("_s") - F.length(F.translate("_s", ",", "")) + F.lit(1)).alias("_nf"),
             *[
@@ -470,6 +479,7 @@ def tag_rows(
 
     # (reason, condition, detail) in order of precedence: the first true condition wins.
     checks = [
+        _control_character_check(dataset, raws, n_fields),
         ("unparseable_line", F.col("_badquote"), F.lit("quote not closed or inside a field")),
         (
             "ragged_line",
@@ -510,6 +520,29 @@ def tag_rows(
         detail.alias("detail"),
         *dataset.column_names,
     )
+
+
+def _control_character_check(dataset: Dataset, raws: list, n_fields: int) -> tuple:
+    """control_character: the line holds a C0 control character (CONTROL_RE).
+
+    Checked first, on the original line, before any CSV parsing: the bytes are wrong whatever
+    shape the line has. The detail gives the first such character as U+XXXX, its position in
+    the line (1 = first character) and, when the line has the header's shape, the columns
+    that hold one, e.g. "U+0000 at character 8 in rental_id".
+    """
+    code = F.format_string("U+%04X", F.ascii("_cc"))
+    position = F.expr("locate(_cc, record)")
+    holders = F.concat_ws(
+        ",",
+        *[
+            F.when(F.col(raw).rlike(CONTROL_RE), F.lit(c.name))
+            for c, raw in zip(dataset.columns, raws)
+        ],
+    )
+    shaped = ~F.col("_badquote") & (F.col("_nf") == n_fields) & (holders != "")
+    where = F.when(shaped, F.concat(F.lit(" in "), holders)).otherwise(F.lit(""))
+    detail = F.format_string("%s at character %d%s", code, position, where)
+    return ("control_character", F.col("_cc") != "", detail)
 
 
 def dedupe(df: DataFrame, key: str, partitions: int) -> DataFrame:

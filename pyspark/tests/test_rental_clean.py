@@ -470,3 +470,64 @@ def test_a_file_whose_only_data_line_is_junk_is_not_empty(spark, raw_data):
         run_clean(spark, raw_data)
     assert "exceeds --max-quarantine-ratio" in str(err.value)
     assert by_line(quarantine_rows(spark, raw_data, T)) == {2: "ragged_line"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Control characters (issue 11): ten transactions with a NUL inside rental_id were cleaned into
+# rentals_clean with 11-character ids. Any C0 control character but the line end quarantines.
+# ---------------------------------------------------------------------------------------------
+
+# (line, the control character, the column it is in or None when the line has no clean shape)
+CONTROL_LINES = [
+    ("r6\x00abc,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\x00", "rental_id"),
+    ("r1\x00,u2,v2,2024-01-06 10:00:00,2024-01-06 11:00:00,2,2,10.0", "\x00", "rental_id"),
+    ("\x00r11,u2,v2,2024-01-06 10:00:00,2024-01-06 11:00:00,2,2,10.0", "\x00", "rental_id"),
+    ("r7,u1\t,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\t", "user_id"),
+    ("r8,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0\x1f", "\x1f", "total_amount"),
+    ("r9,u1,\x0b,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\x0b", "vehicle_id"),
+    ("r10,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0,\x07", "\x07", None),
+    ("\x01", "\x01", None),
+]
+
+
+def test_control_characters_are_a_quarantine_reason(spark, raw_data):
+    rows = BASE_TRANSACTIONS + [line for line, _, _ in CONTROL_LINES]
+    users = [
+        "u1,Ann,Lee,ann@example.com,555-0001,DL1,2030-01-01,2024-01-01,1",
+        "u2,Bob,Ray,bob@example.com,555-0002,DL2,2030-01-02,2024-01-02,0",
+        "u3,Cy,Fox,cy@example.com,555-0003,DL3,2030-01-03,2024-01-03,1",
+        "u4,Di\x0c,Roe,di@example.com,555-0004,DL4,2030-01-04,2024-01-04,1",  # line 5
+    ]
+    raw_data.write({T: rows, "users.csv": users})
+    counts = run_clean(spark, raw_data, "--max-quarantine-ratio", "1")
+
+    first_control_line = len(BASE_TRANSACTIONS) + 2  # after the header and the clean lines
+    expected = {}
+    for i, (line, char, column) in enumerate(CONTROL_LINES):
+        detail = f"U+{ord(char):04X} at character {line.index(char) + 1}"
+        expected[first_control_line + i] = (
+            "control_character",
+            detail + (f" in {column}" if column else ""),
+            line,
+        )
+    got = {
+        r["line_number"]: (r["reason"], r["detail"], r["record"])
+        for r in quarantine_rows(spark, raw_data, T)
+    }
+    assert got == expected
+
+    users_got = quarantine_rows(spark, raw_data, "users.csv")
+    assert [(r["line_number"], r["reason"], r["detail"]) for r in users_got] == [
+        (5, "control_character", "U+000C at character 6 in first_name")
+    ]
+
+    n = len(CONTROL_LINES)
+    assert counts["files"][T] == {"read": 5 + n, "clean": 5, "quarantined": n}
+    assert counts["quarantine_reasons_by_file"][T] == {"control_character": n}
+    assert counts["quarantine_reasons_by_file"]["users.csv"] == {"control_character": 1}
+    assert counts["quarantine_reasons"] == {"control_character": n + 1}
+
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+    users_clean = spark.read.parquet(raw_data.uri("processed/users"))
+    assert sorted(r["user_id"] for r in users_clean.collect()) == ["u1", "u2", "u3"]
