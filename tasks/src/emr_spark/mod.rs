@@ -35,6 +35,7 @@
 //! on a cluster the state machine creates and terminates, or an EMR
 //! Serverless job run.
 
+mod cause;
 mod config;
 pub mod connect;
 pub mod runtime;
@@ -47,7 +48,7 @@ use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskFailure};
 use tracing::Instrument;
 
-use crate::process::{Logs, failure, run_logged};
+use crate::process::{Logs, failure, run_watched};
 use crate::s3::{LocalS3, PrefixWrite, S3Uri};
 pub use config::SparkJob;
 use connect::{ConnectServer, Mode};
@@ -229,15 +230,19 @@ impl TaskAction for LocalSpark {
             .iter()
             .map(|f| resolve(&attempt.dag_dir, f))
             .collect();
-        let mut server_log = None;
+        // The warm server the job talks to, and where its log stood when
+        // the job started.
+        let mut warm: Option<(Arc<ConnectServer>, u64)> = None;
         let mut command = match mode {
             Mode::Submit => submit_command(&runtime, job, &script, &py_files, &args),
             Mode::Warm => {
                 let server = connect::server(&runtime, &attempt.state_root, &say)
                     .await
                     .map_err(TaskFailure::new)?;
-                server_log = Some(server.log.clone());
-                warm_command(&runtime, &server, job, &script, &py_files, &args)?
+                let log_from = std::fs::metadata(&server.log).map_or(0, |m| m.len());
+                let command = warm_command(&runtime, &server, job, &script, &py_files, &args)?;
+                warm = Some((server, log_from));
+                command
             }
         };
         if let Some(traceparent) = &attempt.traceparent {
@@ -255,14 +260,30 @@ impl TaskAction for LocalSpark {
             "spark.submit",
             &script.display().to_string(),
         );
-        let submitted = run_logged(command, "the Spark job", &logs)
-            .instrument(span.clone())
-            .await;
+        // A job whose warm server dies would retry against the dead port
+        // for minutes: it is stopped as soon as the server is seen gone.
+        let server_died = async {
+            match &warm {
+                Some((server, log_from)) => server.died(*log_from).await,
+                None => std::future::pending().await,
+            }
+        };
+        let submitted = run_watched(
+            command,
+            "the Spark job",
+            &logs,
+            cause::job_failure,
+            server_died,
+        )
+        .instrument(span.clone())
+        .await;
         crate::steps::finish(&span, &submitted);
         submitted.map_err(|mut e| {
-            if let Some(log) = &server_log {
-                e.message
-                    .push_str(&format!("\n(warm Spark server log: {})", log.display()));
+            if let Some((server, _)) = &warm {
+                e.message.push_str(&format!(
+                    "\n(warm Spark server log: {})",
+                    server.log.display()
+                ));
             }
             e
         })?;
