@@ -20,8 +20,9 @@ Three gates fail the job (exit status 1, "rental_clean: error: ..." naming the f
   rows and replace the published tables with empty ones. The message names each empty file,
   says why it counts as empty, and says to put the complete file under --raw and run again.
 - A file missing a required column fails it before anything is written.
-- A file whose quarantined/read ratio exceeds --max-quarantine-ratio fails it after the
-  quarantine and counts are written but before the processed tables are.
+- A file whose quarantined/read ratio exceeds --max-quarantine-ratio, or whose data lines are
+  all quarantined (even with a limit of 1), fails it after the quarantine and counts are
+  written but before the processed tables are.
 
 Usage:
     spark-submit --py-files rental_common.py rental_clean.py \\
@@ -179,6 +180,22 @@ def check_ratios(counts: dict, limit: float) -> None:
             )
 
 
+def check_some_clean(counts: dict) -> None:
+    """Fail if a file with data lines has no clean one, whatever the ratio limit.
+
+    Even with --max-quarantine-ratio 1, a file whose every line is quarantined would publish an
+    empty table over the previous good one (issue 11): that is a broken export, not a day
+    without data.
+    """
+    for name, c in counts["files"].items():
+        if c["read"] and not c["clean"]:
+            raise rc.JobError(
+                f"{name}: none of its {c['read']} data lines is clean (all quarantined, see the "
+                "quarantine for why); processed output not written, so the tables published "
+                "before are unchanged"
+            )
+
+
 def run(spark: SparkSession, args) -> dict:
     tagged, source = build(spark, args.raw)
     try:
@@ -208,6 +225,7 @@ def write_outputs(spark: SparkSession, args, tagged, counts) -> None:
         rc.write_text_file(spark, args.counts_out, rc.to_json(counts))
 
     check_ratios(counts, args.max_quarantine_ratio)
+    check_some_clean(counts)
 
     for ds in (rc.LOCATIONS, rc.USERS, rc.VEHICLES):
         df = _clean(tagged[ds.name][1]).select(*ds.column_names)

@@ -367,6 +367,28 @@ def test_ratio_limit_is_inclusive():
     rental_clean.check_ratios({"files": {T: {"read": 0, "clean": 0, "quarantined": 0}}}, 0.0)
 
 
+def test_a_file_with_no_clean_line_fails_even_with_a_ratio_limit_of_1(spark, raw_data):
+    """Every transaction quarantined: with --max-quarantine-ratio 1 the ratio gate lets it
+    through, and the run would publish an empty rentals_clean over the good one."""
+    raw_data.write()
+    run_clean(spark, raw_data)
+    raw_data.write({T: ["r8,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,-1.0", "r9,u1"]})
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data, "--max-quarantine-ratio", "1")
+    message = str(err.value)
+    assert f"{T}: none of its 2 data lines is clean" in message, message
+    assert "users.csv" not in message
+    # The quarantine and the counts say why; the published tables are the earlier ones.
+    assert by_line(quarantine_rows(spark, raw_data, T)) == {
+        2: "negative_amount",
+        3: "ragged_line",
+    }
+    counts = json.loads(raw_data.path("counts.json").read_text())
+    assert counts["files"][T] == {"read": 2, "clean": 0, "quarantined": 2}
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+
+
 def test_command_line_error_exits_non_zero(spark, raw_data, capsys, monkeypatch):
     """The script's __main__ path: a clear message on stderr and exit status 1, no traceback.
 
