@@ -525,3 +525,34 @@ pub fn stop_persistent(state_root: &Path) -> Result<bool, String> {
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::describe_exit;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    /// What the guard's `sh` exits with (`wait` gives 128 + the signal of
+    /// a server killed by one), as waitpid reports it.
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn a_servers_end_is_told_from_its_guards_exit() {
+        assert!(describe_exit(exited(137)).starts_with("was killed by signal 9 (SIGKILL"));
+        assert_eq!(
+            describe_exit(exited(143)),
+            "was killed by signal 15 (SIGTERM)"
+        );
+        assert_eq!(
+            describe_exit(exited(52)),
+            "exited with code 52 (Spark's exit code for OutOfMemoryError)"
+        );
+        assert_eq!(describe_exit(exited(1)), "exited with code 1");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(libc::SIGKILL)),
+            "is gone: its guard was killed by signal 9 (SIGKILL: killed from outside, or by the kernel when memory ran out)"
+        );
+    }
+}
