@@ -139,13 +139,22 @@ pub fn last_line(_stdout: &str, stderr: &str) -> Option<String> {
 
 /// The end of a log file, at most `max` bytes, as text.
 pub fn read_end(path: &Path, max: u64) -> String {
+    read_since(path, 0, max)
+}
+
+/// What a log file got from byte `from` on, at most its last `max` bytes,
+/// as text.
+pub fn read_since(path: &Path, from: u64, max: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(len.saturating_sub(max))).is_ok() {
+    if file
+        .seek(SeekFrom::Start(from.max(len.saturating_sub(max))))
+        .is_ok()
+    {
         let _ = file.take(max).read_to_end(&mut bytes);
     }
     String::from_utf8_lossy(&bytes).into_owned()
@@ -167,10 +176,10 @@ pub async fn run_logged(
 }
 
 /// [`run_logged`], with `summary` choosing the failure's first line from
-/// the command's output, and `stop`: if it completes while the command runs, the
-/// command's whole group is killed at once and the attempt fails with the
-/// reason it gives (say, the server the command talks to died, and the
-/// command would otherwise retry for minutes).
+/// the command's output, and `stop`: if it completes while the command
+/// runs, the command's whole group is killed at once and the attempt fails
+/// with the reason it gives (say, the server the command talks to died,
+/// and the command would otherwise retry for minutes).
 pub async fn run_watched(
     mut command: tokio::process::Command,
     what: &str,
@@ -221,7 +230,7 @@ pub async fn run_watched(
         _ => "failed".to_string(),
     };
     // The first line is what tables show: make it the most telling one
-    // (`summary`'s pick from stderr); the end of stderr follows.
+    // (`summary`'s pick from the output); the end of stderr follows.
     let last = tail(&logs.stderr, 5);
     let mut message = format!("{what} failed with {how}");
     let (out, err) = (

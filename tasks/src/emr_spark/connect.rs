@@ -106,15 +106,7 @@ impl ConnectServer {
                 });
             }
         };
-        let log = crate::process::read_end(&self.log, 256 * 1024);
-        let from = usize::try_from(log_from).unwrap_or(0);
-        let since = std::fs::metadata(&self.log)
-            .ok()
-            .and_then(|m| {
-                let skipped = m.len().checked_sub(log.len() as u64)? as usize;
-                log.get(from.saturating_sub(skipped)..)
-            })
-            .unwrap_or(&log);
+        let since = crate::process::read_since(&self.log, log_from, 256 * 1024);
         let mut message = format!(
             "the warm Spark server (127.0.0.1:{}) died while the job ran: it {how}",
             self.port
@@ -127,10 +119,10 @@ impl ConnectServer {
             .collect::<Vec<_>>()
             .join("\n");
         if let Some(line) = super::cause::root_cause(&since) {
-            message.push_str(&format!("; its log: {line}"));
+            message.push_str(&format!("; its log: {}", line.trim_end_matches('.')));
         }
         message.push_str(if self.guard.is_some() {
-            ". The job was stopped rather than left retrying; a retry starts a new server"
+            ". The job was stopped rather than left retrying; another attempt starts a new server"
         } else {
             ". The job was stopped rather than left retrying; start the server again with `flux-engine spark start` (or stop it with `flux-engine spark stop` to let runs start their own)"
         });
