@@ -9,9 +9,20 @@ Writes (Parquet, Snappy, mode overwrite):
     --counts-out           JSON: rows read / clean / quarantined per file, and per reason
 
 Every data line of every file ends up either clean or in the quarantine with one reason, so
-read = clean + quarantined for each file. A file missing a required column fails the job before
-anything is written; a file whose quarantined/read ratio exceeds --max-quarantine-ratio fails it
-after the quarantine and counts are written but before the processed tables are.
+read = clean + quarantined for each file. A line holding a C0 control character other than the
+line ending (NUL, TAB, ...) is quarantined as control_character, whatever else is wrong with it.
+
+Three gates fail the job (exit status 1, "rental_clean: error: ..." naming the file):
+- An empty input file fails it before anything is written, so the tables published before stay
+  as they were. Empty means no data line that is not blank: 0 bytes, only blank lines (white
+  space or a byte-order mark), or a header line followed by nothing or by blank lines only. An
+  empty export is a broken upload, never a day without data: cleaning it would "succeed" with 0
+  rows and replace the published tables with empty ones. The message names each empty file,
+  says why it counts as empty, and says to put the complete file under --raw and run again.
+- A file missing a required column fails it before anything is written.
+- A file whose quarantined/read ratio exceeds --max-quarantine-ratio, or whose data lines are
+  all quarantined (even with a limit of 1), fails it after the quarantine and counts are
+  written but before the processed tables are.
 
 Usage:
     spark-submit --py-files rental_common.py rental_clean.py \\
@@ -79,6 +90,7 @@ def build(spark: SparkSession, raw_prefix: str):
     files, source = rc.read_raw_files(spark, raw_prefix, rc.DATASETS)
     numbered = {}
     try:
+        rc.check_not_empty(files, raw_prefix)
         for ds in rc.DATASETS:
             raw = files[ds.file]
             header = rc.parse_header(raw.header_line)
@@ -168,6 +180,22 @@ def check_ratios(counts: dict, limit: float) -> None:
             )
 
 
+def check_some_clean(counts: dict) -> None:
+    """Fail if a file with data lines has no clean one, whatever the ratio limit.
+
+    Even with --max-quarantine-ratio 1, a file whose every line is quarantined would publish an
+    empty table over the previous good one (issue 11): that is a broken export, not a day
+    without data.
+    """
+    for name, c in counts["files"].items():
+        if c["read"] and not c["clean"]:
+            raise rc.JobError(
+                f"{name}: none of its {c['read']} data lines is clean (all quarantined, see the "
+                "quarantine for why); processed output not written, so the tables published "
+                "before are unchanged"
+            )
+
+
 def run(spark: SparkSession, args) -> dict:
     tagged, source = build(spark, args.raw)
     try:
@@ -197,6 +225,7 @@ def write_outputs(spark: SparkSession, args, tagged, counts) -> None:
         rc.write_text_file(spark, args.counts_out, rc.to_json(counts))
 
     check_ratios(counts, args.max_quarantine_ratio)
+    check_some_clean(counts)
 
     for ds in (rc.LOCATIONS, rc.USERS, rc.VEHICLES):
         df = _clean(tagged[ds.name][1]).select(*ds.column_names)

@@ -14,6 +14,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -35,6 +36,17 @@ TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 # a quote inside it is doubled (RFC 4180). Removing these leaves only unquoted text, in which
 # every comma is a field separator and any remaining quote is malformed.
 QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"(?=,|$)'
+
+# C0 control characters other than the line ending (LF and CR never reach a line: the text reader
+# ends lines at them). A NUL inside an id passes every other check yet makes an id that looks
+# equal to another and is not, so a line holding any of these is quarantined (control_character).
+# TAB is included: no column of these files is free text where a TAB carries meaning, and Spark's
+# trim() keeps it, so "u1<TAB>" would otherwise be a user id of its own.
+CONTROL_RE = r"[\x00-\x09\x0B\x0C\x0E-\x1F]"
+
+# A line holding nothing but white space (or a byte-order mark) is blank. Used in Spark (Java
+# regex) and in Python (re): the class is spelled out so that both read it the same way.
+BLANK_LINE_RE = r"^[ \t\r\n\x0B\f\ufeff]*$"
 
 SPARK_TYPES = {
     "string": T.StringType(),
@@ -258,9 +270,11 @@ def to_json(obj) -> str:
 
 @dataclass
 class RawFile:
-    lines: DataFrame  # line_number (1 = header), record
+    uri: str
+    lines: DataFrame | None  # line_number (1 = header), record; None for a file of 0 bytes
     total_lines: int
     header_line: str
+    content_lines: int  # lines that are not blank (BLANK_LINE_RE), the header included
 
 
 def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
@@ -289,9 +303,11 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
             F.count(F.lit(1)).alias("_n"),
             F.min("_mid").alias("_m0"),
             F.min_by("record", "_mid").alias("_first"),
+            F.count(F.when(~F.col("record").rlike(BLANK_LINE_RE), True)).alias("_content"),
         )
         blocks = sorted(
-            (r["_file"], r["_blk"], r["_n"], r["_m0"], r["_first"]) for r in stats.collect()
+            (r["_file"], r["_blk"], r["_n"], r["_m0"], r["_first"], r["_content"])
+            for r in stats.collect()
         )
     except Exception as exc:  # path not found, access denied, ...
         text = str(exc).strip()
@@ -301,20 +317,59 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
     files = {}
     for name, uri in uris.items():
         mine = [b for b in blocks if b[0] == name]
-        if not mine:
-            source.unpersist()
-            raise JobError(f"{name}: file is empty (no header line): {uri}")
+        if not mine:  # a file of 0 bytes has no line at all; check_not_empty says so
+            files[name] = RawFile(uri, None, 0, "", 0)
+            continue
         # line_number = lines in earlier blocks + position in this block + 1
         offsets, before = [], 0
-        for _, blk, n, m0, _ in mine:
+        for _, blk, n, m0, _, _ in mine:
             offsets += [F.lit(blk), F.lit(before - m0 + 1)]
             before += n
         line_number = F.col("_mid") + F.create_map(*offsets)[F.col("_blk")]
         lines = source.where(F.col("_file") == name).select(
             line_number.alias("line_number"), "record"
         )
-        files[name] = RawFile(lines, before, mine[0][4])
+        content = sum(b[5] for b in mine)
+        files[name] = RawFile(uri, lines, before, mine[0][4], content)
     return files, source
+
+
+def emptiness(raw: RawFile) -> str | None:
+    """Why a raw file holds no data (None if it holds some).
+
+    Empty means no data line that is not blank: 0 bytes, only blank lines (white space, a
+    byte-order mark), or a header followed by nothing but blank lines. A file whose only data
+    lines are junk is not empty: its lines are quarantined and the ratio gate judges them.
+    """
+    if raw.total_lines == 0:
+        return "the file is empty (0 bytes)"
+    blank_header = re.match(BLANK_LINE_RE, raw.header_line) is not None
+    if raw.content_lines == 0:
+        n = raw.total_lines
+        return f"the file holds only {n} blank line{'s' if n != 1 else ''}, no header and no data"
+    if raw.content_lines == 1 and not blank_header:
+        blanks = raw.total_lines - 1
+        after = f" (only {blanks} blank line{'s' if blanks != 1 else ''})" if blanks else ""
+        return f"the file has a header line but no data lines{after}"
+    return None
+
+
+def check_not_empty(files: dict, raw_prefix: str) -> None:
+    """Fail, naming every empty file, before anything is written.
+
+    Cleaning an empty file would succeed with 0 rows and publish empty tables over the
+    previous good ones (issue 11): an empty input is a broken export or upload, never a day
+    without data, so the job refuses it.
+    """
+    problems = [(name, why) for name, raw in files.items() if (why := emptiness(raw))]
+    if not problems:
+        return
+    lines = [f"{name}: {why}: {files[name].uri}" for name, why in problems]
+    raise JobError(
+        "; ".join(lines) + ". Nothing was written, so the tables published before are "
+        f"unchanged: put the complete file{'s' if len(problems) > 1 else ''} (a header line "
+        f"and at least one data line) under {raw_prefix} and run again"
+    )
 
 
 def parse_header(line: str) -> list:
@@ -391,8 +446,9 @@ def tag_rows(
     """Parse the data lines of one file and give each row its first failing reason.
 
     Returns line_number, record, reason (null = clean), detail, and one typed column per dataset
-    column. Checks in order: quoting, field count, missing required values, values that do not
-    fit their type, then `rules`, then `references`. Duplicate keys come last, see dedupe().
+    column. Checks in order: control characters, quoting, field count, missing required values,
+    values that do not fit their type, then `rules`, then `references`. Duplicate keys come
+    last, see dedupe().
     """
     n_fields = len(header)
     ddl = ", ".join(f"`_f{i}` STRING" for i in range(n_fields))
@@ -405,6 +461,7 @@ def tag_rows(
         .select(
             "line_number",
             "record",
+            F.regexp_extract("record", f"({CONTROL_RE})", 1).alias("_cc"),
             (F.instr("_s", '"') > 0).alias("_badquote"),
             (F.length("_s") - F.length(F.translate("_s", ",", "")) + F.lit(1)).alias("_nf"),
             *[
@@ -422,6 +479,7 @@ def tag_rows(
 
     # (reason, condition, detail) in order of precedence: the first true condition wins.
     checks = [
+        _control_character_check(dataset, raws, n_fields),
         ("unparseable_line", F.col("_badquote"), F.lit("quote not closed or inside a field")),
         (
             "ragged_line",
@@ -462,6 +520,29 @@ def tag_rows(
         detail.alias("detail"),
         *dataset.column_names,
     )
+
+
+def _control_character_check(dataset: Dataset, raws: list, n_fields: int) -> tuple:
+    """control_character: the line holds a C0 control character (CONTROL_RE).
+
+    Checked first, on the original line, before any CSV parsing: the bytes are wrong whatever
+    shape the line has. The detail gives the first such character as U+XXXX, its position in
+    the line (1 = first character) and, when the line has the header's shape, the columns
+    that hold one, e.g. "U+0000 at character 8 in rental_id".
+    """
+    code = F.format_string("U+%04X", F.ascii("_cc"))
+    position = F.expr("locate(_cc, record)")
+    holders = F.concat_ws(
+        ",",
+        *[
+            F.when(F.col(raw).rlike(CONTROL_RE), F.lit(c.name))
+            for c, raw in zip(dataset.columns, raws)
+        ],
+    )
+    shaped = ~F.col("_badquote") & (F.col("_nf") == n_fields) & (holders != "")
+    where = F.when(shaped, F.concat(F.lit(" in "), holders)).otherwise(F.lit(""))
+    detail = F.format_string("%s at character %d%s", code, position, where)
+    return ("control_character", F.col("_cc") != "", detail)
 
 
 def dedupe(df: DataFrame, key: str, partitions: int) -> DataFrame:

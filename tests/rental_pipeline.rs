@@ -851,6 +851,135 @@ fn a_missing_required_column_fails_before_anything_is_published() {
 }
 
 // ---------------------------------------------------------------------
+// A failed run keeps the published tables
+// ---------------------------------------------------------------------
+
+/// `SELECT COUNT(*)` of a table, through `flux-engine query`.
+fn count_rows(state: &Path, table: &str) -> u64 {
+    let output = flux(
+        state,
+        &[
+            "query",
+            "--database",
+            "rental",
+            "--format",
+            "csv",
+            &format!("SELECT COUNT(*) AS n FROM {table}"),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "count of {table}\n{}",
+        text(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut reader = csv::Reader::from_reader(stdout.as_bytes());
+    let row = reader
+        .records()
+        .next()
+        .unwrap_or_else(|| panic!("no row in:\n{stdout}"))
+        .unwrap();
+    row[0]
+        .parse()
+        .unwrap_or_else(|e| panic!("{table}: `{}` is not a count ({e})", &row[0]))
+}
+
+/// What the prefix `processed/<name>/` points at: the published version.
+fn published_version(state: &Path, name: &str) -> PathBuf {
+    let link = state.join("s3").join(BUCKET).join("processed").join(name);
+    std::fs::read_link(&link)
+        .unwrap_or_else(|e| panic!("{} is not a published prefix: {e}", link.display()))
+}
+
+#[test]
+fn a_header_only_input_fails_clean_and_the_published_tables_keep_their_rows() {
+    let dir = reference_dir();
+    if !dir.join("rental_transactions.csv").is_file() {
+        eprintln!(
+            "SKIPPED: the reference data is not at {} (set FLUX_RENTAL_DATA)",
+            dir.display()
+        );
+        return;
+    }
+    let kpis = Kpis::of(&dir);
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+
+    let good = Run::start(&state, &dir);
+    good.assert_succeeded();
+    let tables = [
+        ("rentals_clean", kpis.rentals),
+        ("users", kpis.lines["users.csv"]),
+        ("vehicles", kpis.lines["vehicles.csv"]),
+        ("locations", kpis.lines["locations.csv"]),
+    ];
+    for (table, rows) in tables {
+        assert_eq!(
+            count_rows(&state, table),
+            rows as u64,
+            "{table} after the good run"
+        );
+    }
+    let versions: Vec<PathBuf> = ["clean", "quarantine", "job_counts"]
+        .iter()
+        .map(|p| published_version(&state, p))
+        .collect();
+
+    // The same data, but rental_transactions.csv is its header line only.
+    // (The other files are links to the reference data, not copies.)
+    let input = work.path().join("header-only");
+    std::fs::create_dir_all(&input).unwrap();
+    for file in ["locations.csv", "users.csv", "vehicles.csv"] {
+        std::os::unix::fs::symlink(dir.join(file), input.join(file)).unwrap();
+    }
+    let reference = std::fs::read_to_string(dir.join("rental_transactions.csv")).unwrap();
+    let header = reference.lines().next().unwrap();
+    assert!(header.contains("rental_id"), "not a header: {header}");
+    std::fs::write(input.join("rental_transactions.csv"), format!("{header}\n")).unwrap();
+
+    let failed = Run::start(&state, &input);
+    assert_eq!(
+        failed.output.status.code(),
+        Some(1),
+        "{}",
+        text(&failed.output)
+    );
+    // Nothing was published: the prefixes point at the good run's versions
+    // and the tables answer as they did.
+    let after: Vec<PathBuf> = ["clean", "quarantine", "job_counts"]
+        .iter()
+        .map(|p| published_version(&state, p))
+        .collect();
+    assert_eq!(after, versions, "a failed run published new versions");
+    for (table, rows) in tables {
+        assert_eq!(
+            count_rows(&state, table),
+            rows as u64,
+            "{table} after the failed run"
+        );
+    }
+    assert_ne!(failed.run_id, good.run_id);
+    let clean = &failed.tasks["clean"];
+    assert_eq!(clean["status"], "failed", "{clean}");
+    let error = clean["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("rental_transactions.csv") && error.contains("no data lines"),
+        "the error does not say which file is empty: {error}"
+    );
+    for task in [
+        "vehicle_location_metrics",
+        "user_transaction_metrics",
+        "crawl",
+    ] {
+        assert_eq!(
+            failed.tasks[task]["status"], "upstream_failed",
+            "{task}: {}",
+            failed.tasks[task]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
 // A crash during the Spark stage
 // ---------------------------------------------------------------------
 

@@ -367,6 +367,28 @@ def test_ratio_limit_is_inclusive():
     rental_clean.check_ratios({"files": {T: {"read": 0, "clean": 0, "quarantined": 0}}}, 0.0)
 
 
+def test_a_file_with_no_clean_line_fails_even_with_a_ratio_limit_of_1(spark, raw_data):
+    """Every transaction quarantined: with --max-quarantine-ratio 1 the ratio gate lets it
+    through, and the run would publish an empty rentals_clean over the good one."""
+    raw_data.write()
+    run_clean(spark, raw_data)
+    raw_data.write({T: ["r8,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,-1.0", "r9,u1"]})
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data, "--max-quarantine-ratio", "1")
+    message = str(err.value)
+    assert f"{T}: none of its 2 data lines is clean" in message, message
+    assert "users.csv" not in message
+    # The quarantine and the counts say why; the published tables are the earlier ones.
+    assert by_line(quarantine_rows(spark, raw_data, T)) == {
+        2: "negative_amount",
+        3: "ragged_line",
+    }
+    counts = json.loads(raw_data.path("counts.json").read_text())
+    assert counts["files"][T] == {"read": 2, "clean": 0, "quarantined": 2}
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+
+
 def test_command_line_error_exits_non_zero(spark, raw_data, capsys, monkeypatch):
     """The script's __main__ path: a clear message on stderr and exit status 1, no traceback.
 
@@ -387,3 +409,147 @@ def test_command_line_error_exits_non_zero(spark, raw_data, capsys, monkeypatch)
     assert "Traceback" not in stderr
     assert not raw_data.path("processed").exists()
     assert spark.range(1).count() == 1  # the session is still usable
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty inputs (issue 11): a header-only file used to "clean" to 0 rows and replace the
+# published tables with empty ones. Every kind of empty file now fails before any write.
+# ---------------------------------------------------------------------------------------------
+
+EMPTY_FILES = {
+    "header only": (TRANSACTIONS_HEADER + "\n", "the file has a header line but no data lines: "),
+    "header without a line end": (
+        TRANSACTIONS_HEADER,
+        "the file has a header line but no data lines: ",
+    ),
+    "header and blank lines": (
+        TRANSACTIONS_HEADER + "\n\n   \n",
+        "the file has a header line but no data lines (only 2 blank lines): ",
+    ),
+    "zero bytes": ("", "the file is empty (0 bytes): "),
+    "blank lines only": (
+        "\n \t\n\ufeff\n",
+        "the file holds only 3 blank lines, no header and no data: ",
+    ),
+}
+
+
+def assert_nothing_written(raw_data):
+    assert not raw_data.path("processed").exists()
+    assert not raw_data.path("quarantine").exists()
+    assert not raw_data.path("counts.json").exists()
+
+
+@pytest.mark.parametrize("case", sorted(EMPTY_FILES))
+def test_an_empty_input_fails_before_anything_is_written(spark, raw_data, case):
+    text, why = EMPTY_FILES[case]
+    raw_data.write()
+    (raw_data.raw / T).write_text(text, encoding="utf-8")
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    message = str(err.value)
+    # The file, why it counts as empty, where it is, and what to do.
+    assert f"{T}: {why}{raw_data.raw_uri}/{T}" in message, message
+    assert "put the complete file (a header line and at least one data line)" in message
+    assert "run again" in message
+    assert "users.csv" not in message  # the good files are not blamed
+    assert_nothing_written(raw_data)
+
+
+def test_an_empty_input_leaves_the_published_tables_as_they_were(spark, raw_data):
+    """The issue's reproduction: good data published, then a run on a header-only file."""
+    raw_data.write()
+    run_clean(spark, raw_data)
+    published = raw_data.path("counts.json").read_text()
+
+    (raw_data.raw / T).write_text(TRANSACTIONS_HEADER + "\n", encoding="utf-8")
+    with pytest.raises(JobError):
+        run_clean(spark, raw_data)
+
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+    assert raw_data.path("counts.json").read_text() == published
+
+
+def test_every_empty_file_is_named_in_one_message(spark, raw_data):
+    raw_data.write()
+    (raw_data.raw / "users.csv").write_bytes(b"")
+    (raw_data.raw / "locations.csv").write_text("\n", encoding="utf-8")
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    message = str(err.value)
+    assert "users.csv: the file is empty (0 bytes)" in message
+    assert "locations.csv: the file holds only 1 blank line, no header and no data" in message
+    assert "put the complete files (a header line" in message
+    assert T not in message and "vehicles.csv" not in message
+    assert_nothing_written(raw_data)
+
+
+def test_a_file_whose_only_data_line_is_junk_is_not_empty(spark, raw_data):
+    """One bad data line is data: it is quarantined and the ratio gate judges the file."""
+    raw_data.write({T: ["r1,u1"]})
+    with pytest.raises(JobError) as err:
+        run_clean(spark, raw_data)
+    assert "exceeds --max-quarantine-ratio" in str(err.value)
+    assert by_line(quarantine_rows(spark, raw_data, T)) == {2: "ragged_line"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Control characters (issue 11): ten transactions with a NUL inside rental_id were cleaned into
+# rentals_clean with 11-character ids. Any C0 control character but the line end quarantines.
+# ---------------------------------------------------------------------------------------------
+
+# (line, the control character, the column it is in or None when the line has no clean shape)
+CONTROL_LINES = [
+    ("r6\x00abc,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\x00", "rental_id"),
+    ("r1\x00,u2,v2,2024-01-06 10:00:00,2024-01-06 11:00:00,2,2,10.0", "\x00", "rental_id"),
+    ("\x00r11,u2,v2,2024-01-06 10:00:00,2024-01-06 11:00:00,2,2,10.0", "\x00", "rental_id"),
+    ("r7,u1\t,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\t", "user_id"),
+    ("r8,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0\x1f", "\x1f", "total_amount"),
+    ("r9,u1,\x0b,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0", "\x0b", "vehicle_id"),
+    ("r10,u1,v1,2024-01-05 10:00:00,2024-01-05 11:00:00,1,2,20.0,\x07", "\x07", None),
+    ("\x01", "\x01", None),
+]
+
+
+def test_control_characters_are_a_quarantine_reason(spark, raw_data):
+    rows = BASE_TRANSACTIONS + [line for line, _, _ in CONTROL_LINES]
+    users = [
+        "u1,Ann,Lee,ann@example.com,555-0001,DL1,2030-01-01,2024-01-01,1",
+        "u2,Bob,Ray,bob@example.com,555-0002,DL2,2030-01-02,2024-01-02,0",
+        "u3,Cy,Fox,cy@example.com,555-0003,DL3,2030-01-03,2024-01-03,1",
+        "u4,Di\x0c,Roe,di@example.com,555-0004,DL4,2030-01-04,2024-01-04,1",  # line 5
+    ]
+    raw_data.write({T: rows, "users.csv": users})
+    counts = run_clean(spark, raw_data, "--max-quarantine-ratio", "1")
+
+    first_control_line = len(BASE_TRANSACTIONS) + 2  # after the header and the clean lines
+    expected = {}
+    for i, (line, char, column) in enumerate(CONTROL_LINES):
+        detail = f"U+{ord(char):04X} at character {line.index(char) + 1}"
+        expected[first_control_line + i] = (
+            "control_character",
+            detail + (f" in {column}" if column else ""),
+            line,
+        )
+    got = {
+        r["line_number"]: (r["reason"], r["detail"], r["record"])
+        for r in quarantine_rows(spark, raw_data, T)
+    }
+    assert got == expected
+
+    users_got = quarantine_rows(spark, raw_data, "users.csv")
+    assert [(r["line_number"], r["reason"], r["detail"]) for r in users_got] == [
+        (5, "control_character", "U+000C at character 6 in first_name")
+    ]
+
+    n = len(CONTROL_LINES)
+    assert counts["files"][T] == {"read": 5 + n, "clean": 5, "quarantined": n}
+    assert counts["quarantine_reasons_by_file"][T] == {"control_character": n}
+    assert counts["quarantine_reasons_by_file"]["users.csv"] == {"control_character": 1}
+    assert counts["quarantine_reasons"] == {"control_character": n + 1}
+
+    rentals = spark.read.parquet(raw_data.uri("processed/rentals_clean"))
+    assert sorted(r["rental_id"] for r in rentals.collect()) == ["r1", "r2", "r3", "r4", "r5"]
+    users_clean = spark.read.parquet(raw_data.uri("processed/users"))
+    assert sorted(r["user_id"] for r in users_clean.collect()) == ["u1", "u2", "u3"]

@@ -104,8 +104,7 @@ pub fn failure(context: &str, err: impl std::fmt::Display) -> TaskFailure {
 
 /// The last `lines` non-blank lines of a log file, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    let text = read_end(path, SUMMARY_BYTES);
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -125,13 +124,68 @@ impl Logs {
     }
 }
 
+/// How a failed command's output (the ends of its stdout and stderr)
+/// becomes the first line of its failure.
+pub type Summary = fn(&str, &str) -> Option<String>;
+
+/// The last non-blank line of stderr: what a shell command's failure shows.
+pub fn last_line(_stdout: &str, stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string)
+}
+
+/// The end of a log file, at most `max` bytes, as text.
+pub fn read_end(path: &Path, max: u64) -> String {
+    read_since(path, 0, max)
+}
+
+/// What a log file got from byte `from` on, at most its last `max` bytes,
+/// as text.
+pub fn read_since(path: &Path, from: u64, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(from.max(len.saturating_sub(max))))
+        .is_ok()
+    {
+        let _ = file.take(max).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// How much of stderr the summary reads: errors are at its end, and a
+/// Spark log can be long.
+const SUMMARY_BYTES: u64 = 256 * 1024;
+
 /// Runs `command` to its end with stdout and stderr in `logs`, then ends
 /// whatever it left in its process group; a non-zero exit becomes a
 /// failure whose first line is the last line of stderr.
 pub async fn run_logged(
+    command: tokio::process::Command,
+    what: &str,
+    logs: &Logs,
+) -> Result<(), TaskFailure> {
+    run_watched(command, what, logs, last_line, std::future::pending()).await
+}
+
+/// [`run_logged`], with `summary` choosing the failure's first line from
+/// the command's output, and `stop`: if it completes while the command
+/// runs, the command's whole group is killed at once and the attempt fails
+/// with the reason it gives (say, the server the command talks to died,
+/// and the command would otherwise retry for minutes).
+pub async fn run_watched(
     mut command: tokio::process::Command,
     what: &str,
     logs: &Logs,
+    summary: Summary,
+    stop: impl std::future::Future<Output = String>,
 ) -> Result<(), TaskFailure> {
     let stdout = std::fs::File::create(&logs.stdout)
         .map_err(|e| failure(&format!("cannot create {}", logs.stdout.display()), e))?;
@@ -146,12 +200,26 @@ pub async fn run_logged(
         .spawn()
         .map_err(|e| failure(&format!("cannot start {what}"), e))?;
     let group = child.id().map(|pid| ProcessGroup::new(pid as i32));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| failure(&format!("waiting for {what}"), e))?;
-    // What the command left running in its group ends with the attempt.
+    let ended = tokio::select! {
+        status = child.wait() => Ok(status),
+        reason = stop => Err(reason),
+    };
+    // What the command left running in its group ends with the attempt
+    // (the command too, if it was stopped).
     drop(group);
+    let status = match ended {
+        Ok(status) => status.map_err(|e| failure(&format!("waiting for {what}"), e))?,
+        Err(reason) => {
+            let _ = child.wait().await;
+            let mut message = format!("{what} was stopped: {reason}");
+            let last = tail(&logs.stderr, 5);
+            if !last.is_empty() {
+                message.push_str(&format!("\nstderr ends with:\n{last}"));
+            }
+            message.push_str(&format!("\n(full log: {})", logs.stderr.display()));
+            return Err(TaskFailure::new(message));
+        }
+    };
     if status.success() {
         return Ok(());
     }
@@ -161,12 +229,16 @@ pub async fn run_logged(
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => "failed".to_string(),
     };
-    // The first line is what tables show: make it the most telling one, the
-    // last line of stderr; more context follows.
+    // The first line is what tables show: make it the most telling one
+    // (`summary`'s pick from the output); the end of stderr follows.
     let last = tail(&logs.stderr, 5);
     let mut message = format!("{what} failed with {how}");
-    if let Some(final_line) = last.lines().last() {
-        message.push_str(&format!(": {final_line}\nstderr ends with:\n{last}"));
+    let (out, err) = (
+        read_end(&logs.stdout, SUMMARY_BYTES),
+        read_end(&logs.stderr, SUMMARY_BYTES),
+    );
+    if let Some(headline) = summary(&out, &err) {
+        message.push_str(&format!(": {headline}\nstderr ends with:\n{last}"));
     }
     message.push_str(&format!("\n(full log: {})", logs.stderr.display()));
     Err(TaskFailure::new(message))

@@ -15,6 +15,12 @@
 //! `sh` guard whose stdin is a pipe from flux-engine; when flux-engine
 //! exits for any reason, even SIGKILL, the pipe closes and the guard stops
 //! the server. It listens on 127.0.0.1 only.
+//!
+//! A job's client does not notice a dead server: it retries against the
+//! closed port for minutes. So while a job runs, [`ConnectServer::died`]
+//! watches the server (the guard's exit, and the port every 2 s), and the
+//! job is stopped as soon as the server is gone, with a message that says
+//! how it ended; the next attempt starts a new server.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -54,9 +60,75 @@ pub struct ConnectServer {
     /// The guard of a server this process started; `None` for a
     /// persistent server (`flux-engine spark start`), which outlives runs.
     guard: Option<std::sync::Mutex<tokio::process::Child>>,
+    /// A persistent server's process.
+    pid: Option<u32>,
 }
 
 impl ConnectServer {
+    /// How the server's process ended, if it did.
+    fn exit(&self) -> Option<String> {
+        match &self.guard {
+            Some(guard) => {
+                let Ok(mut guard) = guard.lock() else {
+                    return None;
+                };
+                match guard.try_wait() {
+                    Ok(Some(status)) => Some(describe_exit(status)),
+                    Ok(None) => None,
+                    Err(e) => Some(format!("ended in a way that cannot be read ({e})")),
+                }
+            }
+            None => self
+                .pid
+                .filter(|&pid| !pid_alive(pid))
+                .map(|pid| format!("is gone (process {pid})")),
+        }
+    }
+
+    /// Completes when the server has died: its process ended, or its
+    /// port refuses connections (checked every 2 s). Gives how it ended,
+    /// with the most telling line its log got since byte `log_from`.
+    pub async fn died(&self, log_from: u64) -> String {
+        let tick = Duration::from_millis(250);
+        let mut ticks = 0u32;
+        let how = loop {
+            tokio::time::sleep(tick).await;
+            ticks += 1;
+            if let Some(how) = self.exit() {
+                break how;
+            }
+            if ticks.is_multiple_of(8) && refused(self.port).await {
+                // The process may be on its way out: give it a moment to
+                // say how it ended.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                break self.exit().unwrap_or_else(|| {
+                    format!("stopped accepting connections on 127.0.0.1:{}", self.port)
+                });
+            }
+        };
+        let since = crate::process::read_since(&self.log, log_from, 256 * 1024);
+        let mut message = format!(
+            "the warm Spark server (127.0.0.1:{}) died while the job ran: it {how}",
+            self.port
+        );
+        // The guard's shell reports a killed server with a bare "Killed"
+        // line, which the exit status already says.
+        let since: String = since
+            .lines()
+            .filter(|l| l.trim() != "Killed")
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Some(line) = super::cause::root_cause(&since) {
+            message.push_str(&format!("; its log: {}", line.trim_end_matches('.')));
+        }
+        message.push_str(if self.guard.is_some() {
+            ". The job was stopped rather than left retrying; another attempt starts a new server"
+        } else {
+            ". The job was stopped rather than left retrying; start the server again with `flux-engine spark start` (or stop it with `flux-engine spark stop` to let runs start their own)"
+        });
+        message
+    }
+
     fn alive(&self) -> bool {
         let exited = self.guard.as_ref().is_some_and(|guard| {
             guard
@@ -106,6 +178,51 @@ impl Mode {
     }
 }
 
+/// How the guard's exit tells the server's: `sh` exits with the status of
+/// `wait`, which is 128 + the signal for a server killed by one.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let signal_name = |n: i32| match n {
+        6 => " (SIGABRT)",
+        9 => " (SIGKILL: killed from outside, or by the kernel when memory ran out)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    };
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 => {
+            format!(
+                "was killed by signal {}{}",
+                code - 128,
+                signal_name(code - 128)
+            )
+        }
+        // SparkExitCode.OOM
+        (Some(52), _) => "exited with code 52 (Spark's exit code for OutOfMemoryError)".into(),
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!(
+            "is gone: its guard was killed by signal {signal}{}",
+            signal_name(signal)
+        ),
+        _ => "exited".into(),
+    }
+}
+
+/// Whether a connection to the local port is refused (nothing listens).
+/// A timeout is no proof of death: a busy machine may be slow to answer.
+async fn refused(port: u16) -> bool {
+    let connect = move || {
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+            Duration::from_secs(2),
+        )
+    };
+    matches!(
+        tokio::task::spawn_blocking(connect).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(
         &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
@@ -153,6 +270,7 @@ pub async fn server(
             port: found.port,
             log: PathBuf::from(found.log),
             guard: None,
+            pid: Some(found.pid),
         }));
     }
     if let Some(running) = slot.as_ref() {
@@ -188,6 +306,7 @@ async fn start(
         port,
         log,
         guard: Some(std::sync::Mutex::new(guard)),
+        pid: None,
     }))
 }
 
@@ -397,4 +516,35 @@ pub fn stop_persistent(state_root: &Path) -> Result<bool, String> {
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_exit;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    /// What the guard's `sh` exits with (`wait` gives 128 + the signal of
+    /// a server killed by one), as waitpid reports it.
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn a_servers_end_is_told_from_its_guards_exit() {
+        assert!(describe_exit(exited(137)).starts_with("was killed by signal 9 (SIGKILL"));
+        assert_eq!(
+            describe_exit(exited(143)),
+            "was killed by signal 15 (SIGTERM)"
+        );
+        assert_eq!(
+            describe_exit(exited(52)),
+            "exited with code 52 (Spark's exit code for OutOfMemoryError)"
+        );
+        assert_eq!(describe_exit(exited(1)), "exited with code 1");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(libc::SIGKILL)),
+            "is gone: its guard was killed by signal 9 (SIGKILL: killed from outside, or by the kernel when memory ran out)"
+        );
+    }
 }

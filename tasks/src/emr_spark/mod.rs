@@ -21,7 +21,9 @@
 //! staging folder that is published atomically only when the job succeeds,
 //! so readers see the previous complete output or the new one, never a
 //! half-written folder (also after a crash: an unpublished staging folder
-//! is discarded). `output_json`, read after publishing, becomes the task's
+//! is discarded). A job that exits 0 without writing anything under a
+//! `writes` prefix that holds objects fails rather than publish nothing
+//! over them. `output_json`, read after publishing, becomes the task's
 //! output (for example the job's row counts).
 //!
 //! Two ways to run a job locally ([`connect::Mode`], `FLUX_SPARK_MODE`):
@@ -35,6 +37,7 @@
 //! on a cluster the state machine creates and terminates, or an EMR
 //! Serverless job run.
 
+mod cause;
 mod config;
 pub mod connect;
 pub mod runtime;
@@ -47,7 +50,7 @@ use async_trait::async_trait;
 use engine::{Attempt, Kind, TaskAction, TaskFailure};
 use tracing::Instrument;
 
-use crate::process::{Logs, failure, run_logged};
+use crate::process::{Logs, failure, run_watched};
 use crate::s3::{LocalS3, PrefixWrite, S3Uri};
 pub use config::SparkJob;
 use connect::{ConnectServer, Mode};
@@ -103,6 +106,43 @@ fn local_arg(arg: &str, store: &LocalS3, staged: &[(S3Uri, PathBuf)]) -> Result<
     }
     let rest = local_arg(&text[end..], store, staged)?;
     Ok(local + &rest)
+}
+
+/// Whether `dir` holds a file, at any depth.
+fn holds_a_file(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() || holds_a_file(&entry.path())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Refuses to publish an empty staging folder over a prefix that holds
+/// objects: a job that exits 0 without writing one of its `writes`
+/// prefixes (a wrong path, an error it swallowed) would otherwise replace
+/// the published data with nothing. Checked for every prefix before any
+/// is published, so the job's outputs stay together.
+fn check_not_emptied(store: &LocalS3, staging: &[PrefixWrite]) -> Result<(), TaskFailure> {
+    for write in staging {
+        let prefix = write.prefix();
+        let written = holds_a_file(write.path())
+            .map_err(|e| failure(&format!("cannot read the job's output for {prefix}"), e))?;
+        if written {
+            continue;
+        }
+        let published = store
+            .list(prefix)
+            .map_err(|e| failure(&format!("cannot list {prefix}"), e))?
+            .len();
+        if published > 0 {
+            return Err(TaskFailure::new(format!(
+                "the Spark job succeeded but wrote nothing under {prefix} (one of its `writes`); publishing that would replace the {published} object(s) there with nothing, so none of the job's output was published and {prefix} keeps its previous content: check that the job writes where its `args` say"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn resolve(dag_dir: &Path, file: &str) -> PathBuf {
@@ -229,15 +269,19 @@ impl TaskAction for LocalSpark {
             .iter()
             .map(|f| resolve(&attempt.dag_dir, f))
             .collect();
-        let mut server_log = None;
+        // The warm server the job talks to, and where its log stood when
+        // the job started.
+        let mut warm: Option<(Arc<ConnectServer>, u64)> = None;
         let mut command = match mode {
             Mode::Submit => submit_command(&runtime, job, &script, &py_files, &args),
             Mode::Warm => {
                 let server = connect::server(&runtime, &attempt.state_root, &say)
                     .await
                     .map_err(TaskFailure::new)?;
-                server_log = Some(server.log.clone());
-                warm_command(&runtime, &server, job, &script, &py_files, &args)?
+                let log_from = std::fs::metadata(&server.log).map_or(0, |m| m.len());
+                let command = warm_command(&runtime, &server, job, &script, &py_files, &args)?;
+                warm = Some((server, log_from));
+                command
             }
         };
         if let Some(traceparent) = &attempt.traceparent {
@@ -255,21 +299,39 @@ impl TaskAction for LocalSpark {
             "spark.submit",
             &script.display().to_string(),
         );
-        let submitted = run_logged(command, "the Spark job", &logs)
-            .instrument(span.clone())
-            .await;
+        // A job whose warm server dies would retry against the dead port
+        // for minutes: it is stopped as soon as the server is seen gone.
+        let server_died = async {
+            match &warm {
+                Some((server, log_from)) => server.died(*log_from).await,
+                None => std::future::pending().await,
+            }
+        };
+        let submitted = run_watched(
+            command,
+            "the Spark job",
+            &logs,
+            cause::job_failure,
+            server_died,
+        )
+        .instrument(span.clone())
+        .await;
         crate::steps::finish(&span, &submitted);
         submitted.map_err(|mut e| {
-            if let Some(log) = &server_log {
-                e.message
-                    .push_str(&format!("\n(warm Spark server log: {})", log.display()));
+            if let Some((server, _)) = &warm {
+                e.message.push_str(&format!(
+                    "\n(warm Spark server log: {})",
+                    server.log.display()
+                ));
             }
             e
         })?;
 
         // Published only now: a failed or killed job leaves the previous
         // output in place (dropping the staging folder discards it).
+        let check_store = store.clone();
         tokio::task::spawn_blocking(move || {
+            check_not_emptied(&check_store, &staging)?;
             for write in staging {
                 let prefix = write.prefix().clone();
                 write
@@ -317,5 +379,43 @@ mod tests {
             "--in=file:///state/s3/bucket/a.csv,file:///state/s3/bucket/b.csv"
         );
         assert!(local_arg("s3://bucket/../x", &store, &staged).is_err());
+    }
+
+    #[test]
+    fn an_empty_output_is_not_published_over_a_prefix_that_holds_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalS3::new(dir.path());
+        let prefix = S3Uri::parse("s3://bucket/processed/clean/").unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("rentals")).unwrap();
+        std::fs::write(src.join("rentals/part-0.parquet"), b"rows").unwrap();
+        std::fs::write(src.join("_SUCCESS"), b"").unwrap();
+        store.publish_dir(&src, &prefix).unwrap();
+
+        // A job that wrote nothing (an empty subfolder is nothing too).
+        let empty = store.begin_prefix_write(&prefix).unwrap();
+        std::fs::create_dir_all(empty.path().join("rentals")).unwrap();
+        let other = S3Uri::parse("s3://bucket/processed/other/").unwrap();
+        let fresh = store.begin_prefix_write(&other).unwrap();
+        std::fs::write(fresh.path().join("x"), b"x").unwrap();
+        let err = check_not_emptied(&store, &[fresh, empty]).unwrap_err();
+        assert!(
+            err.message
+                .contains("wrote nothing under s3://bucket/processed/clean/")
+                && err.message.contains("the 2 object(s) there"),
+            "{}",
+            err.message
+        );
+        // Dropped unpublished: the prefix still holds what it held.
+        assert_eq!(store.list(&prefix).unwrap().len(), 2);
+
+        // A job that wrote something may publish it, however little.
+        let small = store.begin_prefix_write(&prefix).unwrap();
+        std::fs::write(small.path().join("_SUCCESS"), b"").unwrap();
+        assert!(check_not_emptied(&store, &[small]).is_ok());
+        // Nothing over nothing is no loss.
+        let new = S3Uri::parse("s3://bucket/processed/new/").unwrap();
+        let nothing = store.begin_prefix_write(&new).unwrap();
+        assert!(check_not_emptied(&store, &[nothing]).is_ok());
     }
 }
