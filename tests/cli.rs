@@ -568,6 +568,87 @@ fn a_20_mb_file_is_refused_quickly() {
     );
 }
 
+/// A device reports a size of 0 and never ends: what is read is bounded,
+/// not only what the size says. (Before the bound, `validate /dev/zero`
+/// grew past 5 GB.)
+#[test]
+fn an_endless_device_is_refused_at_the_limit_with_bounded_memory() {
+    let s = Scratch::new();
+    for command in ["validate", "graph", "run"] {
+        let out = run_capped(
+            &s.path("state"),
+            &[command, "/dev/zero"],
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(out.code, Some(2), "{command} /dev/zero: {}", out.stderr);
+        let limit = (16 * 1024 * 1024).to_string();
+        assert_has(
+            &out.stderr,
+            &[
+                "/dev/zero: error:",
+                "character device",
+                &format!("more than {limit} bytes"),
+                "help:",
+            ],
+        );
+        // 16 MiB read, plus the program itself.
+        assert!(
+            out.peak_rss_mib < 200,
+            "{command} /dev/zero peaked at {} MiB",
+            out.peak_rss_mib
+        );
+    }
+}
+
+/// A named pipe that a writer keeps filling is cut off at the limit too,
+/// with the same clear error as a large file; the writer sees the pipe
+/// closed.
+#[test]
+fn an_endless_pipe_is_refused_at_the_limit() {
+    let s = Scratch::new();
+    let fifo = s.path("dag.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        // Blocks until the reader opens the pipe; ends when it closes it
+        // (Rust ignores SIGPIPE, so the write fails with BrokenPipe).
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .unwrap();
+        pipe.write_all(b"[dag]\nname = \"endless\"\n").unwrap();
+        let chunk = vec![b'#'; 64 * 1024];
+        let mut written = 0u64;
+        while pipe.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+            assert!(written < 1 << 34, "the reader never stopped");
+        }
+        written
+    });
+    let out = run_capped(
+        &s.path("state"),
+        &["validate", fifo.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_has(
+        &out.stderr,
+        &[
+            "dag.toml: error:",
+            "pipe (FIFO)",
+            "more than 16777216 bytes",
+            "at most 16777216 bytes",
+        ],
+    );
+    let written = writer.join().expect("the writer thread");
+    assert!(written >= 16 * 1024 * 1024 - 64 * 1024, "wrote {written}");
+}
+
 #[test]
 fn a_long_dependency_chain_validates_without_overflowing_the_stack() {
     // 20,000 tasks in one chain (~1 MB): recursive graph walks overflow here.
