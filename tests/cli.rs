@@ -1105,6 +1105,59 @@ command = "touch after.ran"
     );
 }
 
+/// `$FLUX_OUTPUT` is a path the command controls: a FIFO nobody writes to,
+/// an endless device or an oversized file there fails the task with a
+/// message instead of hanging the attempt or filling memory.
+#[test]
+fn an_output_path_that_is_no_plain_file_fails_the_task_promptly() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "odd_outputs"
+
+[tasks.fifo]
+type = "shell"
+command = 'mkfifo "$FLUX_OUTPUT"'
+
+[tasks.device]
+type = "shell"
+command = 'ln -s /dev/zero "$FLUX_OUTPUT"'
+
+[tasks.huge]
+type = "shell"
+command = 'head -c 17000000 /dev/zero | tr "\\0" " " > "$FLUX_OUTPUT"'
+
+[tasks.fine]
+type = "shell"
+command = 'printf "  {\"ok\": true}\n" > "$FLUX_OUTPUT"'
+"#;
+    let dag = s.write("odd.toml", text);
+    let out = run_capped(
+        &s.path("state"),
+        &["run", dag.to_str().unwrap(), "--max-parallel", "4"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.peak_rss_mib < 400, "peaked at {} MiB", out.peak_rss_mib);
+    let runs = runs(&s.path("state"));
+    let report = show(&s.path("state"), str_of(&runs[0], "run_id"));
+    let tasks = tasks_by_id(&report);
+    let error = |id: &str| tasks[id]["error"].as_str().unwrap_or_default().to_string();
+    assert_has(
+        &error("fifo"),
+        &["output.json", "is a pipe (FIFO), not a regular file"],
+    );
+    assert_has(
+        &error("device"),
+        &["output.json", "is a character device, not a regular file"],
+    );
+    assert_has(
+        &error("huge"),
+        &["output.json", "holds more than 16777216 bytes"],
+    );
+    assert_eq!(str_of(&tasks["fine"], "status"), "succeeded");
+    assert_eq!(tasks["fine"]["output"], json!({"ok": true}));
+}
+
 // ------------------------------------------------------------ path params
 
 /// A `type = "path"` parameter: its default is relative to the DAG file's
