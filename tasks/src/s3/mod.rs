@@ -56,7 +56,8 @@
 //! (`s3://b/a` and `s3://b/a/x`), because a path cannot be both a file and
 //! a folder; such a write fails with [`S3Error::Conflict`].
 
-mod fsutil;
+// The catalog commits its files with the same pieces.
+pub(crate) mod fsutil;
 mod prefix;
 mod uri;
 
