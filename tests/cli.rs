@@ -612,15 +612,20 @@ fn an_endless_pipe_is_refused_at_the_limit() {
         .status()
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo failed");
-    let writer_path = fifo.clone();
+    // The writer is there before the engine opens the pipe (an engine
+    // that finds no writer refuses at once, see the test below): a reader
+    // of our own lets the writer's `open` return now, and is closed once
+    // the engine is done, so that the writer then sees the pipe closed
+    // (Rust ignores SIGPIPE, so the write fails with BrokenPipe).
+    use std::os::unix::fs::OpenOptionsExt;
+    let keeper = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
-        // Blocks until the reader opens the pipe; ends when it closes it
-        // (Rust ignores SIGPIPE, so the write fails with BrokenPipe).
-        let mut pipe = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&writer_path)
-            .unwrap();
         pipe.write_all(b"[dag]\nname = \"endless\"\n").unwrap();
         let chunk = vec![b'#'; 64 * 1024];
         let mut written = 0u64;
@@ -635,6 +640,7 @@ fn an_endless_pipe_is_refused_at_the_limit() {
         &["validate", fifo.to_str().unwrap()],
         std::time::Duration::from_secs(30),
     );
+    drop(keeper);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert_has(
         &out.stderr,
@@ -647,6 +653,32 @@ fn an_endless_pipe_is_refused_at_the_limit() {
     );
     let written = writer.join().expect("the writer thread");
     assert!(written >= 16 * 1024 * 1024 - 64 * 1024, "wrote {written}");
+}
+
+/// A named pipe nobody writes to: refused at once (before, `validate`
+/// waited in `open` for a writer forever).
+#[test]
+fn a_pipe_nobody_writes_to_is_refused_at_once() {
+    let s = Scratch::new();
+    let fifo = s.path("dag.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let out = run_capped(
+        &s.path("state"),
+        &["validate", fifo.to_str().unwrap()],
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_has(
+        &out.stderr,
+        &[
+            "dag.toml: error: cannot read the DAG file:",
+            "pipe (FIFO) that no process was writing to",
+        ],
+    );
 }
 
 #[test]

@@ -39,8 +39,30 @@ fn too_large(size: Option<u64>, limit: u64, kind: &str) -> String {
 
 /// Reads the whole of `path`, refusing it once more than `limit` bytes
 /// arrive (or up front, for a regular file whose size says so).
+///
+/// A named pipe that no process has open for writing gives an error at
+/// once instead of waiting for a writer that may never come (a plain
+/// `open` blocks until one does); one with a writer is read as it writes.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadLimitError> {
-    read_limited_from(File::open(path)?, limit)
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK makes opening a FIFO return at once; it changes nothing
+    // for other files. Reads are then made blocking again, so that a pipe
+    // with a writer waits for its data, and one without ends (EOF) at once.
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // SAFETY: fcntl(2) on a descriptor `file` owns and keeps open for the
+    // duration of the calls; F_GETFL/F_SETFL take and return plain ints.
+    unsafe {
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+    }
+    read_limited_from(file, limit)
 }
 
 /// [`read_limited`] on a file already open (opened with flags of the
@@ -60,6 +82,12 @@ pub fn read_limited_from(file: File, limit: u64) -> Result<Vec<u8>, ReadLimitErr
     let hint = if meta.is_file() { meta.len() } else { 0 };
     let mut bytes = Vec::with_capacity(usize::try_from(hint.min(limit)).unwrap_or(0));
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.is_empty() && meta.file_type().is_fifo() {
+        return Err(ReadLimitError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "it is a pipe (FIFO) that no process was writing to, so there was nothing to read",
+        )));
+    }
     if bytes.len() as u64 > limit {
         return Err(ReadLimitError::TooLarge {
             size: meta.is_file().then_some(bytes.len() as u64),
@@ -112,6 +140,21 @@ mod tests {
                 assert_eq!((size, limit), (Some(10), 9));
             }
             other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pipe_nobody_writes_to_is_an_error_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo(3) only reads it.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        match read_limited(&path, 1000) {
+            Err(ReadLimitError::Io(e)) => {
+                assert!(e.to_string().contains("no process was writing"), "{e}");
+            }
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 
