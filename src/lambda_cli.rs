@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use engine::read_limit::ReadLimitError;
 use tasks::report::aws;
 
 use crate::exit::Exit;
@@ -24,16 +25,26 @@ const RUNTIME_VARIABLES: [&str; 4] = [
 
 /// Renders once from a payload file; prints `{"report", "bytes"}`.
 pub fn report_payload(path: &Path) -> Result<u8, Exit> {
-    let unreadable =
-        |e: std::io::Error| Exit::invalid(format_args!("cannot read {}: {e}", path.display()));
-    let size = std::fs::metadata(path).map_err(unreadable)?.len();
-    if size > MAX_PAYLOAD_BYTES {
-        return Err(Exit::invalid(format_args!(
-            "{} is {size} bytes; a Lambda payload is at most {MAX_PAYLOAD_BYTES}",
-            path.display()
-        )));
-    }
-    let text = std::fs::read(path).map_err(unreadable)?;
+    // Bounded by what is read: a pipe or a device reports no size.
+    let text = match engine::read_limit::read_limited(path, MAX_PAYLOAD_BYTES) {
+        Ok(text) => text,
+        Err(ReadLimitError::TooLarge { size, kind, .. }) => {
+            let what = match size {
+                Some(size) => format!("is {size} bytes"),
+                None => format!("({kind}) gave more than {MAX_PAYLOAD_BYTES} bytes"),
+            };
+            return Err(Exit::invalid(format_args!(
+                "{} {what}; a Lambda payload is at most {MAX_PAYLOAD_BYTES}",
+                path.display()
+            )));
+        }
+        Err(ReadLimitError::Io(e)) => {
+            return Err(Exit::invalid(format_args!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
     let payload: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| Exit::invalid(format_args!("{} is not JSON: {e}", path.display())))?;
     let result = crate::async_runtime()?.block_on(async {

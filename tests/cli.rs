@@ -568,6 +568,119 @@ fn a_20_mb_file_is_refused_quickly() {
     );
 }
 
+/// A device reports a size of 0 and never ends: what is read is bounded,
+/// not only what the size says. (Before the bound, `validate /dev/zero`
+/// grew past 5 GB.)
+#[test]
+fn an_endless_device_is_refused_at_the_limit_with_bounded_memory() {
+    let s = Scratch::new();
+    for command in ["validate", "graph", "run"] {
+        let out = run_capped(
+            &s.path("state"),
+            &[command, "/dev/zero"],
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(out.code, Some(2), "{command} /dev/zero: {}", out.stderr);
+        let limit = (16 * 1024 * 1024).to_string();
+        assert_has(
+            &out.stderr,
+            &[
+                "/dev/zero: error:",
+                "character device",
+                &format!("more than {limit} bytes"),
+                "help:",
+            ],
+        );
+        // 16 MiB read, plus the program itself.
+        assert!(
+            out.peak_rss_mib < 200,
+            "{command} /dev/zero peaked at {} MiB",
+            out.peak_rss_mib
+        );
+    }
+}
+
+/// A named pipe that a writer keeps filling is cut off at the limit too,
+/// with the same clear error as a large file; the writer sees the pipe
+/// closed.
+#[test]
+fn an_endless_pipe_is_refused_at_the_limit() {
+    let s = Scratch::new();
+    let fifo = s.path("dag.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    // The writer is there before the engine opens the pipe (an engine
+    // that finds no writer refuses at once, see the test below): a reader
+    // of our own lets the writer's `open` return now, and is closed once
+    // the engine is done, so that the writer then sees the pipe closed
+    // (Rust ignores SIGPIPE, so the write fails with BrokenPipe).
+    use std::os::unix::fs::OpenOptionsExt;
+    let keeper = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        pipe.write_all(b"[dag]\nname = \"endless\"\n").unwrap();
+        let chunk = vec![b'#'; 64 * 1024];
+        let mut written = 0u64;
+        while pipe.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+            assert!(written < 1 << 34, "the reader never stopped");
+        }
+        written
+    });
+    let out = run_capped(
+        &s.path("state"),
+        &["validate", fifo.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    drop(keeper);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_has(
+        &out.stderr,
+        &[
+            "dag.toml: error:",
+            "pipe (FIFO)",
+            "more than 16777216 bytes",
+            "at most 16777216 bytes",
+        ],
+    );
+    let written = writer.join().expect("the writer thread");
+    assert!(written >= 16 * 1024 * 1024 - 64 * 1024, "wrote {written}");
+}
+
+/// A named pipe nobody writes to: refused at once (before, `validate`
+/// waited in `open` for a writer forever).
+#[test]
+fn a_pipe_nobody_writes_to_is_refused_at_once() {
+    let s = Scratch::new();
+    let fifo = s.path("dag.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let out = run_capped(
+        &s.path("state"),
+        &["validate", fifo.to_str().unwrap()],
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_has(
+        &out.stderr,
+        &[
+            "dag.toml: error: cannot read the DAG file:",
+            "pipe (FIFO) that no process was writing to",
+        ],
+    );
+}
+
 #[test]
 fn a_long_dependency_chain_validates_without_overflowing_the_stack() {
     // 20,000 tasks in one chain (~1 MB): recursive graph walks overflow here.
@@ -1022,6 +1135,59 @@ command = "touch after.ran"
             .any(|l| l.starts_with("fits ") && l.contains("succeeded")),
         "{summary}"
     );
+}
+
+/// `$FLUX_OUTPUT` is a path the command controls: a FIFO nobody writes to,
+/// an endless device or an oversized file there fails the task with a
+/// message instead of hanging the attempt or filling memory.
+#[test]
+fn an_output_path_that_is_no_plain_file_fails_the_task_promptly() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "odd_outputs"
+
+[tasks.fifo]
+type = "shell"
+command = 'mkfifo "$FLUX_OUTPUT"'
+
+[tasks.device]
+type = "shell"
+command = 'ln -s /dev/zero "$FLUX_OUTPUT"'
+
+[tasks.huge]
+type = "shell"
+command = 'head -c 17000000 /dev/zero | tr "\\0" " " > "$FLUX_OUTPUT"'
+
+[tasks.fine]
+type = "shell"
+command = 'printf "  {\"ok\": true}\n" > "$FLUX_OUTPUT"'
+"#;
+    let dag = s.write("odd.toml", text);
+    let out = run_capped(
+        &s.path("state"),
+        &["run", dag.to_str().unwrap(), "--max-parallel", "4"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.peak_rss_mib < 400, "peaked at {} MiB", out.peak_rss_mib);
+    let runs = runs(&s.path("state"));
+    let report = show(&s.path("state"), str_of(&runs[0], "run_id"));
+    let tasks = tasks_by_id(&report);
+    let error = |id: &str| tasks[id]["error"].as_str().unwrap_or_default().to_string();
+    assert_has(
+        &error("fifo"),
+        &["output.json", "is a pipe (FIFO), not a regular file"],
+    );
+    assert_has(
+        &error("device"),
+        &["output.json", "is a character device, not a regular file"],
+    );
+    assert_has(
+        &error("huge"),
+        &["output.json", "holds more than 16777216 bytes"],
+    );
+    assert_eq!(str_of(&tasks["fine"], "status"), "succeeded");
+    assert_eq!(tasks["fine"]["output"], json!({"ok": true}));
 }
 
 // ------------------------------------------------------------ path params

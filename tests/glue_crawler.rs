@@ -188,3 +188,94 @@ fn validate_places_a_bad_target() {
         "no error at line {line}:\n{stderr}"
     );
 }
+
+/// The tables `flux-engine catalog` lists for database `lake`.
+fn listed_tables(state: &Path) -> Vec<Value> {
+    let out = flux(
+        state,
+        &["catalog", "--database", "lake", "--format", "json"],
+    );
+    match json_of(&out, "catalog") {
+        Value::Array(tables) => tables,
+        other => panic!("catalog printed {other}, not a list"),
+    }
+}
+
+/// A crawl SIGKILLed while it writes the catalog: readers see all of its
+/// tables or none (before, the tables written so far, until resume), and
+/// once the crawl has run again on resume, the catalog is complete and
+/// holds no temp file of the killed one.
+#[test]
+fn a_crawl_killed_while_writing_the_catalog_changes_it_whole_or_not_at_all() {
+    const TABLES: usize = 600;
+    let s = Scratch::new();
+    let state = s.path("state");
+    let data = state.join("s3/lake/data");
+    for i in 0..TABLES {
+        let dir = data.join(format!("t{i:04}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part-00000.csv"), format!("id,name\n{i},x\n")).unwrap();
+    }
+    let dag = s.write(
+        "crawl.toml",
+        "[dag]\nname = \"big_crawl\"\n\n[tasks.crawl]\ntype = \"glue_crawler\"\ndatabase = \"lake\"\ntargets = [\"s3://lake/data/\"]\n",
+    );
+    let log = s.path("killed");
+    let mut engine = spawn(&state, &["run", dag.to_str().unwrap()], &log);
+    // SIGKILL as soon as the first table's file is there: the crawl is
+    // then between its first catalog write and its last.
+    let db = state.join("catalog/lake");
+    let table_file = |name: &str| name.starts_with('t') && name.ends_with(".json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let seen = std::fs::read_dir(&db).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| table_file(&e.file_name().to_string_lossy()))
+        });
+        if seen {
+            break;
+        }
+        if let Some(status) = engine.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before the crawl wrote a table\n{}",
+                logs(&log)
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no catalog file appeared\n{}",
+            logs(&log)
+        );
+    }
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+
+    let listed = listed_tables(&state).len();
+    assert!(
+        listed == 0 || listed == TABLES,
+        "after the kill the catalog shows {listed} of the crawl's {TABLES} tables"
+    );
+
+    let out = flux(&state, &["resume", "--latest"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "resume failed\n--- stdout\n{}--- stderr\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let tables = listed_tables(&state);
+    assert_eq!(tables.len(), TABLES);
+    assert!(
+        tables.iter().all(|t| t["schema_version"] == 1),
+        "{tables:?}"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&db)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !table_file(name) && name != ".flux-lock")
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new(), "left in {}", db.display());
+}

@@ -492,6 +492,21 @@ fn report_payload_refuses_a_file_that_is_not_a_payload() {
         "{}",
         text(&out.stderr)
     );
+    // A device reports no size and never ends: the read stops at the
+    // payload limit (6 MiB) instead of filling memory.
+    let out = run_capped(
+        &s.path("state"),
+        &["report-payload", "/dev/zero"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("/dev/zero (a character device) gave more than 6291456 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.peak_rss_mib < 200, "peaked at {} MiB", out.peak_rss_mib);
 }
 
 // ------------------------------------------------------------ Runtime API

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -38,6 +38,19 @@ pub enum CheckpointError {
         "checkpoint database has schema version {found}, newer than this flux-engine understands ({supported}); upgrade flux-engine or use another --state-dir"
     )]
     TooNew { found: i64, supported: i64 },
+    #[error(
+        "checkpoint database {path} is read-only for this process ({source}): `run` and `resume` record every step there and need write access to the state dir; `runs`, `show`, `trace`, `catalog` and `query` only read and work without it"
+    )]
+    ReadOnly {
+        path: String,
+        source: rusqlite::Error,
+    },
+    /// Read without write access, with changes waiting in the WAL file
+    /// that SQLite can only read through a `-shm` index it cannot create.
+    #[error(
+        "checkpoint database {path}: its latest changes are in {wal}, which SQLite cannot read without write access to the state dir (the -shm file is missing); open it once with write access (any `flux-engine runs` by a user who can write there) to fold them in"
+    )]
+    UnreadableWal { path: String, wal: String },
     #[error("no run with id `{0}` in this state dir")]
     UnknownRun(String),
     /// A span that cannot be stored as given (a time past the year 2262,
@@ -314,6 +327,80 @@ pub struct AttemptRecord {
 
 pub struct Checkpoint {
     conn: Connection,
+    /// The schema version the file has: the latest, except for a file
+    /// opened read-only from an older release (which cannot be migrated).
+    schema: i64,
+}
+
+impl CheckpointError {
+    /// Whether opening the checkpoint to write failed for want of write
+    /// access (to `flux.db`, or to the state dir SQLite makes its `-wal`
+    /// and `-shm` files in), so that reading it read-only may still work.
+    pub fn is_no_write_access(&self) -> bool {
+        match self {
+            CheckpointError::ReadOnly { .. } => true,
+            CheckpointError::Open { source, .. } | CheckpointError::Sql(source) => {
+                cannot_share(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The first schema version with the `spans` table.
+const SPANS_SCHEMA: i64 = 2;
+
+/// Whether opening read-only failed because SQLite could not set up the
+/// shared WAL index without write access (no `-shm` file and no right to
+/// create one), which the `immutable` flag avoids.
+fn cannot_share(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
+/// Whether `e`, from opening the checkpoint to write, means that this
+/// process may not write it: SQLite's "readonly" errors, or "cannot open"
+/// when the file itself refuses to be opened for writing (permissions, a
+/// read-only file system).
+fn cannot_write(e: &rusqlite::Error, path: &Path) -> bool {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly) => true,
+        Some(rusqlite::ErrorCode::CannotOpen) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .is_err_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                )
+            }),
+        _ => false,
+    }
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
+/// `file:PATH?immutable=1`, the path percent-encoded where SQLite's URI
+/// syntax needs it (`?`, `#`, `%` and anything unusual).
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for &b in absolute.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// The current UTC time as stored: RFC 3339 with milliseconds.
@@ -353,7 +440,24 @@ fn wait_for_writer(tries: i32) -> bool {
 }
 
 impl Checkpoint {
+    /// Opens (creating and migrating it if needed) the checkpoint for
+    /// recording runs. Without write access to it, the error says so and
+    /// which commands work anyway.
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        Checkpoint::open_writable(path).map_err(|e| match e {
+            CheckpointError::Open { source, .. } | CheckpointError::Sql(source)
+                if cannot_write(&source, path) =>
+            {
+                CheckpointError::ReadOnly {
+                    path: path.display().to_string(),
+                    source,
+                }
+            }
+            other => other,
+        })
+    }
+
+    fn open_writable(path: &Path) -> Result<Self, CheckpointError> {
         let open_err = |source| CheckpointError::Open {
             path: path.display().to_string(),
             source,
@@ -367,7 +471,78 @@ impl Checkpoint {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         migrate(&mut conn)?;
-        Ok(Checkpoint { conn })
+        Ok(Checkpoint {
+            conn,
+            schema: MIGRATIONS.len() as i64,
+        })
+    }
+
+    /// Opens an existing checkpoint for reading only: what the inspection
+    /// commands (`runs`, `show`, `trace`) need, which must work on a state
+    /// dir the user cannot write (another user's, an archive, read-only
+    /// media). Nothing is created, migrated or changed. `None` for a file
+    /// that holds no schema yet (created by a process killed before its
+    /// first commit): it has no runs.
+    ///
+    /// SQLite reads a WAL database without write access if the `-shm` and
+    /// `-wal` files exist (a process has it open, or was killed), or with
+    /// the `immutable` flag, which reads the main file alone and takes no
+    /// locks. The first is tried first; the second only when there is no
+    /// `-wal` file with changes in it (the last connection to close
+    /// checkpoints the WAL into the main file and removes both files, so
+    /// a cleanly closed checkpoint is whole in `flux.db`).
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, CheckpointError> {
+        let open_err = |source| CheckpointError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let shared = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(10))?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok((conn, version))
+        });
+        let (conn, version) = match shared {
+            Ok(opened) => opened,
+            Err(e) if cannot_share(&e) => {
+                let wal = wal_path(path);
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(CheckpointError::UnreadableWal {
+                        path: path.display().to_string(),
+                        wal: wal.display().to_string(),
+                    });
+                }
+                let conn = Connection::open_with_flags(
+                    immutable_uri(path),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_URI
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(open_err)?;
+                let version: i64 = conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(open_err)?;
+                (conn, version)
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(CheckpointError::TooNew {
+                found: version,
+                supported,
+            });
+        }
+        if version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Checkpoint {
+            conn,
+            schema: version,
+        }))
     }
 
     pub fn schema_version(&self) -> Result<i64, CheckpointError> {
@@ -733,6 +908,9 @@ impl Checkpoint {
     /// oldest first: what a resumed run links to, read without decoding
     /// every span.
     pub fn root_spans(&self, run_id: &str) -> Result<Vec<(String, String)>, CheckpointError> {
+        if self.schema < SPANS_SCHEMA {
+            return Ok(Vec::new());
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT trace_id, span_id FROM spans
              WHERE run_id = ?1 AND parent_span_id IS NULL
@@ -743,6 +921,11 @@ impl Checkpoint {
     }
 
     pub fn spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
+        // A checkpoint from before spans were stored, read without being
+        // migrated: its runs have none.
+        if self.schema < SPANS_SCHEMA {
+            return Ok(Vec::new());
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT rowid, trace_id, span_id, parent_span_id, name,
                     start_unix_nano, end_unix_nano, detail_json

@@ -19,6 +19,7 @@ pub mod dag;
 pub mod diagnostic;
 pub mod file_lock;
 pub mod kind;
+pub mod read_limit;
 pub mod retry;
 pub mod run;
 pub mod scheduler;

@@ -60,12 +60,20 @@ impl StateDir {
         Checkpoint::open(&self.checkpoint_path())
     }
 
-    /// Opens the checkpoint only if it exists, for read-only commands.
+    /// Opens the checkpoint if it exists and has runs, for the commands
+    /// that only inspect (`runs`, `show`, `trace`). Where the state dir can
+    /// be written it is opened as by a run (so that closing it folds the
+    /// WAL into `flux.db` and leaves no `-wal`/`-shm` files behind); where
+    /// it cannot, it is opened read-only, creating and changing nothing.
     pub fn existing_checkpoint(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        if self.checkpoint_path().exists() {
-            Checkpoint::open(&self.checkpoint_path()).map(Some)
-        } else {
-            Ok(None)
+        let path = self.checkpoint_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        match Checkpoint::open(&path) {
+            Ok(checkpoint) => Ok(Some(checkpoint)),
+            Err(e) if e.is_no_write_access() => Checkpoint::open_read_only(&path),
+            Err(e) => Err(e),
         }
     }
 
@@ -113,7 +121,9 @@ impl StateDir {
     /// Whether some process holds the run's lock right now.
     pub fn is_run_active(&self, run_id: &str) -> bool {
         let path = self.run_dir(run_id).join("lock");
-        let Ok(file) = File::options().write(true).open(path) else {
+        // Read access is enough to probe a `flock`, and all an inspecting
+        // user may have.
+        let Ok(file) = File::open(path) else {
             return false;
         };
         // A lock we could take was free; we only probed, so it is let go

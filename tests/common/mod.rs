@@ -230,6 +230,82 @@ pub fn signal(pid: u32, signal: i32) {
     );
 }
 
+/// What a bounded run of the binary gave: its output, and its peak resident
+/// memory (the kernel's `ru_maxrss`).
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub peak_rss_mib: u64,
+}
+
+/// Runs `flux-engine ARGS` with its address space capped at 2 GiB (so that
+/// a reader without a bound fails fast instead of taking the machine's
+/// memory) and kills it after `limit`.
+pub fn run_capped(state: &Path, args: &[&str], limit: Duration) -> Measured {
+    use std::os::unix::process::CommandExt;
+    let err_path = state.with_extension("capped.stderr");
+    let mut cmd = command(state);
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // calls only setrlimit(2), which is async-signal-safe; the struct it
+    // passes lives on the closure's stack for the call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Reaped by `wait4` below, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("start flux-engine");
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + limit;
+    let mut status = 0;
+    // SAFETY: all-zero bytes are a valid `rusage` (plain integers).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child; the pointers are to locals that
+        // outlive the call.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if rc == pid {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // Not reaped yet, so the pid is still our child's.
+            signal(pid as u32, libc::SIGKILL);
+            // SAFETY: as above, blocking until the killed child is reaped.
+            unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            panic!(
+                "flux-engine {} did not end in {limit:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        !libc::WIFSIGNALED(status),
+        "flux-engine {} was killed by signal {}:\n{stderr}",
+        args.join(" "),
+        libc::WTERMSIG(status)
+    );
+    Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stderr,
+        peak_rss_mib: usage.ru_maxrss as u64 / 1024,
+    }
+}
+
 /// A fresh temporary folder, and paths inside it.
 pub struct Scratch {
     pub dir: tempfile::TempDir,

@@ -12,6 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::{Dag, MAX_TASK_ID_LEN, TASK_COMMON_FIELDS, TaskDef, mentions, valid_task_id};
 use crate::diagnostic::{Diagnostic, Diagnostics, LineIndex, nearest};
 use crate::kind::{FieldError, Registry, unknown_fields};
+use crate::read_limit::{ReadLimitError, read_limited};
 use crate::retry::{Jitter, RetryPolicy, STEP_FUNCTIONS_LIMIT};
 use crate::template::{self, Vars};
 
@@ -42,29 +43,29 @@ pub fn load(
     registry: &Registry,
 ) -> Result<Dag, Diagnostics> {
     let one = |d: Diagnostic| Diagnostics(vec![d]);
-    let meta = std::fs::metadata(path).map_err(|e| {
-        one(
-            Diagnostic::new(path, format!("cannot read the DAG file: {e}"))
-                .help("check the path; DAG files usually live in dags/"),
-        )
-    })?;
-    if meta.len() > MAX_DAG_FILE_BYTES {
-        return Err(one(Diagnostic::new(
-            path,
-            format!(
-                "the DAG file is {} bytes; flux-engine reads DAG files of at most {} bytes",
-                meta.len(),
-                MAX_DAG_FILE_BYTES
-            ),
-        )
-        .help("split the pipeline, or check that this is the file you meant")));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        one(Diagnostic::new(
-            path,
-            format!("cannot read the DAG file: {e}"),
-        ))
-    })?;
+    // Bounded by what is read, not by the size the file system reports:
+    // a pipe, a device or a /proc file reports 0 and may never end.
+    let bytes = match read_limited(path, MAX_DAG_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(ReadLimitError::TooLarge { size, limit, kind }) => {
+            let what = match size {
+                Some(size) => format!("the DAG file is {size} bytes"),
+                None => format!("the DAG file ({kind}) gave more than {limit} bytes"),
+            };
+            return Err(one(Diagnostic::new(
+                path,
+                format!("{what}; flux-engine reads DAG files of at most {limit} bytes"),
+            )
+            .help("split the pipeline, or check that this is the file you meant")));
+        }
+        Err(ReadLimitError::Io(e)) => {
+            return Err(one(Diagnostic::new(
+                path,
+                format!("cannot read the DAG file: {e}"),
+            )
+            .help("check the path; DAG files usually live in dags/")));
+        }
+    };
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => {

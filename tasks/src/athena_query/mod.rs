@@ -127,6 +127,37 @@ struct LocalAthenaQuery {
     expect: Expect,
 }
 
+/// Athena refuses a query string longer than this many bytes (a quota that
+/// cannot be raised), so no `sql_file` needs more; reading stops there, so
+/// a file that is a pipe or a device cannot fill memory.
+pub const MAX_SQL_FILE_BYTES: u64 = 262_144;
+
+/// The text of a `sql_file` (at `path`, already joined to the DAG's folder),
+/// or a message naming the file and what to do.
+pub fn read_sql_file(path: &std::path::Path) -> Result<String, String> {
+    use engine::read_limit::{ReadLimitError, read_limited};
+    let bytes = read_limited(path, MAX_SQL_FILE_BYTES).map_err(|e| match e {
+        ReadLimitError::TooLarge { size, kind, .. } => {
+            let what = match size {
+                Some(size) => format!("is {size} bytes"),
+                None => format!("({kind}) gave more than {MAX_SQL_FILE_BYTES} bytes"),
+            };
+            format!(
+                "sql_file {} {what}; Athena accepts queries of at most {MAX_SQL_FILE_BYTES} bytes: split the query, or use a view",
+                path.display()
+            )
+        }
+        ReadLimitError::Io(e) => format!("cannot read sql_file {}: {e}", path.display()),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "sql_file {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// A UUID-shaped id (version 8, "custom") made from the attempt id.
 pub fn query_execution_id(attempt_id: &str) -> String {
     let digest = Sha256::digest(attempt_id.as_bytes());
@@ -159,9 +190,10 @@ impl TaskAction for LocalAthenaQuery {
             QuerySource::Inline(sql) => sql.clone(),
             QuerySource::File(file) => {
                 let path = attempt.dag_dir.join(file);
-                tokio::fs::read_to_string(&path).await.map_err(|e| {
-                    TaskFailure::new(format!("cannot read sql_file {}: {e}", path.display()))
-                })?
+                tokio::task::spawn_blocking(move || read_sql_file(&path))
+                    .await
+                    .map_err(|e| TaskFailure::new(format!("reading sql_file stopped: {e}")))?
+                    .map_err(TaskFailure::new)?
             }
         };
         let state_root = attempt.state_root.clone();

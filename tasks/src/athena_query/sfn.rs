@@ -95,9 +95,7 @@ impl StepFunctions for AthenaQuery {
             (None, Some(file)) => {
                 // As the engine does, the file's text is not substituted.
                 let path = task.dag.dir.join(task.local(file));
-                std::fs::read_to_string(&path).map_err(|e| {
-                    task.error(format!("cannot read sql_file {}: {e}", path.display()))
-                })?
+                super::read_sql_file(&path).map_err(|e| task.error(e))?
             }
             (None, None) => {
                 return Err(task.error("exactly one of `sql` and `sql_file` must be given"));

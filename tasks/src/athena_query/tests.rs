@@ -216,6 +216,45 @@ async fn sql_files_are_read_from_the_dag_folder() {
     assert!(err.message.contains("sql/nope.sql"), "{err}");
 }
 
+/// A `sql_file` is read up to Athena's query limit and no further: a device
+/// that never ends, or a file past the limit, is an error naming it.
+#[tokio::test]
+async fn a_sql_file_is_read_up_to_athenas_limit_only() {
+    let lake = rentals_lake();
+    let dag_dir = tempfile::tempdir().unwrap();
+    let run = |file: &str| {
+        let action = parse(&format!(
+            "database = 'rental'\noutput = '{OUTPUT}'\nsql_file = '{file}'"
+        ))
+        .unwrap();
+        let attempt = attempt(&lake, dag_dir.path());
+        async move { action.run(&attempt).await }
+    };
+    let err = run("/dev/zero").await.unwrap_err();
+    assert!(
+        err.message
+            .contains("/dev/zero (a character device) gave more than 262144 bytes"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("Athena accepts queries of at most"),
+        "{err}"
+    );
+
+    // One byte over, padded with a comment, is refused with its size ...
+    let query = "SELECT count(*) AS n FROM rentals\n-- ";
+    let mut text = query.to_string();
+    text.push_str(&"x".repeat(262_145 - query.len()));
+    std::fs::write(dag_dir.path().join("big.sql"), &text).unwrap();
+    let err = run("big.sql").await.unwrap_err();
+    assert!(err.message.contains("big.sql is 262145 bytes"), "{err}");
+    // ... and exactly at the limit it runs.
+    text.pop();
+    std::fs::write(dag_dir.path().join("big.sql"), &text).unwrap();
+    let out = run("big.sql").await.unwrap().unwrap();
+    assert_eq!(out["sample"], serde_json::json!([["5"]]));
+}
+
 #[tokio::test]
 async fn passing_checks_let_the_task_succeed() {
     let lake = rentals_lake();

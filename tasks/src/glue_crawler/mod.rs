@@ -102,9 +102,13 @@
 //! many more); the attempt's `stdout.log` holds all of them and one line
 //! per table.
 //!
-//! A rerun after a crash between the catalog write and the engine's commit
-//! finds the tables as written and reports them unchanged: the catalog is
-//! the same either way.
+//! A crawl's catalog changes are one transaction
+//! ([`Catalog::begin`](crate::catalog::Catalog::begin)): readers see all of
+//! them or none, and a crawl that fails, is cancelled or is killed before
+//! its commit changes nothing (the rerun on resume starts from the catalog
+//! as it was). A rerun after a crash between the catalog's commit and the
+//! engine's finds the tables as written and reports them unchanged: the
+//! catalog is the same either way.
 //!
 //! # On AWS
 //!
@@ -319,15 +323,19 @@ impl Crawl {
         let out = &mut report.output;
         out.database = self.database.clone();
         let failed = |e: catalog::CatalogError| TaskFailure::new(format!("catalog: {e}"));
+        // Every change of this crawl is one transaction: other readers see
+        // the catalog as it was until the commit at the end, and a crawl
+        // that fails, is cancelled or is killed before it changes nothing.
+        let mut tx = catalog.begin(&self.database).map_err(failed)?;
         for table in &found {
             if cancel.load(Ordering::Relaxed) {
                 return Err(TaskFailure::new("cancelled"));
             }
             let new = table.to_table(&self.database, &now);
-            let existing = catalog.get(&self.database, &table.name).map_err(failed)?;
+            let existing = tx.get(&table.name).map_err(failed)?;
             let line = match existing {
                 None => {
-                    catalog.put(&new).map_err(failed)?;
+                    tx.put(new.clone()).map_err(failed)?;
                     out.tables_added.push(table.name.clone());
                     "added"
                 }
@@ -337,14 +345,14 @@ impl Crawl {
                             let mut updated = old.clone();
                             updated.partitions = new.partitions.clone();
                             updated.updated_at = now.clone();
-                            catalog.put(&updated).map_err(failed)?;
+                            tx.put(updated).map_err(failed)?;
                         }
                         out.tables_unchanged.push(table.name.clone());
                         "unchanged"
                     } else {
                         let mut updated = new.clone();
                         updated.schema_version = old.schema_version.saturating_add(1);
-                        catalog.put(&updated).map_err(failed)?;
+                        tx.put(updated).map_err(failed)?;
                         out.tables_changed.push(diff(&old, &new));
                         "changed"
                     }
@@ -366,7 +374,7 @@ impl Crawl {
         }
 
         let crawled: BTreeSet<&str> = found.iter().map(|t| t.name.as_str()).collect();
-        for table in catalog.tables(&self.database).map_err(failed)? {
+        for table in tx.tables().map_err(failed)? {
             let under_target = S3Uri::parse(&table.location)
                 .is_ok_and(|loc| self.targets.iter().any(|t| loc.relative_to(t).is_some()));
             if under_target && !crawled.contains(table.name.as_str()) {
@@ -381,6 +389,7 @@ impl Crawl {
             report.log.push_str(&format!("warning   {warning}\n"));
         }
         out.warnings = warnings;
+        tx.commit().map_err(failed)?;
         Ok(report)
     }
 }

@@ -245,3 +245,18 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
 pub(crate) fn exchange(_a: &Path, _b: &Path) -> io::Result<bool> {
     Ok(false)
 }
+
+/// The version folder `link` stands for if it is a symlink flux-engine
+/// made when publishing a prefix: its target is one name, a sibling
+/// `.flux-v.*`. `None` for any other symlink (and for what is no symlink).
+///
+/// This is the rule `prefix::own_version` applies when publishing; object
+/// writes use it to tell a published prefix (written into, as S3 would)
+/// from someone else's link (which could lead anywhere).
+pub(crate) fn managed_version(link: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(link).ok()?;
+    let name = target.to_str()?;
+    let ours = name.starts_with(&format!("{}{VERSION}.", super::uri::RESERVED_PREFIX))
+        && !name.contains('/');
+    ours.then(|| link.parent().map(|p| p.join(name)))?
+}

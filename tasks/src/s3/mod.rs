@@ -56,7 +56,8 @@
 //! (`s3://b/a` and `s3://b/a/x`), because a path cannot be both a file and
 //! a folder; such a write fails with [`S3Error::Conflict`].
 
-mod fsutil;
+// The catalog commits its files with the same pieces.
+pub(crate) mod fsutil;
 mod prefix;
 mod uri;
 
@@ -250,7 +251,13 @@ impl LocalS3 {
     pub fn put_reader(&self, uri: &S3Uri, reader: &mut dyn Read) -> Result<ObjectInfo, S3Error> {
         let dest = self.object_path(uri)?;
         let (dir, name) = split(&dest, uri)?;
-        fs::create_dir_all(dir).map_err(|e| self.conflict_or(uri, dir, "create the folder", e))?;
+        self.object_dir(uri, true)?;
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_symlink())
+            && fsutil::managed_version(&dest).is_none()
+            && fs::metadata(&dest).is_ok_and(|m| m.is_dir())
+        {
+            return Err(foreign_link(uri, &dest));
+        }
         if fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
             return Err(S3Error::Conflict {
                 uri: uri.to_string(),
@@ -340,6 +347,9 @@ impl LocalS3 {
     /// Deletes the object; `false` if there was none.
     pub fn delete(&self, uri: &S3Uri) -> Result<bool, S3Error> {
         let path = self.object_path(uri)?;
+        if self.object_dir(uri, false)?.is_none() {
+            return Ok(false);
+        }
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => {}
             Ok(_) => return Ok(false),
@@ -362,6 +372,67 @@ impl LocalS3 {
             });
         }
         Ok(self.path_of(uri))
+    }
+
+    /// The folder the object `uri` goes in, walked from the bucket's folder
+    /// one key segment at a time (and created where missing if `create`;
+    /// else `None` when a segment is missing or is an object).
+    ///
+    /// A symlink on the way is followed only if it is a published prefix
+    /// (a link flux-engine made to a version folder next to it, which is
+    /// inside the bucket). Any other symlink is refused: the kernel would
+    /// follow it wherever it leads, and an object written or deleted
+    /// through it would land outside the bucket.
+    fn object_dir(&self, uri: &S3Uri, create: bool) -> Result<Option<PathBuf>, S3Error> {
+        let mut dir = self.root.join(uri.bucket());
+        if create {
+            fs::create_dir_all(&dir)
+                .map_err(|e| self.conflict_or(uri, &dir, "create the folder", e))?;
+        }
+        let segments: Vec<&str> = uri.segments().collect();
+        for segment in &segments[..segments.len().saturating_sub(1)] {
+            let path = dir.join(segment);
+            loop {
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) if is_missing(&e) && create => match fs::create_dir(&path) {
+                        Ok(()) => break,
+                        // Made (or replaced) by another writer since we
+                        // looked: look again.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(S3Error::io(uri, "create the folder", &path)(e)),
+                    },
+                    Err(e) if is_missing(&e) => return Ok(None),
+                    Err(e) => return Err(S3Error::io(uri, "read", &path)(e)),
+                };
+                if meta.is_dir() {
+                    break;
+                }
+                if !meta.is_symlink() {
+                    if !create {
+                        return Ok(None);
+                    }
+                    return Err(S3Error::Conflict {
+                        uri: uri.to_string(),
+                        reason: format!(
+                            "{} is an object, so it cannot also be a prefix of other keys",
+                            path.display()
+                        ),
+                    });
+                }
+                // A published prefix: its version folder must itself be a
+                // real folder (not a link onward) for the write to stay in
+                // the bucket.
+                let version = fsutil::managed_version(&path)
+                    .filter(|version| fs::symlink_metadata(version).is_ok_and(|m| m.is_dir()));
+                if version.is_none() {
+                    return Err(foreign_link(uri, &path));
+                }
+                break;
+            }
+            dir = path;
+        }
+        Ok(Some(dir))
     }
 
     /// A failed `create_dir_all` because some part of the path is an
@@ -392,6 +463,21 @@ fn split<'a>(path: &'a Path, uri: &S3Uri) -> Result<(&'a Path, &'a str), S3Error
             uri: uri.to_string(),
             reason: "it has no key".to_string(),
         }),
+    }
+}
+
+/// The refusal of a write through `link`, a symlink inside the bucket that
+/// flux-engine did not make.
+fn foreign_link(uri: &S3Uri, link: &Path) -> S3Error {
+    let target = fs::read_link(link)
+        .map(|t| format!(" (to {})", t.display()))
+        .unwrap_or_default();
+    S3Error::Conflict {
+        uri: uri.to_string(),
+        reason: format!(
+            "{} is a symlink{target} that flux-engine did not make, and writing through it could put the object outside the bucket; remove the symlink (or replace it with a real folder) to write here",
+            link.display()
+        ),
     }
 }
 

@@ -156,6 +156,130 @@ fn paths_never_leave_the_root() {
     assert!(s3.list(&uri("s3://bkt/")).unwrap().len() == 9);
 }
 
+/// Everything below `dir`, as relative paths, sorted (symlinks listed, not
+/// followed).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if entry.file_type().unwrap().is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A symlink someone put inside the bucket is not followed by object writes
+/// (before, `put_bytes` created the object, and its folders, wherever the
+/// link pointed): the write fails naming the link, and nothing is created
+/// outside the bucket.
+#[test]
+fn object_writes_refuse_a_symlink_inside_the_bucket() {
+    let (dir, s3) = store();
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("keep.csv"), "precious").unwrap();
+    let bucket = dir.path().join("s3/bkt");
+    fs::create_dir_all(&bucket).unwrap();
+    let link = bucket.join("a");
+    std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+
+    let src = dir.path().join("src.csv");
+    fs::write(&src, "1").unwrap();
+    type Write<'a> = Box<dyn Fn() -> Result<ObjectInfo, S3Error> + 'a>;
+    let writes: [(&str, Write); 4] = [
+        (
+            "s3://bkt/a/x.csv",
+            Box::new(|| s3.put_bytes(&uri("s3://bkt/a/x.csv"), b"1")),
+        ),
+        (
+            "s3://bkt/a/deep/x.csv",
+            Box::new(|| s3.put_bytes(&uri("s3://bkt/a/deep/x.csv"), b"1")),
+        ),
+        (
+            "s3://bkt/a/keep.csv",
+            Box::new(|| s3.put_file(&src, &uri("s3://bkt/a/keep.csv"))),
+        ),
+        (
+            "s3://bkt/a/r.csv",
+            Box::new(|| s3.put_reader(&uri("s3://bkt/a/r.csv"), &mut &b"1"[..])),
+        ),
+    ];
+    for (target, write) in writes {
+        let err = write().unwrap_err();
+        assert!(matches!(err, S3Error::Conflict { .. }), "{target}: {err}");
+        let text = err.to_string();
+        for part in [
+            target,
+            &link.display().to_string(),
+            &elsewhere.path().display().to_string(),
+            "did not make",
+            "remove the symlink",
+        ] {
+            assert!(text.contains(part), "{target}: `{part}` not in: {text}");
+        }
+    }
+    // A delete through the link would remove a file outside the bucket.
+    let err = s3.delete(&uri("s3://bkt/a/keep.csv")).unwrap_err();
+    assert!(err.to_string().contains("did not make"), "{err}");
+    assert_eq!(tree(elsewhere.path()), vec!["keep.csv"]);
+    assert_eq!(
+        fs::read_to_string(elsewhere.path().join("keep.csv")).unwrap(),
+        "precious"
+    );
+
+    // The object itself a link to a folder outside: refused the same way.
+    std::os::unix::fs::symlink(elsewhere.path(), bucket.join("obj")).unwrap();
+    let err = s3.put_bytes(&uri("s3://bkt/obj"), b"1").unwrap_err();
+    assert!(err.to_string().contains("did not make"), "{err}");
+
+    // A link dressed as a published prefix whose "version" leads outside.
+    let fake = bucket.join(".flux-v.0000.fake");
+    std::os::unix::fs::symlink(elsewhere.path(), &fake).unwrap();
+    std::os::unix::fs::symlink(".flux-v.0000.fake", bucket.join("b")).unwrap();
+    let err = s3.put_bytes(&uri("s3://bkt/b/x.csv"), b"1").unwrap_err();
+    assert!(err.to_string().contains("did not make"), "{err}");
+    assert_eq!(tree(elsewhere.path()), vec!["keep.csv"]);
+
+    // Removing the link, as the message says, lets the write through.
+    fs::remove_file(&link).unwrap();
+    s3.put_bytes(&uri("s3://bkt/a/x.csv"), b"1").unwrap();
+    assert_eq!(s3.get(&uri("s3://bkt/a/x.csv")).unwrap(), b"1");
+}
+
+/// A published prefix is a symlink too, one flux-engine made to a version
+/// folder beside it: writing and deleting single objects under it works as
+/// before, into the current version, as S3 adds a key to a prefix.
+#[test]
+fn object_writes_under_a_published_prefix_still_work() {
+    let (dir, s3) = store();
+    let out = uri("s3://bkt/jobs/out/");
+    publish(&s3, &out, &[("a.csv", "1".into())]);
+    let link = dir.path().join("s3/bkt/jobs/out");
+    let version = fs::read_link(&link).unwrap();
+    s3.put_bytes(&uri("s3://bkt/jobs/out/b.csv"), b"2").unwrap();
+    s3.put_bytes(&uri("s3://bkt/jobs/out/sub/c.csv"), b"3")
+        .unwrap();
+    assert_eq!(
+        keys(&s3.list(&out).unwrap()),
+        vec!["jobs/out/a.csv", "jobs/out/b.csv", "jobs/out/sub/c.csv"]
+    );
+    let real = dir.path().join("s3/bkt/jobs").join(&version);
+    assert_eq!(fs::read_to_string(real.join("sub/c.csv")).unwrap(), "3");
+    assert!(s3.delete(&uri("s3://bkt/jobs/out/b.csv")).unwrap());
+    assert_eq!(
+        keys(&s3.list(&out).unwrap()),
+        vec!["jobs/out/a.csv", "jobs/out/sub/c.csv"]
+    );
+    // Nothing was written beside the bucket's folder.
+    assert_eq!(names(&dir.path().join("s3")), vec!["bkt"]);
+}
+
 #[test]
 fn list_is_recursive_sorted_and_uses_s3_prefix_semantics() {
     let (dir, s3) = store();

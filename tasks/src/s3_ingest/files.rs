@@ -60,6 +60,15 @@ pub(crate) fn list(
             }
         };
         let mut found = Vec::new();
+        if let Some(meta) = meta.as_ref().filter(|m| !m.is_dir() && !m.is_file()) {
+            // A device or a pipe has no end to upload (`/dev/zero` would
+            // fill the disk): only what has a size can be an object.
+            return Err(TaskFailure::new(format!(
+                "source `{source}` ({}) is {}, not a file or a folder; s3_ingest uploads files and folders",
+                path.display(),
+                engine::read_limit::describe(&meta.file_type())
+            )));
+        }
         if meta.is_some_and(|m| m.is_dir()) {
             let mut seen = HashSet::new();
             walk(&path, "", include, &mut seen, &mut found)?;

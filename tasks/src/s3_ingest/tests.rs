@@ -263,6 +263,15 @@ async fn errors_name_the_file_and_what_to_do() {
         "{e}"
     );
 
+    // A device has no end: it is refused before anything is read or
+    // uploaded (before, /dev/zero was streamed into the bucket forever).
+    let e = failure(&s, "source = '/dev/zero'\ndestination = 's3://bkt/dev/'").await;
+    assert!(
+        e.contains("`/dev/zero`") && e.contains("is a character device, not a file or a folder"),
+        "{e}"
+    );
+    assert!(!s.object("bkt/dev").exists());
+
     // A key that is already a prefix at the destination.
     s.write("clash/x", "1");
     fs::create_dir_all(s.object("bkt/raw/x/inner")).unwrap();

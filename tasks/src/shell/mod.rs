@@ -104,19 +104,65 @@ impl TaskAction for ShellAction {
             command.env("TRACEPARENT", traceparent);
         }
         run_logged(command, "command", &logs).await?;
-        match std::fs::read(&output_path) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                TaskFailure::new(format!(
-                    "the command wrote invalid JSON to $FLUX_OUTPUT ({}): {e}",
-                    output_path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(failure(
-                &format!("cannot read {}", output_path.display()),
-                e,
-            )),
+        let bytes = match read_output_file(&output_path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(message) => return Err(TaskFailure::new(message)),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
         }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            TaskFailure::new(format!(
+                "the command wrote invalid JSON to $FLUX_OUTPUT ({}): {e}",
+                output_path.display()
+            ))
+        })
     }
+}
+
+/// `$FLUX_OUTPUT` holding more than this is refused unread: outputs are
+/// limited to [`engine::scheduler::MAX_OUTPUT_BYTES`] once compacted, and
+/// this leaves room for any pretty-printing a command may do.
+pub const MAX_OUTPUT_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The bytes of `$FLUX_OUTPUT` (`None` if the command wrote none), or a
+/// message saying why they cannot be the output. The command controls
+/// what is at that path: a FIFO or a device there must get an error, not
+/// hang the attempt or fill memory.
+fn read_output_file(path: &std::path::Path) -> Result<Option<Vec<u8>>, String> {
+    use engine::read_limit::{ReadLimitError, describe, read_limited_from};
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO nobody writes to returns at once instead
+    // of waiting for a writer; it changes nothing for a regular file.
+    let file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let kind = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(format!(
+            "$FLUX_OUTPUT ({}) is {}, not a regular file: write the output's JSON to that path as a plain file",
+            path.display(),
+            describe(&kind)
+        ));
+    }
+    read_limited_from(file, MAX_OUTPUT_FILE_BYTES)
+        .map(Some)
+        .map_err(|e| match e {
+            ReadLimitError::TooLarge { .. } => format!(
+                "$FLUX_OUTPUT ({}) holds more than {MAX_OUTPUT_FILE_BYTES} bytes; outputs are limited to {} bytes (as in Step Functions): write large results to a file and pass its path",
+                path.display(),
+                engine::scheduler::MAX_OUTPUT_BYTES
+            ),
+            ReadLimitError::Io(e) => format!("cannot read {}: {e}", path.display()),
+        })
 }
