@@ -1219,6 +1219,67 @@ mod tests {
     }
 
     #[test]
+    fn migrating_a_version_2_database_keeps_its_spans_their_order_and_the_no_op_redelivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        // A database as the release with traces left it: migrations 1 and 2,
+        // spans stored by the code of that release (the same columns).
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let stored = [
+            span("a", "1", None, "run d", 100),
+            span("a", "2", Some("1"), "task t", 100),
+            span("a", "3", Some("2"), "attempt 1", 50),
+        ];
+        for s in &stored {
+            conn.execute(
+                "INSERT INTO spans (run_id, trace_id, span_id, parent_span_id, name,
+                     start_unix_nano, end_unix_nano, detail_json)
+                 VALUES ('r1', ?1, ?2, ?3, ?4, ?5, ?6, '{\"kind\":\"internal\",\"status\":{\"code\":\"unset\"}}')",
+                params![
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    s.start_unix_nano as i64,
+                    s.end_unix_nano as i64
+                ],
+            )
+            .unwrap();
+        }
+        drop(conn);
+
+        let mut cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        // By start, then in the order stored: attempt (50), run, task.
+        let names: Vec<String> = cp
+            .spans("r1")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["attempt 1", "run d", "task t"]);
+        // A migrated span delivered again is still a no-op; a new one is not.
+        cp.insert_spans(
+            "r1",
+            &[
+                stored[1].clone(),
+                span("a", "4", Some("2"), "attempt 2", 70),
+            ],
+        )
+        .unwrap();
+        let names: Vec<String> = cp
+            .spans("r1")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["attempt 1", "attempt 2", "run d", "task t"]);
+    }
+
+    #[test]
     fn migrating_a_version_1_database_keeps_its_runs_and_adds_spans() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flux.db");
