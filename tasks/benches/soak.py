@@ -152,8 +152,35 @@ def run_killed(
         return True
 
 
-def finish(bin_: Path, state: Path, rng: random.Random, kill_within: float, tally: Tally) -> None:
-    """Resumes the latest run until it ends, killing a resume with probability 1/2."""
+def recorded_runs(bin_: Path, state: Path) -> list:
+    if not (state / "flux.db").exists():
+        return []
+    return json.loads(
+        subprocess.run(
+            [str(bin_), "--state-dir", str(state), "runs", "--format", "json"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+
+
+def finish(
+    bin_: Path,
+    state: Path,
+    rng: random.Random,
+    kill_within: float,
+    tally: Tally,
+    start: list[str],
+) -> None:
+    """Resumes the latest run until it ends, killing a resume with probability 1/2. A run
+    killed before it was recorded has nothing to resume: it is started again, as a user
+    would, with `start`."""
+    if not recorded_runs(bin_, state):
+        tally.notes.append(f"killed before the run was recorded in {state}: started again")
+        subprocess.run(
+            [str(bin_), "--state-dir", str(state), *start], capture_output=True, cwd=state.parent
+        )
+        return
     for _ in range(20):
         if rng.random() < 0.5 and run_killed(
             bin_, state, ["resume", "--latest"], kill_within, rng, tally
@@ -231,7 +258,7 @@ def part_shell(bin_: Path, runs: int, rng: random.Random, tally: Tally) -> None:
             state = folder / "state"
             tally.runs += 1
             if run_killed(bin_, state, ["run", str(dag)], 6.0, rng, tally):
-                finish(bin_, state, rng, 5.0, tally)
+                finish(bin_, state, rng, 5.0, tally, ["run", str(dag)])
             got = shell_outcome(bin_, folder)
             if got != expected:
                 tally.mismatch(f"shell run {i}: {got} != {expected}")
@@ -268,7 +295,7 @@ def part_pipeline(bin_: Path, runs: int, data: Path, rng: random.Random, tally: 
             state = Path(folder) / "state"
             tally.runs += 1
             if run_killed(bin_, state, args, 40.0, rng, tally):
-                finish(bin_, state, rng, 40.0, tally)
+                finish(bin_, state, rng, 40.0, tally, args)
             status = show(bin_, state)["status"]
             got = query_results(bin_, state)
             if status != "succeeded" or got != expected:
