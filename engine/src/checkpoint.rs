@@ -11,6 +11,7 @@
 //! for); after a power loss the last transactions may be lost but the file
 //! is never corrupt, and resume then re-runs those tasks (at-least-once).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -942,6 +943,23 @@ impl Checkpoint {
                 reason,
             })?);
         }
+        // The span writer stores the resource once per trace (with the
+        // first span it keeps of it); every span of the trace has it.
+        let mut resources: HashMap<&str, &[(String, serde_json::Value)]> = HashMap::new();
+        for span in &spans {
+            if !span.resource.is_empty() {
+                resources.entry(&span.trace_id).or_insert(&span.resource);
+            }
+        }
+        let fill: Vec<(usize, Vec<(String, serde_json::Value)>)> = spans
+            .iter()
+            .enumerate()
+            .filter(|(_, span)| span.resource.is_empty())
+            .filter_map(|(i, span)| Some((i, resources.get(span.trace_id.as_str())?.to_vec())))
+            .collect();
+        for (i, resource) in fill {
+            spans[i].resource = resource;
+        }
         Ok(spans)
     }
 }
@@ -1118,6 +1136,50 @@ mod tests {
         assert_eq!(cp.spans("r1").unwrap(), vec![root, late]);
         assert_eq!(cp.spans("r2").unwrap(), vec![other]);
         assert!(cp.spans("nope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_resource_stored_with_one_span_of_a_trace_reads_back_on_all_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        let without = |mut s: SpanRecord| {
+            s.resource.clear();
+            s
+        };
+        let mut described = span("a", "2", Some("1"), "task t", 300);
+        described.resource = vec![
+            ("host.name".to_string(), serde_json::json!("h1")),
+            ("service.name".to_string(), serde_json::json!("flux-engine")),
+        ];
+        // Stored first but started last; the trace's other spans are
+        // stored in a later batch without it.
+        cp.insert_spans("r1", std::slice::from_ref(&described))
+            .unwrap();
+        cp.insert_spans(
+            "r1",
+            &[
+                without(span("a", "1", None, "run d", 100)),
+                without(span("a", "3", Some("2"), "attempt 1", 400)),
+                // Another trace of the run (a resume) with a resource of its own.
+                span("b", "4", None, "run d", 500),
+            ],
+        )
+        .unwrap();
+        let stored = cp.spans("r1").unwrap();
+        let resources: Vec<(&str, &[(String, serde_json::Value)])> = stored
+            .iter()
+            .map(|s| (&s.span_id[..1], s.resource.as_slice()))
+            .collect();
+        let own = span("b", "4", None, "run d", 500).resource;
+        assert_eq!(
+            resources,
+            [
+                ("1", described.resource.as_slice()),
+                ("2", described.resource.as_slice()),
+                ("3", described.resource.as_slice()),
+                ("4", own.as_slice()),
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! one warning on stderr. [`Telemetry::shutdown`] flushes both before the
 //! process exits, waiting at most [`FLUSH_DEADLINE`] for the collector.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -450,6 +450,11 @@ fn store_spans(
     inbox: Inbox<SpanData>,
 ) {
     let mut db: Option<Checkpoint> = None;
+    // The resource is the same for every span of this process: it is
+    // stored with the first span kept of each trace and read back into
+    // the others (`Checkpoint::spans`), instead of being copied, encoded
+    // and written with every span.
+    let mut described: HashSet<String> = HashSet::new();
     let mut run_of_trace: HashMap<String, String> = HashMap::new();
     let mut waiting: HashMap<String, Vec<SpanRecord>> = HashMap::new();
     let mut ready: HashMap<String, Vec<SpanRecord>> = HashMap::new();
@@ -461,18 +466,30 @@ fn store_spans(
         if db.is_none() {
             db = Checkpoint::open(&checkpoint).ok();
         }
-        for (run_id, spans) in ready.drain() {
+        for (run_id, mut spans) in ready.drain() {
             // A transaction per batch: each holds the checkpoint's write
             // lock, which the scheduler's commits wait for.
-            for batch in spans.chunks(BATCH) {
+            for batch in spans.chunks_mut(BATCH) {
+                let mut describing = HashSet::new();
+                for span in batch.iter_mut() {
+                    if !described.contains(&span.trace_id)
+                        && describing.insert(span.trace_id.clone())
+                    {
+                        span.resource = resource.clone();
+                    }
+                }
                 let result = match db.as_mut() {
                     Some(db) => db.insert_spans(&run_id, batch).map_err(|e| e.to_string()),
                     None => Err(format!("cannot open {}", checkpoint.display())),
                 };
-                if let Err(e) = result
-                    && !std::mem::replace(&mut warned, true)
-                {
-                    eprintln!("warning: spans of run {run_id} were not kept: {e}");
+                match result {
+                    // Only a batch that was kept describes its traces.
+                    Ok(()) => described.extend(describing),
+                    Err(e) => {
+                        if !std::mem::replace(&mut warned, true) {
+                            eprintln!("warning: spans of run {run_id} were not kept: {e}");
+                        }
+                    }
                 }
             }
         }
@@ -485,7 +502,7 @@ fn store_spans(
         let mut delivery = inbox.take(BATCH_DELAY);
         let mut sent = Vec::new();
         for data in delivery.items.drain(..) {
-            let span = record(&data, resource.clone());
+            let span = record(&data, Vec::new());
             if forward.is_some() {
                 sent.push(data);
             }
