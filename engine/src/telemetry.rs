@@ -62,6 +62,9 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 const QUEUE: usize = 16_384;
 /// Spans per OTLP request.
 const BATCH: usize = 512;
+/// Spans per checkpoint transaction: the scheduler's commits wait for
+/// each, so it is kept to a fraction of a millisecond.
+const STORE_CHUNK: usize = 128;
 /// A partial batch goes after this long.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
 
@@ -469,7 +472,7 @@ fn store_spans(
         for (run_id, mut spans) in ready.drain() {
             // A transaction per batch: each holds the checkpoint's write
             // lock, which the scheduler's commits wait for.
-            for batch in spans.chunks_mut(BATCH) {
+            for batch in spans.chunks_mut(STORE_CHUNK) {
                 let mut describing = HashSet::new();
                 for span in batch.iter_mut() {
                     if !described.contains(&span.trace_id)
