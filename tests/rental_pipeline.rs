@@ -1020,6 +1020,7 @@ fn sigkill_during_spark_then_resume_gives_the_same_tables() {
     std::thread::sleep(Duration::from_secs(3));
     child.kill().unwrap();
     child.wait().unwrap();
+    let killed = std::time::Instant::now();
 
     // The warm Spark server dies with the engine (its guard sees the pipe close).
     let ports: Vec<u16> = std::fs::read_dir(state.join("spark"))
@@ -1039,6 +1040,18 @@ fn sigkill_during_spark_then_resume_gives_the_same_tables() {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
         }),
         "the Spark Connect server on port {port} outlived the killed engine"
+    );
+    // Nothing of the run holds its state dir after a few seconds: not the
+    // server, not the job, not the server's guard (which held the
+    // server's log for 5 s after the kill).
+    assert!(
+        wait_until(
+            Duration::from_secs(4).saturating_sub(killed.elapsed()),
+            || common::processes_holding(&state).is_empty()
+        ),
+        "processes still hold files of the state dir {:.1} s after the kill: {:?}",
+        killed.elapsed().as_secs_f64(),
+        common::processes_holding(&state)
     );
     // Nothing half-written was published.
     assert!(

@@ -198,6 +198,28 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Processes (other than this one) with a file under `dir` open: every
+/// task process, Spark job and Spark server of a run holds its logs there.
+pub fn processes_holding(dir: &Path) -> Vec<i32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != std::process::id() as i32)
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&dir)))
+        })
+        .collect()
+}
+
 /// The environment entry every task process of a run in `state` has.
 pub fn task_env_marker(state: &Path) -> String {
     format!("FLUX_SCRATCH_DIR={}", state.display())

@@ -42,12 +42,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(240);
 /// Stops the server when flux-engine's end of the pipe closes, and exits
 /// when the server exits so that a dead server is seen at once.
 /// (A background job's stdin is /dev/null unless redirected explicitly,
-/// hence the pipe is passed to it as fd 3.)
+/// hence the pipe is passed to it as fd 3.) The watcher lets go of the
+/// server's log at once and ends as soon as the server is gone: it used
+/// to hold the log open for 5 s after every engine kill, the last trace
+/// of the run on the machine (the soak counted it as an orphan).
 const GUARD: &str = r#"
 exec 3<&0
 "$@" </dev/null 3<&- &
 server=$!
-( cat <&3 >/dev/null; kill -TERM "$server" 2>/dev/null; sleep 5; kill -KILL "$server" 2>/dev/null ) &
+(
+  exec >/dev/null 2>&1
+  cat <&3
+  kill -TERM "$server"
+  tries=0
+  while kill -0 "$server" && [ "$tries" -lt 50 ]; do sleep 0.1; tries=$((tries + 1)); done
+  kill -KILL "$server"
+) &
 exec 3<&-
 wait "$server"
 "#;
