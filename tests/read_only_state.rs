@@ -394,3 +394,84 @@ fn a_read_only_state_dir_of_a_killed_run_shows_its_latest_changes() {
         assert_eq!(read_only, writable, "{way:?}");
     }
 }
+
+/// A killed run's WAL without its `-shm` file (copied or archived without
+/// it): SQLite cannot read the WAL without write access, so the
+/// inspection commands refuse with what to do instead of showing the run
+/// as it was before its latest changes; the WAL is left as it was, and
+/// with write access the same command folds it in and shows the run.
+#[test]
+fn a_read_only_state_dir_whose_wal_has_no_shm_file_is_refused_with_the_fix() {
+    let probe = Fixture::new(true);
+    let ways = ReadOnly::available(probe.scratch.dir.path());
+    if ways.is_empty() {
+        checker_missing(
+            "SKIPPED: this machine allows neither setpriv to another user nor unshare -m; cannot make a state dir read-only for the binary",
+        );
+        return;
+    }
+    for way in ways {
+        let f = Fixture::new(true);
+        let way = match way {
+            ReadOnly::Permissions { as_nobody: Some(_) } => {
+                ReadOnly::available(f.scratch.dir.path())
+                    .into_iter()
+                    .find(|w| matches!(w, ReadOnly::Permissions { .. }))
+                    .unwrap()
+            }
+            other => other,
+        };
+        let log = f.scratch.path("engine");
+        let mut engine = spawn(&f.state, &["run", f.dag.to_str().unwrap()], &log);
+        let pid_file = f.scratch.path("slow.pid");
+        assert!(
+            wait_until(Duration::from_secs(60), || read_pid(&pid_file).is_some()),
+            "the slow task never started\n{}",
+            logs(&log)
+        );
+        engine.kill().unwrap();
+        engine.wait().unwrap();
+        kill_group(read_pid(&pid_file).unwrap());
+        let wal_path = f.state.join("flux.db-wal");
+        let wal = std::fs::read(&wal_path).unwrap();
+        assert!(!wal.is_empty(), "no WAL left behind to read");
+        std::fs::remove_file(f.state.join("flux.db-shm")).unwrap();
+
+        way.apply(&f.state);
+        let out = way.flux(&f.state, &["runs", "--format", "json"]);
+        way.undo(&f.state);
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{way:?}\n{}", out_text(&out));
+        assert!(
+            stderr.contains("flux.db-wal")
+                && stderr.contains("-shm file is missing")
+                && stderr.contains("open it once with write access"),
+            "{way:?}\n{}",
+            out_text(&out)
+        );
+        assert_eq!(
+            std::fs::read(&wal_path).unwrap(),
+            wal,
+            "the refused command changed the WAL ({way:?})"
+        );
+
+        // The fix the message gives: any command with write access.
+        let runs = json_of(
+            &flux(&f.state, &["runs", "--format", "json"]),
+            "runs with write access",
+        );
+        assert_eq!(str_of(&runs[0], "status"), "interrupted", "{runs}");
+        let show = json_of(
+            &flux(
+                &f.state,
+                &["show", str_of(&runs[0], "run_id"), "--format", "json"],
+            ),
+            "show with write access",
+        );
+        assert_eq!(
+            str_of(&tasks_by_id(&show)["slow"], "status"),
+            "running",
+            "{show}"
+        );
+    }
+}
