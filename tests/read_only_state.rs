@@ -256,6 +256,51 @@ command = "echo $$ > '{pid}'; exec sleep 60"
     fn run_id(&self) -> String {
         str_of(&runs(&self.state)[0], "run_id").to_string()
     }
+
+    /// Runs the DAG (made with `slow`) and SIGKILLs the engine while the
+    /// slow task runs, leaving a WAL behind; then ends the task's group,
+    /// which outlives a SIGKILLed engine until the reaper's pipe closes.
+    fn kill_with_the_slow_task_running(&self) {
+        let log = self.scratch.path("engine");
+        let mut engine = spawn(&self.state, &["run", self.dag.to_str().unwrap()], &log);
+        let pid_file = self.scratch.path("slow.pid");
+        assert!(
+            wait_until(Duration::from_secs(60), || read_pid(&pid_file).is_some()),
+            "the slow task never started\n{}",
+            logs(&log)
+        );
+        engine.kill().unwrap();
+        engine.wait().unwrap();
+        kill_group(read_pid(&pid_file).unwrap());
+    }
+}
+
+/// A fresh fixture for every way this machine can make a state dir
+/// read-only, each way set up for its own fixture (the binary must be
+/// reachable from it); none, with a SKIPPED message, when there is no way.
+fn each_way(slow: bool) -> Vec<(Fixture, ReadOnly)> {
+    let probe = Fixture::new(slow);
+    let ways = ReadOnly::available(probe.scratch.dir.path());
+    if ways.is_empty() {
+        checker_missing(
+            "SKIPPED: this machine allows neither setpriv to another user nor unshare -m; cannot make a state dir read-only for the binary",
+        );
+    }
+    ways.into_iter()
+        .map(|way| {
+            let f = Fixture::new(slow);
+            let way = match way {
+                ReadOnly::Permissions { as_nobody: Some(_) } => {
+                    ReadOnly::available(f.scratch.dir.path())
+                        .into_iter()
+                        .find(|w| matches!(w, ReadOnly::Permissions { .. }))
+                        .unwrap()
+                }
+                other => other,
+            };
+            (f, way)
+        })
+        .collect()
 }
 
 /// A finished run, its checkpoint closed cleanly (no `-wal`, no `-shm`):
@@ -263,26 +308,7 @@ command = "echo $$ > '{pid}'; exec sleep 60"
 /// prints on the writable one, and the writing commands refuse.
 #[test]
 fn a_read_only_state_dir_can_be_inspected_but_not_run_in() {
-    let probe = Fixture::new(false);
-    let ways = ReadOnly::available(probe.scratch.dir.path());
-    if ways.is_empty() {
-        checker_missing(
-            "SKIPPED: this machine allows neither setpriv to another user nor unshare -m; cannot make a state dir read-only for the binary",
-        );
-        return;
-    }
-    for way in ways {
-        let f = Fixture::new(false);
-        let way = match way {
-            // The binary must be reachable from this fixture too.
-            ReadOnly::Permissions { as_nobody: Some(_) } => {
-                ReadOnly::available(f.scratch.dir.path())
-                    .into_iter()
-                    .find(|w| matches!(w, ReadOnly::Permissions { .. }))
-                    .unwrap()
-            }
-            other => other,
-        };
+    for (f, way) in each_way(false) {
         let out = flux(&f.state, &["run", f.dag.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{way:?}: {}", out_text(&out));
         let run_id = f.run_id();
@@ -332,37 +358,8 @@ fn a_read_only_state_dir_can_be_inspected_but_not_run_in() {
 /// both, and the run shows as interrupted with the task that was running.
 #[test]
 fn a_read_only_state_dir_of_a_killed_run_shows_its_latest_changes() {
-    let probe = Fixture::new(true);
-    let ways = ReadOnly::available(probe.scratch.dir.path());
-    if ways.is_empty() {
-        checker_missing(
-            "SKIPPED: this machine allows neither setpriv to another user nor unshare -m; cannot make a state dir read-only for the binary",
-        );
-        return;
-    }
-    for way in ways {
-        let f = Fixture::new(true);
-        let way = match way {
-            ReadOnly::Permissions { as_nobody: Some(_) } => {
-                ReadOnly::available(f.scratch.dir.path())
-                    .into_iter()
-                    .find(|w| matches!(w, ReadOnly::Permissions { .. }))
-                    .unwrap()
-            }
-            other => other,
-        };
-        let log = f.scratch.path("engine");
-        let mut engine = spawn(&f.state, &["run", f.dag.to_str().unwrap()], &log);
-        let pid_file = f.scratch.path("slow.pid");
-        assert!(
-            wait_until(Duration::from_secs(60), || read_pid(&pid_file).is_some()),
-            "the slow task never started\n{}",
-            logs(&log)
-        );
-        engine.kill().unwrap();
-        engine.wait().unwrap();
-        // The orphaned task's group (it outlives a SIGKILLed engine).
-        kill_group(read_pid(&pid_file).unwrap());
+    for (f, way) in each_way(true) {
+        f.kill_with_the_slow_task_running();
         let wal = std::fs::metadata(f.state.join("flux.db-wal")).map_or(0, |m| m.len());
         assert!(wal > 0, "no WAL left behind to read");
         assert!(f.state.join("flux.db-shm").exists());
@@ -402,36 +399,8 @@ fn a_read_only_state_dir_of_a_killed_run_shows_its_latest_changes() {
 /// with write access the same command folds it in and shows the run.
 #[test]
 fn a_read_only_state_dir_whose_wal_has_no_shm_file_is_refused_with_the_fix() {
-    let probe = Fixture::new(true);
-    let ways = ReadOnly::available(probe.scratch.dir.path());
-    if ways.is_empty() {
-        checker_missing(
-            "SKIPPED: this machine allows neither setpriv to another user nor unshare -m; cannot make a state dir read-only for the binary",
-        );
-        return;
-    }
-    for way in ways {
-        let f = Fixture::new(true);
-        let way = match way {
-            ReadOnly::Permissions { as_nobody: Some(_) } => {
-                ReadOnly::available(f.scratch.dir.path())
-                    .into_iter()
-                    .find(|w| matches!(w, ReadOnly::Permissions { .. }))
-                    .unwrap()
-            }
-            other => other,
-        };
-        let log = f.scratch.path("engine");
-        let mut engine = spawn(&f.state, &["run", f.dag.to_str().unwrap()], &log);
-        let pid_file = f.scratch.path("slow.pid");
-        assert!(
-            wait_until(Duration::from_secs(60), || read_pid(&pid_file).is_some()),
-            "the slow task never started\n{}",
-            logs(&log)
-        );
-        engine.kill().unwrap();
-        engine.wait().unwrap();
-        kill_group(read_pid(&pid_file).unwrap());
+    for (f, way) in each_way(true) {
+        f.kill_with_the_slow_task_running();
         let wal_path = f.state.join("flux.db-wal");
         let wal = std::fs::read(&wal_path).unwrap();
         assert!(!wal.is_empty(), "no WAL left behind to read");
