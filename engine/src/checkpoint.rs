@@ -950,20 +950,16 @@ impl Checkpoint {
         }
         // The span writer stores the resource once per trace (with the
         // first span it keeps of it); every span of the trace has it.
-        let mut resources: HashMap<&str, &[(String, serde_json::Value)]> = HashMap::new();
-        for span in &spans {
-            if !span.resource.is_empty() {
-                resources.entry(&span.trace_id).or_insert(&span.resource);
-            }
+        let mut resources: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
+        for span in spans.iter().filter(|span| !span.resource.is_empty()) {
+            resources
+                .entry(span.trace_id.clone())
+                .or_insert_with(|| span.resource.clone());
         }
-        let fill: Vec<(usize, Vec<(String, serde_json::Value)>)> = spans
-            .iter()
-            .enumerate()
-            .filter(|(_, span)| span.resource.is_empty())
-            .filter_map(|(i, span)| Some((i, resources.get(span.trace_id.as_str())?.to_vec())))
-            .collect();
-        for (i, resource) in fill {
-            spans[i].resource = resource;
+        for span in spans.iter_mut().filter(|span| span.resource.is_empty()) {
+            if let Some(resource) = resources.get(&span.trace_id) {
+                span.resource = resource.clone();
+            }
         }
         Ok(spans)
     }
