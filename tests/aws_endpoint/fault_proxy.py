@@ -572,14 +572,21 @@ class _Handler(BaseHTTPRequestHandler):
         return json.dumps(doc).encode()
 
     def _answer(self, entry, status, reason, headers, out):
+        # Logged before the client can see the answer: once a call returns,
+        # the test that made it finds it in the log.
+        entry["status"] = status
+        if entry["error_code"] is None:
+            error_type = {k.lower(): v for k, v in headers}.get("x-amzn-errortype")
+            entry["error_code"] = error_code_of(status, error_type, out)
+        entry["duration"] = round(time.time() - entry["time"], 4)
+        self.proxy.record(entry)
+
         method = self.command
         self.send_response_only(status, reason)
-        names = set()
         for name, value in headers:
             lower = name.lower()
             if lower in HOP_BY_HOP or lower == "content-length":
                 continue
-            names.add(lower)
             self.send_header(name, value)
         no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
         if method == "HEAD":
@@ -592,12 +599,6 @@ class _Handler(BaseHTTPRequestHandler):
         if not no_body and out:
             self.wfile.write(out)
         self.wfile.flush()
-        entry["status"] = status
-        if entry["error_code"] is None:
-            error_type = {k.lower(): v for k, v in headers}.get("x-amzn-errortype")
-            entry["error_code"] = error_code_of(status, error_type, out)
-        entry["duration"] = round(time.time() - entry["time"], 4)
-        self.proxy.record(entry)
 
 
 def _make_method(name):
