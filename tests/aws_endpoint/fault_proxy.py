@@ -426,13 +426,19 @@ class _Handler(BaseHTTPRequestHandler):
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     break
-                chunks.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise ConnectionError("the client closed the connection mid-body")
+                chunks.append(chunk)
                 self.rfile.readline()  # the CRLF after the chunk
             while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                 pass  # HTTP trailers: dropped
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise ConnectionError("the client closed the connection mid-body")
+        return body
 
     def _handle(self):
         proxy = self.proxy
