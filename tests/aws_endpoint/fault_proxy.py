@@ -280,6 +280,9 @@ class Steps:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The SDKs open several connections at once (parallel parts, retries):
+    # the default backlog of 5 could refuse some.
+    request_queue_size = 128
 
 
 class FaultProxy:
