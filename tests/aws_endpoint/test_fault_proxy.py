@@ -4,6 +4,7 @@ JSON lines, with boto3 clients talking to the proxy's endpoint."""
 import base64
 import hashlib
 import http.client
+import io
 import json
 import os
 import queue
@@ -17,6 +18,7 @@ import zlib
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -187,6 +189,12 @@ def test_s3_round_trip_multipart_and_large_bodies(h):
     s3.put_object(Bucket="rt-bucket", Key="big/24mib", Body=big)
     got = s3.get_object(Bucket="rt-bucket", Key="big/24mib")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(big).digest()
+    # A multipart upload whose parts go up at once, on several connections.
+    transfer = TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    s3.upload_fileobj(io.BytesIO(big[: 16 << 20]), "rt-bucket", "big/parallel", Config=transfer)
+    got = s3.get_object(Bucket="rt-bucket", Key="big/parallel")["Body"].read()
+    assert got == big[: 16 << 20]
+
     chunks = [bytes([i]) * 65536 for i in range(48)]
     conn = connect(h)
     conn.request(
