@@ -202,7 +202,7 @@ fn state_with_spans(s: &Scratch, spans: &[SpanRecord]) -> std::path::PathBuf {
         .map(|t| (t.to_string(), "shell".to_string(), "h".to_string()))
         .collect::<Vec<_>>();
     checkpoint
-        .create_run(RUN, DAG, "/dags/rental.toml", &json!({}), &tasks)
+        .create_run(RUN, DAG, "/dags/rental.toml", &json!({}), "local", &tasks)
         .expect("create run");
     checkpoint
         .insert_spans(RUN, &spans[..spans.len() / 2])

@@ -161,7 +161,28 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE spans;
     ALTER TABLE spans_by_end RENAME TO spans;
     CREATE INDEX spans_by_run ON spans (run_id, start_unix_nano);",
+    // 4: where a run's tasks do their work (`local`, `aws`), kept so that a
+    // resume does it in the same place; and the work a run started outside
+    // this process (an EMR cluster and its steps, an Athena query), by the
+    // id the service gave it, committed before the engine waits on it so
+    // that a resume reconnects to it instead of starting it again. The
+    // key is the task's own name for the piece of work (`step`,
+    // `query`); run-wide work (a cluster the run's tasks share) has the
+    // task id ''.
+    "ALTER TABLE runs ADD COLUMN target TEXT NOT NULL DEFAULT 'local';
+    CREATE TABLE external_work (
+        run_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        value_json TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id, key)
+    );",
 ];
+
+/// The first schema with run targets and external work.
+const EXTERNAL_WORK_SCHEMA: i64 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -301,6 +322,21 @@ pub struct RunRecord {
     pub updated_at: String,
     pub ended_at: Option<String>,
     pub resume_count: u32,
+    /// Where the run's tasks do their work: `local` or `aws`.
+    pub target: String,
+}
+
+/// A piece of work a run started outside this process, as the task that
+/// started it recorded it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalWork {
+    /// Empty for work the run's tasks share.
+    pub task_id: String,
+    pub key: String,
+    /// The attempt that recorded it last.
+    pub attempt: u32,
+    pub value: serde_json::Value,
+    pub recorded_at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -564,14 +600,15 @@ impl Checkpoint {
         dag_name: &str,
         dag_path: &str,
         params: &serde_json::Value,
+        target: &str,
         tasks: &[(String, String, String)],
     ) -> Result<(), CheckpointError> {
         let tx = self.conn.transaction()?;
         let at = now();
         tx.execute(
-            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5)",
-            params![run_id, dag_name, dag_path, params.to_string(), at],
+            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at, target)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6)",
+            params![run_id, dag_name, dag_path, params.to_string(), at, target],
         )?;
         {
             let mut insert = tx.prepare(
@@ -713,10 +750,54 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Records (or replaces) the piece of work `key` of task `task_id`
+    /// (empty: the run's), committed when this returns.
+    pub fn record_external_work(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        key: &str,
+        attempt: u32,
+        value: &serde_json::Value,
+    ) -> Result<(), CheckpointError> {
+        self.conn.execute(
+            "INSERT INTO external_work (run_id, task_id, key, attempt, value_json, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (run_id, task_id, key) DO UPDATE SET
+                attempt = excluded.attempt, value_json = excluded.value_json,
+                recorded_at = excluded.recorded_at",
+            params![run_id, task_id, key, attempt, value.to_string(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// The work run `run_id` started outside this process, in the order it
+    /// was first recorded.
+    pub fn external_work(&self, run_id: &str) -> Result<Vec<ExternalWork>, CheckpointError> {
+        if self.schema < EXTERNAL_WORK_SCHEMA {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task_id, key, attempt, value_json, recorded_at FROM external_work
+             WHERE run_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            let value: String = r.get(3)?;
+            Ok(ExternalWork {
+                task_id: r.get(0)?,
+                key: r.get(1)?,
+                attempt: r.get(2)?,
+                value: serde_json::from_str(&value).unwrap_or(serde_json::Value::Null),
+                recorded_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn run(&self, run_id: &str) -> Result<RunRecord, CheckpointError> {
         self.conn
             .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                &format!("SELECT {} FROM runs WHERE run_id = ?1", self.run_columns()),
                 [run_id],
                 run_from_row,
             )
@@ -727,7 +808,8 @@ impl Checkpoint {
     /// Runs, newest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, CheckpointError> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC"
+            "SELECT {} FROM runs ORDER BY created_at DESC, run_id DESC",
+            self.run_columns()
         ))?;
         let rows = stmt.query_map([], run_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -783,6 +865,18 @@ impl Checkpoint {
 
 const RUN_COLUMNS: &str = "run_id, dag_name, dag_path, params_json, status, created_at, updated_at, ended_at, resume_count";
 
+impl Checkpoint {
+    /// The columns of a [`RunRecord`]; a checkpoint read without being
+    /// migrated from before targets were recorded ran everything locally.
+    fn run_columns(&self) -> String {
+        if self.schema < EXTERNAL_WORK_SCHEMA {
+            format!("{RUN_COLUMNS}, 'local'")
+        } else {
+            format!("{RUN_COLUMNS}, target")
+        }
+    }
+}
+
 fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
     let params: String = r.get(3)?;
     let status: String = r.get(4)?;
@@ -796,6 +890,7 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         updated_at: r.get(6)?,
         ended_at: r.get(7)?,
         resume_count: r.get(8)?,
+        target: r.get(9)?,
     })
 }
 
@@ -1053,8 +1148,15 @@ mod tests {
         let path = dir.path().join("flux.db");
         let mut cp = Checkpoint::open(&path).unwrap();
         let tasks = vec![("a".to_string(), "noop".to_string(), "h".to_string())];
-        cp.create_run("r1", "d", "/d.toml", &serde_json::json!({}), &tasks)
-            .unwrap();
+        cp.create_run(
+            "r1",
+            "d",
+            "/d.toml",
+            &serde_json::json!({}),
+            "local",
+            &tasks,
+        )
+        .unwrap();
         cp.apply(
             "r1",
             &[

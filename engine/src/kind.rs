@@ -135,6 +135,9 @@ pub struct Attempt {
     /// kinds pass it to their processes as `TRACEPARENT`, so that a
     /// script using OpenTelemetry joins the trace.
     pub traceparent: Option<String>,
+    /// Where the attempt records work it starts outside this process
+    /// before waiting on it, and finds what an earlier attempt started.
+    pub journal: crate::WorkJournal,
 }
 
 /// Why an attempt failed, in words for the person reading `show`.

@@ -8,7 +8,8 @@
 //! kind's typed [`config`]) → [`run`] (start or resume) → [`scheduler`]
 //! (parallelism, [`retry`], timeouts) → [`kind`] (the task kinds' contract)
 //! → [`checkpoint`] (SQLite), laid out on disk by [`state_dir`] (a process
-//! drives a run under a [`file_lock`]).
+//! drives a run under a [`file_lock`]). Work a task starts outside the
+//! process is recorded in the checkpoint through its [`work_journal`].
 //!
 //! The engine knows no AWS service and no concrete task kind: those live in
 //! the `tasks` crate and are handed in through a [`kind::Registry`].
@@ -27,9 +28,11 @@ pub mod spans;
 pub mod state_dir;
 pub mod telemetry;
 pub mod template;
+pub mod work_journal;
 
 pub use checkpoint::{RunStatus, TaskStatus};
 pub use config::TaskConfig;
 pub use dag::Dag;
 pub use kind::{Attempt, FieldError, Kind, Registry, TaskAction, TaskFailure, TaskKind};
 pub use run::{Engine, EngineError, RunOptions, RunOutcome};
+pub use work_journal::WorkJournal;

@@ -41,6 +41,14 @@ pub enum EngineError {
     UnknownTask { task: String, hint: String },
     #[error("no runs in {0}: start one with `flux-engine run DAG`")]
     NoRuns(String),
+    #[error(
+        "run `{run_id}` did its work with --target {recorded}; a resume keeps the run's target, so it cannot continue with --target {asked}"
+    )]
+    TargetMismatch {
+        run_id: String,
+        recorded: String,
+        asked: String,
+    },
 }
 
 pub struct RunOptions {
@@ -62,6 +70,9 @@ pub struct RunOutcome {
 pub struct Engine {
     pub registry: Registry,
     pub state_dir: StateDir,
+    /// Where the registry's kinds do their work (`local`, `aws`): recorded
+    /// with each new run, and checked on resume.
+    pub target: String,
 }
 
 /// A new, sortable run id: UTC start time and 24 random bits.
@@ -78,7 +89,15 @@ impl Engine {
         Engine {
             registry,
             state_dir,
+            target: "local".to_string(),
         }
+    }
+
+    /// The same engine with kinds that do their work on `target` (the
+    /// registry given must be the one for that target).
+    pub fn with_target(mut self, target: &str) -> Self {
+        self.target = target.to_string();
+        self
     }
 
     /// Starts a new run of `dag`.
@@ -123,6 +142,7 @@ impl Engine {
             &dag.name,
             &dag.path.display().to_string(),
             &params,
+            &self.target,
             &rows,
         )?;
         self.execute(dag, run_id, checkpoint, plans, options, Vec::new())
@@ -172,6 +192,13 @@ impl Engine {
     ) -> Result<RunOutcome, EngineError> {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
         let record = checkpoint.run(run_id)?;
+        if record.target != self.target {
+            return Err(EngineError::TargetMismatch {
+                run_id: run_id.to_string(),
+                recorded: record.target,
+                asked: self.target.clone(),
+            });
+        }
         let _lock = self.lock(run_id)?;
         let _state = self.lock_state(run_id)?;
         let (dag, mut notes) = self.reload_dag(&record)?;

@@ -366,6 +366,12 @@ impl Execution<'_> {
                 .dependencies(i)
                 .map(|d| (dag.tasks[d].id.clone(), slots_output(slots, d)))
                 .collect::<BTreeMap<_, _>>(),
+            journal: crate::WorkJournal::in_checkpoint(
+                self.state_dir.checkpoint_path(),
+                self.run_id,
+                &task.id,
+                number,
+            ),
         }
     }
 

@@ -30,6 +30,7 @@ fn attempt(lake: &Lake, dag_dir: &Path) -> Attempt {
         state_root: lake.root().to_path_buf(),
         inputs: BTreeMap::new(),
         traceparent: None,
+        journal: engine::WorkJournal::in_memory("r1", "t"),
     }
 }
 

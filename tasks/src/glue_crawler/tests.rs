@@ -671,6 +671,7 @@ async fn the_action_runs_the_crawl_and_returns_its_output() {
         state_root: root.to_path_buf(),
         inputs: BTreeMap::new(),
         traceparent: None,
+        journal: engine::WorkJournal::in_memory("r1", "t"),
     };
     let out = action.run(&attempt).await.unwrap().unwrap();
     assert_eq!(out["database"], "rental");

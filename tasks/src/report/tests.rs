@@ -158,6 +158,7 @@ impl Lake {
             state_root: self.state(),
             inputs: self.inputs.clone(),
             traceparent: None,
+            journal: engine::WorkJournal::in_memory("r1", "t"),
         }
     }
 

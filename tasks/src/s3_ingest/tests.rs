@@ -65,6 +65,7 @@ impl Setup {
             state_root: root.join("state"),
             inputs: BTreeMap::new(),
             traceparent: None,
+            journal: engine::WorkJournal::in_memory("r1", "t"),
         }
     }
 
