@@ -58,8 +58,11 @@ enum Command {
         /// Record no trace: no spans kept or sent (OTEL_SDK_DISABLED=true does the same)
         #[arg(long)]
         no_traces: bool,
+        /// Where the tasks do their work: `local` (local S3, Spark, catalog and SQL) or `aws` (the real S3, EMR, Glue and Athena of the DAG's [aws] section, with your AWS credentials)
+        #[arg(long, value_enum, default_value_t = Target::Local)]
+        target: Target,
     },
-    /// Continue a failed, cancelled or crashed run under the same run id
+    /// Continue a failed, cancelled or crashed run under the same run id (where it did its work: a run on AWS resumes on AWS)
     Resume {
         /// The run to continue
         #[arg(required_unless_present = "latest", conflicts_with = "latest")]
@@ -356,11 +359,14 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             params,
             max_parallel,
             no_traces: _,
+            target,
         } => {
             let loaded = engine::dag::load(&dag, &params, &registry)?;
-            let engine = Engine::new(registry, state_dir);
-            drive(&engine, max_parallel, |options| {
-                Box::pin(async { engine.run(&loaded, options).await })
+            let runtime = async_runtime()?;
+            let run_id = engine::run::new_run_id();
+            let engine = engine_for(&runtime, target, registry, state_dir, &loaded, &run_id)?;
+            drive(runtime, &engine, max_parallel, |options| {
+                Box::pin(async { engine.run_with_id(&loaded, &run_id, options).await })
             })
         }
         Command::Resume {
@@ -370,12 +376,21 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             max_parallel,
             no_traces: _,
         } => {
-            let engine = Engine::new(registry, state_dir);
-            let run_id = match run_id {
-                Some(id) if !latest => id,
-                _ => engine.latest_run()?.run_id,
+            let local = Engine::new(registry.clone(), state_dir.clone());
+            let record = match run_id {
+                Some(id) if !latest => local.state_dir.open_checkpoint()?.run(&id)?,
+                _ => local.latest_run()?,
             };
-            drive(&engine, max_parallel, |options| {
+            let run_id = record.run_id.clone();
+            let runtime = async_runtime()?;
+            let engine = match Target::from_recorded(&record.target)? {
+                Target::Local => local,
+                Target::Aws => {
+                    let (dag, _) = local.reload_dag(&record)?;
+                    engine_for(&runtime, Target::Aws, registry, state_dir, &dag, &run_id)?
+                }
+            };
+            drive(runtime, &engine, max_parallel, |options| {
                 Box::pin(async { engine.resume(&run_id, &from, options).await })
             })
         }
@@ -491,12 +506,57 @@ type RunFuture<'a> =
 
 /// Runs or resumes on a tokio runtime, with Ctrl-C (SIGINT, SIGTERM)
 /// cancelling the run, and prints the outcome.
+/// Where a run's tasks do their work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    Local,
+    Aws,
+}
+
+impl Target {
+    /// The target a run recorded.
+    fn from_recorded(name: &str) -> Result<Target, Exit> {
+        match name {
+            "local" => Ok(Target::Local),
+            tasks::aws::TARGET => Ok(Target::Aws),
+            other => Err(Exit::invalid(format_args!(
+                "the run was recorded with target `{other}`, which this build of flux-engine does not know; resume it with the release that started it"
+            ))),
+        }
+    }
+}
+
+/// The engine for a run of `dag` (id `run_id`) on `target`. On AWS, the
+/// connection is checked (the DAG's [aws] settings, a region,
+/// credentials) before anything starts: a problem is an invalid-input
+/// error naming what to set.
+fn engine_for(
+    runtime: &tokio::runtime::Runtime,
+    target: Target,
+    registry: engine::Registry,
+    state_dir: StateDir,
+    dag: &engine::Dag,
+    run_id: &str,
+) -> Result<Engine, Exit> {
+    match target {
+        Target::Local => Ok(Engine::new(registry, state_dir)),
+        Target::Aws => {
+            let aws = runtime
+                .block_on(tasks::aws::AwsRun::connect(dag, &registry))
+                .map_err(|e| Exit::invalid(format_args!("cannot run on AWS: {e}")))?;
+            aws.serve_run(state_dir.checkpoint_path(), run_id);
+            let registry = tasks::aws::registry(registry, &aws);
+            Ok(Engine::new(registry, state_dir).with_target(tasks::aws::TARGET))
+        }
+    }
+}
+
 fn drive<'a>(
+    runtime: tokio::runtime::Runtime,
     engine: &'a Engine,
     max_parallel: Option<u32>,
     start: impl FnOnce(RunOptions) -> RunFuture<'a>,
 ) -> Result<u8, Exit> {
-    let runtime = async_runtime()?;
     let progress = Arc::new(progress::Progress::for_stderr());
     let max_parallel = max_parallel
         .map(|n| n as usize)

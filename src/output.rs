@@ -95,6 +95,7 @@ pub struct RunReport {
     status: &'static str,
     tasks: Vec<TaskRecord>,
     attempts: Vec<AttemptRecord>,
+    external_work: Vec<engine::checkpoint::ExternalWork>,
 }
 
 impl RunReport {
@@ -108,6 +109,7 @@ impl RunReport {
             status: run_status(&run, state_dir),
             tasks: checkpoint.tasks(run_id)?,
             attempts: checkpoint.attempts(run_id)?,
+            external_work: checkpoint.external_work(run_id)?,
             run,
         })
     }
@@ -139,8 +141,10 @@ impl RunReport {
             "created_at": self.run.created_at,
             "ended_at": self.run.ended_at,
             "resume_count": self.run.resume_count,
+            "target": self.run.target,
             "tasks": tasks,
             "attempts": self.attempts,
+            "external_work": self.external_work,
         })
     }
 
@@ -176,8 +180,53 @@ impl RunReport {
             &self.task_rows(self.tasks.iter()),
         ));
         out.push_str(&self.row_counts());
+        out.push_str(&self.external_work());
         out.push_str(&self.artifacts());
         out
+    }
+
+    /// The work the run started in AWS, by the ids the services gave it,
+    /// with console links.
+    fn external_work(&self) -> String {
+        if self.external_work.is_empty() {
+            return String::new();
+        }
+        let rows: Vec<Vec<String>> = self
+            .external_work
+            .iter()
+            .map(|w| {
+                let ids: Vec<String> = w
+                    .value
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter(|(k, _)| k.as_str() != "console")
+                            .map(|(k, v)| {
+                                format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(|| vec![w.value.to_string()]);
+                vec![
+                    if w.task_id.is_empty() {
+                        "(run)".to_string()
+                    } else {
+                        w.task_id.clone()
+                    },
+                    w.key.clone(),
+                    ids.join(" "),
+                    w.value["console"].as_str().unwrap_or_default().to_string(),
+                ]
+            })
+            .collect();
+        format!(
+            "
+work in {} (target {}):
+{}",
+            "AWS",
+            self.run.target,
+            table(&["TASK", "WHAT", "IDS", "CONSOLE"], &rows)
+        )
     }
 
     /// Rows read / clean / quarantined per raw file, from every task whose

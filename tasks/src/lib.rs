@@ -13,6 +13,7 @@
 //! [`register`].
 
 pub mod athena_query;
+pub mod aws;
 pub mod cancel;
 pub mod catalog;
 pub mod emr_spark;

@@ -480,6 +480,13 @@ class _Handler(BaseHTTPRequestHandler):
             entry["copy_source"] = info["copy_source"]
         if info["service"] in JSON_SERVICES:
             entry["body"] = json_body(body)
+        # What a test checks of an upload: the checksums and metadata sent.
+        entry["headers"] = {
+            name.lower(): value
+            for name, value in self.headers.items()
+            if name.lower().startswith(("x-amz-checksum-", "x-amz-meta-", "x-amz-sdk-checksum"))
+            or name.lower() in ("content-encoding", "x-amz-trailer")
+        }
 
         kind, code, refusal = proxy.decide(info)
         if info.get("conditions_ignored"):
@@ -540,6 +547,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if rewrite is not None and status == 200:
             out = self._rewrite_steps(rewrite, out)
+        if info["operation"] == "CompleteMultipartUpload" and status == 200:
+            # moto 5.2.1 names the root element CompleteMultipartUploadResponse;
+            # S3 (and so the SDKs' parsers) say CompleteMultipartUploadResult.
+            out = out.replace(b"CompleteMultipartUploadResponse", b"CompleteMultipartUploadResult")
+            headers = [
+                (k, str(len(out)) if k.lower() == "content-length" else v) for k, v in headers
+            ]
         self._answer(entry, status, reason, headers, out)
 
     def _forward(self, method, raw_path, body):

@@ -4,6 +4,7 @@
 //! Each test crate uses its own subset, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod aws_endpoint;
 pub mod sfn_local;
 
 use std::fs::File;
@@ -344,8 +345,12 @@ impl Scratch {
         self.dir.path().join(name)
     }
 
+    /// Writes `text` to `name`, creating its folders.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         std::fs::write(&path, text).unwrap();
         path
     }

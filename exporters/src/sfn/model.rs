@@ -217,7 +217,11 @@ const STATE_MACHINE: &str = "StateMachine";
 /// `region` and `account_id`, and every kind's settings (kinds without a
 /// Step Functions face have none), in registration order.
 #[allow(clippy::type_complexity)]
-fn read_settings(
+/// The DAG's `[aws]` settings as every kind with a Step Functions face
+/// reads them (`region` and `account_id`, then each kind's, in
+/// registration order); every problem found is reported. The export
+/// reads them so, and so does a run with `--target aws`.
+pub fn read_settings(
     dag: &Dag,
     registry: &Registry,
 ) -> Result<(Common, Vec<(&'static str, Box<AnySettings>)>), ExportError> {

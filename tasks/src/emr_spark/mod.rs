@@ -37,6 +37,7 @@
 //! on a cluster the state machine creates and terminates, or an EMR
 //! Serverless job run.
 
+mod aws;
 mod cause;
 mod config;
 pub mod connect;

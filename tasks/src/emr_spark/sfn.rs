@@ -67,7 +67,7 @@ pub const STOP_CLUSTER: &str = "StopCluster";
 const CLUSTER_ID_PATH: &str = "$.cluster.ClusterId";
 
 /// The tag `createCluster` puts on the cluster, which the policy keys on.
-const DAG_TAG: &str = "flux-engine:dag";
+pub(super) const DAG_TAG: &str = "flux-engine:dag";
 
 /// The EventBridge rules Step Functions manages for the `.sync`
 /// integrations used here.
@@ -313,6 +313,33 @@ struct Submission {
     args: Vec<String>,
 }
 
+/// The arguments of `command-runner.jar` for a job: `spark-submit
+/// --deploy-mode cluster`, the job's files and settings, the script and
+/// its arguments. The export's step and `run --target aws` both use it.
+pub(super) fn spark_submit_args(
+    script: String,
+    py_files: &[String],
+    conf: &[String],
+    args: &[String],
+) -> Vec<String> {
+    let mut submit: Vec<String> = vec![
+        "spark-submit".into(),
+        "--deploy-mode".into(),
+        "cluster".into(),
+    ];
+    if !py_files.is_empty() {
+        submit.push("--py-files".into());
+        submit.push(py_files.join(","));
+    }
+    for c in conf {
+        submit.push("--conf".into());
+        submit.push(c.clone());
+    }
+    submit.push(script);
+    submit.extend(args.iter().cloned());
+    submit
+}
+
 /// The job as a step on the cluster: `command-runner.jar spark-submit
 /// --deploy-mode cluster`.
 fn cluster_step(task: &TaskContext, job: Submission) -> TaskExport {
@@ -323,21 +350,7 @@ fn cluster_step(task: &TaskContext, job: Submission) -> TaskExport {
         conf,
         args,
     } = job;
-    let mut submit: Vec<String> = vec![
-        "spark-submit".into(),
-        "--deploy-mode".into(),
-        "cluster".into(),
-    ];
-    if !py_files.is_empty() {
-        submit.push("--py-files".into());
-        submit.push(py_files.join(","));
-    }
-    for c in &conf {
-        submit.push("--conf".into());
-        submit.push(c.clone());
-    }
-    submit.push(script);
-    submit.extend(args);
+    let submit = spark_submit_args(script, &py_files, &conf, &args);
     let state = task.task_state(
         comment,
         "arn:aws:states:::elasticmapreduce:addStep.sync",

@@ -47,12 +47,15 @@
 //! [`sfn`]: in the Step Functions export the local files are not
 //! reachable from AWS; they are uploaded when the state machine is
 //! deployed, and the task becomes a check that each object is there
-//! (`headObject`), listed by the same code as here ([`files`]). The AWS
-//! backend driven by the SDK (`PutObject` with an SHA-256 checksum S3
-//! verifies, multipart for large files, skips decided by `HeadObject`) is
-//! not written yet.
+//! (`headObject`), listed by the same code as here ([`files`]). With
+//! `run --target aws` the files go to the real bucket through the SDK
+//! ([`aws`]: an SHA-256 checksum S3 verifies, multipart for large files,
+//! skips decided by `HeadObject`).
 
+mod aws;
 mod config;
+
+pub(crate) use aws::upload_file;
 mod files;
 mod sfn;
 
@@ -127,7 +130,7 @@ struct Job {
 }
 
 /// What happened to one object.
-struct Record {
+pub(crate) struct Record {
     key: String,
     checksums: Checksums,
     skipped: bool,
@@ -143,19 +146,7 @@ impl Job {
             Absent::Fails,
         )?;
         if items.is_empty() {
-            let patterns = if self.include.is_empty() {
-                String::new()
-            } else {
-                format!(" matching include {:?}", self.include)
-            };
-            return Err(TaskFailure::new(format!(
-                "nothing to upload: {} hold(s) no files{patterns}",
-                self.sources
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(nothing_to_upload(&self.sources, &self.include));
         }
         if let Some(dir) = self.log_path.parent() {
             fs::create_dir_all(dir)
@@ -178,28 +169,14 @@ impl Job {
             let record = span.in_scope(|| self.upload(item));
             crate::steps::finish(&span, &record);
             let record = record?;
-            let line = format!(
-                "{} {} ({} bytes, sha256 {}) from {}\n",
-                if record.skipped {
-                    "unchanged"
-                } else {
-                    "uploaded "
-                },
-                self.uri_of(&record.key),
-                record.checksums.size,
-                record.checksums.sha256,
-                item.path.display()
-            );
+            let bucket = format!("s3://{}", self.destination.bucket());
+            let line = log_line(&record, &bucket, &item.path);
             log.write_all(line.as_bytes()).map_err(|e| {
                 TaskFailure::new(format!("cannot write {}: {e}", self.log_path.display()))
             })?;
             records.push(record);
         }
         Ok(output(&self.destination, &records))
-    }
-
-    fn uri_of(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.destination.bucket())
     }
 
     /// Uploads one file unless the destination already holds its bytes.
@@ -241,6 +218,40 @@ impl Job {
             skipped: false,
         })
     }
+}
+
+/// The failure of a task whose sources hold no file to upload.
+fn nothing_to_upload(sources: &[String], include: &[String]) -> TaskFailure {
+    let patterns = if include.is_empty() {
+        String::new()
+    } else {
+        format!(" matching include {include:?}")
+    };
+    TaskFailure::new(format!(
+        "nothing to upload: {} hold(s) no files{patterns}",
+        sources
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// One object's line in the attempt's `stdout.log`; `bucket` is
+/// `s3://BUCKET`.
+fn log_line(record: &Record, bucket: &str, path: &std::path::Path) -> String {
+    format!(
+        "{} {bucket}/{} ({} bytes, sha256 {}) from {}\n",
+        if record.skipped {
+            "unchanged"
+        } else {
+            "uploaded "
+        },
+        record.key,
+        record.checksums.size,
+        record.checksums.sha256,
+        path.display()
+    )
 }
 
 /// The task's output: totals, and the first objects (see the module docs).

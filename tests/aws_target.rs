@@ -1,0 +1,463 @@
+//! `flux-engine run DAG --target aws` against a local AWS endpoint (moto's
+//! server behind the harness's fault-injecting proxy, see
+//! `tests/common/aws_endpoint.rs`): what the engine asks of S3 and EMR is
+//! read back from the proxy's log and from moto, and compared with what
+//! the DAG and the files on disk say it must be.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::aws_endpoint::{AwsEndpoint, REGION};
+use common::{Scratch, text};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const BUCKET: &str = "flux-demo";
+
+/// A DAG of an upload (three files, one large enough for a multipart
+/// upload at the test's threshold), a Spark job on EMR and a local task
+/// after it.
+fn project(s: &Scratch) -> std::path::PathBuf {
+    s.write(
+        "data/locations.csv",
+        "location_id,name\n1,Harbour\n2,Airport\n",
+    );
+    s.write("data/users.csv", "user_id,name\n7,Ada\n");
+    // About 140 kB of varied lines: three parts at the test's part size.
+    let big: String = (0..12_000)
+        .map(|i| format!("{i:06},{}\n", i * 7919 % 10_007))
+        .collect();
+    s.write("data/transactions.csv", &big);
+    s.write("jobs/job.py", "print('the job')\n");
+    s.write("jobs/common.py", "SHARED = 1\n");
+    s.write(
+        "dag.toml",
+        &format!(
+            r#"
+[dag]
+name = "awsdemo"
+
+[aws]
+region = "{REGION}"
+emr_mode = "cluster"
+release_label = "emr-7.5.0"
+instance_type = "m5.xlarge"
+instance_count = 2
+service_role = "EMR_DefaultRole"
+job_flow_role = "EMR_EC2_DefaultRole"
+log_uri = "s3://{BUCKET}/logs/emr/"
+scripts_prefix = "s3://{BUCKET}/scripts/"
+
+[tasks.ingest]
+type = "s3_ingest"
+source = "data"
+destination = "s3://{BUCKET}/raw/"
+
+[tasks.job]
+type = "emr_spark"
+depends_on = ["ingest"]
+script = "jobs/job.py"
+py_files = ["jobs/common.py"]
+args = ["--raw", "s3://{BUCKET}/raw/", "--out", "s3://{BUCKET}/out/"]
+spark_conf = {{ "spark.sql.shuffle.partitions" = "4" }}
+
+[tasks.after]
+type = "shell"
+depends_on = ["job"]
+command = "echo after"
+"#
+        ),
+    )
+}
+
+/// The engine on the endpoint, with a multipart threshold of 100 kB.
+fn run_on(aws: &AwsEndpoint, s: &Scratch, args: &[&str]) -> Output {
+    let mut command = common::command(&s.path("state"));
+    aws.configure(&mut command);
+    command
+        .env("FLUX_S3_MULTIPART_THRESHOLD", "100000")
+        .env("FLUX_S3_PART_SIZE", "50000")
+        .current_dir(s.path(""))
+        .args(args)
+        .output()
+        .expect("the engine starts")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn base64_sha256(bytes: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    // Computed by openssl-free means: Python's hashlib and base64, so that
+    // the expectation does not come from the code under test.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,hashlib,base64;print(base64.b64encode(hashlib.sha256(sys.stdin.buffer.read()).digest()).decode())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+fn run_id_of(output: &Output) -> String {
+    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    all.split_whitespace()
+        .find(|w| w.len() > 16 && w.starts_with("20") && w.contains('T') && w.contains('-'))
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .unwrap_or_else(|| panic!("no run id in:\n{all}"))
+}
+
+fn body(request: &Value) -> Value {
+    match &request["body"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn a_dag_runs_on_aws_uploads_once_and_runs_its_step_on_a_cluster_it_terminates() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    aws.call(json!({"op": "step_outcome", "step_id": "*", "state": "COMPLETED", "after_polls": 2}));
+
+    let out = run_on(&aws, &s, &["run", dag.to_str().unwrap(), "--target", "aws"]);
+    assert!(
+        out.status.success(),
+        "the run failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let run_id = run_id_of(&out);
+
+    // Every file is in the bucket, byte for byte, with the SHA-256 S3
+    // verifies sent along.
+    let requests = aws.requests();
+    for name in ["locations.csv", "users.csv", "transactions.csv"] {
+        let local = std::fs::read(s.path(&format!("data/{name}"))).unwrap();
+        let stored = aws.object(BUCKET, &format!("raw/{name}")).expect(name);
+        assert_eq!(stored.as_bytes(), &local[..], "raw/{name}");
+        let _ = sha256_hex(&local);
+    }
+    let small = std::fs::read(s.path("data/locations.csv")).unwrap();
+    let put = requests
+        .iter()
+        .find(|r| r["operation"] == "PutObject" && r["key"] == "raw/locations.csv")
+        .expect("a PutObject of raw/locations.csv");
+    assert_eq!(
+        put["headers"]["x-amz-checksum-sha256"].as_str(),
+        Some(base64_sha256(&small).as_str()),
+        "{put}"
+    );
+    // The large file went up in parts, each with its own checksum.
+    let parts: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "UploadPart" && r["key"] == "raw/transactions.csv")
+        .collect();
+    let big = std::fs::metadata(s.path("data/transactions.csv"))
+        .unwrap()
+        .len();
+    assert!(big > 100_000, "the file is over the multipart threshold");
+    assert_eq!(
+        parts.len() as u64,
+        big.div_ceil(50_000),
+        "{big} bytes in parts of 50,000"
+    );
+    assert!(
+        parts.iter().all(|p| p["headers"]["x-amz-checksum-sha256"]
+            .as_str()
+            .is_some_and(|c| c.len() == 44)),
+        "{parts:?}"
+    );
+
+    // The scripts are where the export references them.
+    for name in ["job.py", "common.py"] {
+        let local = std::fs::read_to_string(s.path(&format!("jobs/{name}"))).unwrap();
+        assert_eq!(
+            aws.object(BUCKET, &format!("scripts/{name}")),
+            Some(local),
+            "{name}"
+        );
+    }
+
+    // One cluster, tagged with the DAG and the run.
+    let created: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "RunJobFlow")
+        .collect();
+    assert_eq!(created.len(), 1);
+    let tags = body(created[0])["Tags"].clone();
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .contains(&json!({"Key": "flux-engine:dag", "Value": "awsdemo"})),
+        "{tags}"
+    );
+    assert!(
+        tags.as_array()
+            .unwrap()
+            .contains(&json!({"Key": "flux-engine:run", "Value": run_id})),
+        "{tags}"
+    );
+
+    // One step, with the uploaded scripts and the DAG's arguments.
+    let added: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "AddJobFlowSteps")
+        .collect();
+    assert_eq!(added.len(), 1);
+    let step = &body(added[0])["Steps"][0];
+    assert_eq!(step["Name"], "job");
+    assert_eq!(
+        step["HadoopJarStep"]["Args"],
+        json!([
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--py-files",
+            format!("s3://{BUCKET}/scripts/common.py"),
+            "--conf",
+            "spark.sql.shuffle.partitions=4",
+            format!("s3://{BUCKET}/scripts/job.py"),
+            "--raw",
+            format!("s3://{BUCKET}/raw/"),
+            "--out",
+            format!("s3://{BUCKET}/out/"),
+        ])
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r["operation"] == "DescribeStep")
+            .count()
+            >= 3,
+        "the step was polled until it completed"
+    );
+
+    // The cluster was terminated when the run ended.
+    let cluster_id = body(added[0])["JobFlowId"].as_str().unwrap().to_string();
+    let terminated: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "TerminateJobFlows")
+        .collect();
+    assert_eq!(terminated.len(), 1, "{terminated:?}");
+    assert_eq!(body(terminated[0])["JobFlowIds"], json!([cluster_id]));
+
+    // The local task after the step ran.
+    let show = common::show(&s.path("state"), &run_id);
+    let tasks = common::tasks_by_id(&show);
+    assert_eq!(tasks["after"]["status"], "succeeded", "{show}");
+    assert_eq!(show["target"], "aws", "{show}");
+
+    // A second run uploads nothing: every object's recorded SHA-256 matches.
+    aws.call(json!({"op": "clear_requests"}));
+    let again = run_on(&aws, &s, &["run", dag.to_str().unwrap(), "--target", "aws"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let puts: Vec<Value> = aws
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r["operation"].as_str(),
+                Some("PutObject" | "UploadPart" | "CreateMultipartUpload")
+            )
+        })
+        .collect();
+    assert!(
+        puts.is_empty(),
+        "the unchanged files were uploaded again: {puts:?}"
+    );
+    let show = common::show(&s.path("state"), &run_id_of(&again));
+    let ingest = &common::tasks_by_id(&show)["ingest"]["output"];
+    assert_eq!(ingest["skipped"], 3, "{ingest}");
+    assert_eq!(ingest["uploaded"], 0, "{ingest}");
+}
+
+#[test]
+fn a_failed_step_fails_its_task_with_the_log_and_the_cluster_goes() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    let log_file = format!("s3://{BUCKET}/logs/emr/j-X/steps/s-X/stderr.gz");
+    aws.call(json!({
+        "op": "step_outcome", "step_id": "*", "state": "FAILED", "after_polls": 1,
+        "failure": {"Reason": "Job failed", "Message": "Exception in thread main", "LogFile": log_file},
+    }));
+    let out = run_on(&aws, &s, &["run", dag.to_str().unwrap(), "--target", "aws"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let show = common::show(&s.path("state"), &run_id_of(&out));
+    let tasks = common::tasks_by_id(&show);
+    assert_eq!(tasks["job"]["status"], "failed");
+    let error = tasks["job"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("FAILED") && error.contains("Job failed"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&log_file),
+        "the log location is named: {error}"
+    );
+    assert_eq!(tasks["after"]["status"], "upstream_failed");
+    let requests = aws.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r["operation"] == "TerminateJobFlows")
+            .count(),
+        1
+    );
+    assert!(
+        !requests.iter().any(|r| r["operation"] == "CancelSteps"),
+        "a step that ended is not cancelled"
+    );
+}
+
+fn wait_for_operation(aws: &mut AwsEndpoint, operation: &str, limit: Duration) -> Vec<Value> {
+    let mut found = Vec::new();
+    common::wait_until(limit, || {
+        found = aws.requests_of(operation);
+        !found.is_empty()
+    });
+    found
+}
+
+#[test]
+fn sigint_during_a_step_cancels_it_and_terminates_the_cluster() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    let mut command = common::command(&s.path("state"));
+    aws.configure(&mut command);
+    let mut child = command
+        .current_dir(s.path(""))
+        .args(["run", dag.to_str().unwrap(), "--target", "aws"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let added = wait_for_operation(&mut aws, "DescribeStep", Duration::from_secs(60));
+    assert!(!added.is_empty(), "the step was never polled");
+    common::signal(child.id(), libc::SIGINT);
+    let status = common::wait_timeout(&mut child, Duration::from_secs(60)).expect("the run ends");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", text(&out.stderr));
+    let requests = aws.requests();
+    let polled = requests
+        .iter()
+        .find(|r| r["operation"] == "DescribeStep")
+        .unwrap();
+    let step_id = body(polled)["StepId"].clone();
+    let cancels: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "CancelSteps")
+        .collect();
+    assert_eq!(cancels.len(), 1, "{}", text(&out.stderr));
+    assert_eq!(body(cancels[0])["StepIds"], json!([step_id]));
+    let cancel_at = cancels[0]["seq"].as_i64().unwrap();
+    let terminate = requests
+        .iter()
+        .find(|r| r["operation"] == "TerminateJobFlows")
+        .expect("the cluster is terminated");
+    assert!(
+        terminate["seq"].as_i64().unwrap() > cancel_at,
+        "cancel, then terminate"
+    );
+}
+
+#[test]
+fn sigkill_during_a_step_then_resume_polls_the_same_step() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    let mut command = common::command(&s.path("state"));
+    aws.configure(&mut command);
+    let mut child = command
+        .current_dir(s.path(""))
+        .args(["run", dag.to_str().unwrap(), "--target", "aws"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let polled = wait_for_operation(&mut aws, "DescribeStep", Duration::from_secs(60));
+    assert!(!polled.is_empty(), "the step was never polled");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let step_id = body(&polled[0])["StepId"].as_str().unwrap().to_string();
+
+    aws.call(
+        json!({"op": "step_outcome", "step_id": step_id, "state": "COMPLETED", "after_polls": 1}),
+    );
+    aws.call(json!({"op": "clear_requests"}));
+    let out = run_on(&aws, &s, &["resume", "--latest"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let requests = aws.requests();
+    let count = |op: &str| requests.iter().filter(|r| r["operation"] == op).count();
+    assert_eq!(count("AddJobFlowSteps"), 0, "no second step");
+    assert_eq!(count("RunJobFlow"), 0, "the run's cluster is reused");
+    let polled_after: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "DescribeStep")
+        .map(|r| body(r)["StepId"].clone())
+        .collect();
+    assert!(!polled_after.is_empty());
+    assert!(
+        polled_after.iter().all(|id| id == &json!(step_id)),
+        "{polled_after:?}"
+    );
+    assert_eq!(count("TerminateJobFlows"), 1);
+    assert!(
+        text(&out.stderr).contains(&format!("reconnected to EMR step {step_id}")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_credential_is_an_error_before_any_task() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let aws = AwsEndpoint::start();
+    let mut command = common::command(&s.path("state"));
+    aws.configure(&mut command);
+    let out = command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["run", dag.to_str().unwrap(), "--target", "aws"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no AWS credentials") && err.contains("AWS_PROFILE"),
+        "{err}"
+    );
+    assert!(
+        !Path::new(&s.path("state/flux.db")).exists(),
+        "nothing was recorded"
+    );
+}
