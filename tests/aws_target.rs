@@ -461,3 +461,398 @@ fn a_missing_credential_is_an_error_before_any_task() {
         "nothing was recorded"
     );
 }
+
+/// An Athena result as moto's static results queue takes it: a header row
+/// (as Athena returns it for a SELECT) and the rows, all as text.
+fn athena_result(columns: &[(&str, &str)], rows: &[&[&str]]) -> Value {
+    let row = |values: Vec<&str>| json!({"Data": values.iter().map(|v| json!({"VarCharValue": v})).collect::<Vec<_>>()});
+    let mut all = vec![row(columns.iter().map(|(n, _)| *n).collect())];
+    all.extend(rows.iter().map(|r| row(r.to_vec())));
+    json!({
+        "rows": all,
+        "column_info": columns.iter().map(|(n, t)| json!({"Name": n, "Type": t})).collect::<Vec<_>>(),
+    })
+}
+
+/// The rental DAG's seven queries' results, in the DAG's order (moto binds
+/// each queued result to the next query started).
+fn rental_results() -> Vec<Value> {
+    let tables = [
+        "locations",
+        "users",
+        "vehicles",
+        "rentals_clean",
+        "quarantine",
+        "location_performance",
+        "vehicle_type_performance",
+        "vehicle_performance",
+        "daily_metrics",
+        "user_metrics",
+    ];
+    let counts: Vec<[String; 2]> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| [t.to_string(), (10 * (i + 1)).to_string()])
+        .collect();
+    let count_rows: Vec<Vec<&str>> = counts
+        .iter()
+        .map(|r| vec![r[0].as_str(), r[1].as_str()])
+        .collect();
+    let count_refs: Vec<&[&str]> = count_rows.iter().map(|r| r.as_slice()).collect();
+    vec![
+        athena_result(
+            &[("table_name", "varchar"), ("record_count", "bigint")],
+            &count_refs,
+        ),
+        athena_result(
+            &[
+                ("total_revenue", "double"),
+                ("total_rentals", "bigint"),
+                ("active_users", "bigint"),
+                ("avg_rental_hours", "double"),
+                ("rented_vehicles", "bigint"),
+            ],
+            &[&["123456.5", "2000", "310", "26.25", "140"]],
+        ),
+        athena_result(
+            &[
+                ("vehicle_id", "varchar"),
+                ("brand", "varchar"),
+                ("vehicle_type", "varchar"),
+                ("total_revenue", "double"),
+                ("total_transactions", "bigint"),
+            ],
+            &[
+                &["VH-TOP-001", "Tesla", "sedan", "5400.0", "12"],
+                &["VH-002", "Ford", "suv", "4100.0", "9"],
+            ],
+        ),
+        athena_result(
+            &[
+                ("location_id", "varchar"),
+                ("location_name", "varchar"),
+                ("city", "varchar"),
+                ("state", "varchar"),
+                ("total_revenue", "double"),
+                ("total_transactions", "bigint"),
+            ],
+            &[&["L1", "Harbour Point", "Seattle", "WA", "9000.0", "40"]],
+        ),
+        athena_result(
+            &[
+                ("vehicle_type", "varchar"),
+                ("total_revenue", "double"),
+                ("total_transactions", "bigint"),
+                ("avg_transaction_amount", "double"),
+                ("avg_rental_hours", "double"),
+            ],
+            &[
+                &["sedan", "70000.0", "1200", "58.3", "25.0"],
+                &["suv", "53456.5", "800", "66.8", "28.1"],
+            ],
+        ),
+        athena_result(
+            &[
+                ("rental_date", "varchar"),
+                ("total_revenue", "double"),
+                ("total_transactions", "bigint"),
+            ],
+            &[
+                &["2024-01-01", "1000.0", "10"],
+                &["2024-01-02", "1500.0", "14"],
+            ],
+        ),
+        athena_result(
+            &[("check_name", "varchar"), ("failures", "bigint")],
+            &[
+                &["a", "0"],
+                &["b", "0"],
+                &["c", "0"],
+                &["d", "0"],
+                &["e", "0"],
+                &["f", "0"],
+            ],
+        ),
+    ]
+}
+
+/// Puts an object into moto directly (as the Spark job would have).
+fn put_object(aws: &mut AwsEndpoint, bucket: &str, key: &str, text: &str) {
+    let answer = aws.call(json!({
+        "op": "moto", "method": "PUT", "path": format!("/{bucket}/{key}"), "body": text,
+        "headers": {"Authorization": format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/s3/aws4_request, SignedHeaders=host, Signature=0"
+        )},
+    }));
+    assert_eq!(answer["status"], 200, "{answer}");
+}
+
+/// The endpoint ready for the rental DAG: its bucket, crawls that finish
+/// at once, steps that complete, the cleaning job's counts where the job
+/// writes them, the queries' results queued.
+fn rental_endpoint() -> AwsEndpoint {
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket("flux-rental");
+    aws.moto(
+        "POST",
+        "/moto-api/state-manager/set-transition",
+        json!({"model_name": "glue::crawl", "transition": {"progression": "immediate"}}),
+    );
+    aws.call(json!({"op": "step_outcome", "step_id": "*", "state": "COMPLETED", "after_polls": 1}));
+    put_object(
+        &mut aws,
+        "flux-rental",
+        "processed/job_counts/clean.json",
+        r#"{"files": {"rental_transactions.csv": {"read": 2000, "clean": 1990, "quarantined": 10}}, "quarantine_reasons": {"bad date": 10}}"#,
+    );
+    let answer = aws.moto(
+        "POST",
+        "/moto-api/static/athena/query-results",
+        json!({"account_id": "123456789012", "region": REGION, "results": rental_results()}),
+    );
+    assert_eq!(answer["status"], 201, "{answer}");
+    aws
+}
+
+fn rental_args(extra: &[&str]) -> Vec<String> {
+    let dag = common::root().join("dags/rental.toml");
+    let mut args = vec![
+        "run".to_string(),
+        dag.display().to_string(),
+        "--target".into(),
+        "aws".into(),
+    ];
+    // One task at a time: moto hands out the queued query results in the
+    // order the queries start.
+    args.extend(["--max-parallel".to_string(), "1".to_string()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+#[test]
+fn the_rental_dag_runs_end_to_end_on_aws() {
+    let s = Scratch::new();
+    let mut aws = rental_endpoint();
+    let args = rental_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_on(&aws, &s, &args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let requests = aws.requests();
+    let count = |op: &str| requests.iter().filter(|r| r["operation"] == op).count();
+
+    // The raw files and the job scripts, byte for byte.
+    let sample = common::root().join("dags/data/rental-sample");
+    for name in [
+        "locations.csv",
+        "users.csv",
+        "vehicles.csv",
+        "rental_transactions.csv",
+    ] {
+        let local = std::fs::read_to_string(sample.join(name)).unwrap();
+        assert_eq!(
+            aws.object("flux-rental", &format!("raw/{name}")),
+            Some(local),
+            "{name}"
+        );
+    }
+    for name in [
+        "rental_clean.py",
+        "rental_common.py",
+        "rental_vehicle_location_metrics.py",
+        "rental_user_transaction_metrics.py",
+    ] {
+        let local = std::fs::read_to_string(common::root().join("pyspark").join(name)).unwrap();
+        assert_eq!(
+            aws.object("flux-rental", &format!("scripts/{name}")),
+            Some(local),
+            "{name}"
+        );
+    }
+
+    // One cluster, three steps with the DAG's arguments, then terminated.
+    assert_eq!(count("RunJobFlow"), 1);
+    let steps: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "AddJobFlowSteps")
+        .map(|r| body(r)["Steps"][0].clone())
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|s| s["Name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "clean",
+            "vehicle_location_metrics",
+            "user_transaction_metrics"
+        ]
+    );
+    // As dags/rental.toml writes the clean task, bucket substituted.
+    assert_eq!(
+        steps[0]["HadoopJarStep"]["Args"],
+        json!([
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--py-files",
+            "s3://flux-rental/scripts/rental_common.py",
+            "--conf",
+            "spark.sql.shuffle.partitions=8",
+            "s3://flux-rental/scripts/rental_clean.py",
+            "--raw",
+            "s3://flux-rental/raw/",
+            "--output",
+            "s3://flux-rental/processed/clean/",
+            "--quarantine",
+            "s3://flux-rental/processed/quarantine/",
+            "--counts-out",
+            "s3://flux-rental/processed/job_counts/clean.json",
+            "--max-quarantine-ratio",
+            "0.05",
+        ])
+    );
+    assert_eq!(count("TerminateJobFlows"), 1);
+
+    // The crawler, created with the DAG's database and targets, started and polled.
+    let created: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "CreateCrawler")
+        .map(body)
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["Name"], "rental-crawl");
+    assert_eq!(created[0]["DatabaseName"], "rental");
+    let paths: Vec<&str> = created[0]["Targets"]["S3Targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "s3://flux-rental/processed/clean/",
+            "s3://flux-rental/processed/quarantine/",
+            "s3://flux-rental/processed/vehicle_location/",
+            "s3://flux-rental/processed/user_transaction/",
+        ]
+    );
+    assert_eq!(count("StartCrawler"), 1);
+    assert!(count("GetCrawler") >= 2);
+
+    // Seven queries in the primary workgroup, their results read back.
+    let started: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "StartQueryExecution")
+        .map(body)
+        .collect();
+    assert_eq!(started.len(), 7);
+    assert!(
+        started.iter().all(|q| q["WorkGroup"] == "primary"),
+        "{started:?}"
+    );
+    assert!(count("GetQueryResults") >= 7);
+
+    // The report, rendered from those results and uploaded.
+    let html = aws
+        .object("flux-rental", "analytics/report/rental_report.html")
+        .expect("the report was uploaded");
+    assert!(
+        html.contains("VH-TOP-001"),
+        "the top vehicle is in the report"
+    );
+    assert!(
+        html.contains("Harbour Point"),
+        "the top location is in the report"
+    );
+    assert!(
+        html.contains("rental_transactions.csv"),
+        "the row counts are in the report"
+    );
+}
+
+#[test]
+fn throttling_and_server_errors_on_every_service_are_retried_and_traced() {
+    let s = Scratch::new();
+    let mut aws = rental_endpoint();
+    for (service, operation, kind) in [
+        ("s3", "PutObject", "throttle"),
+        ("s3", "HeadObject", "5xx"),
+        ("elasticmapreduce", "RunJobFlow", "5xx"),
+        ("elasticmapreduce", "DescribeStep", "throttle"),
+        ("glue", "GetCrawler", "throttle"),
+        ("glue", "StartCrawler", "5xx"),
+        ("athena", "StartQueryExecution", "throttle"),
+        ("athena", "GetQueryResults", "5xx"),
+    ] {
+        aws.call(json!({"op": "fault", "service": service, "operation": operation, "count": 1, "kind": kind}));
+    }
+    let args = rental_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_on(&aws, &s, &args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let faults = aws.call(json!({"op": "faults"}))["faults"].clone();
+    assert!(
+        faults.as_array().unwrap().iter().all(|f| f["fired"] == 1),
+        "every fault was met: {faults}"
+    );
+
+    // Each retried request is one span with two tries.
+    let run_id = run_id_of(&out);
+    let otlp = s.path("trace.json");
+    let traced = common::flux(
+        &s.path("state"),
+        &["trace", &run_id, "--otlp-json", otlp.to_str().unwrap()],
+    );
+    assert!(traced.status.success(), "{}", text(&traced.stderr));
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&otlp).unwrap()).unwrap();
+    let mut retried: Vec<String> = Vec::new();
+    for resource in trace["resourceSpans"].as_array().unwrap() {
+        for scope in resource["scopeSpans"].as_array().unwrap() {
+            for span in scope["spans"].as_array().unwrap() {
+                let attribute = |key: &str| {
+                    span["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|a| a["key"] == key)
+                        .map(|a| a["value"].clone())
+                };
+                let tries = attribute("flux.aws.tries").and_then(|v| {
+                    v["intValue"]
+                        .as_str()
+                        .and_then(|n| n.parse::<i64>().ok())
+                        .or(v["intValue"].as_i64())
+                });
+                if tries == Some(2) {
+                    retried.push(
+                        attribute("rpc.method")
+                            .map(|v| v["stringValue"].as_str().unwrap_or("").to_string())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    retried.sort();
+    let mut expected = vec![
+        "PutObject",
+        "HeadObject",
+        "RunJobFlow",
+        "DescribeStep",
+        "GetCrawler",
+        "StartCrawler",
+        "StartQueryExecution",
+        "GetQueryResults",
+    ];
+    expected.sort();
+    assert_eq!(retried, expected);
+}

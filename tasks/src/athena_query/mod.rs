@@ -69,8 +69,10 @@
 //! [`sfn`]: in Step Functions the task is
 //! `athena:startQueryExecution.sync`, its results under the execution's
 //! name, and with `expect` a check query whose counts a `Choice` reads.
-//! The AWS backend driven by the SDK is not written yet.
+//! With `run --target aws` the query runs in Athena through the SDK
+//! ([`aws`]), its result read back and checked by the same `expect`.
 
+mod aws;
 mod config;
 mod expect;
 pub mod sfn;

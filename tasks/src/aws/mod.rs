@@ -47,7 +47,13 @@ pub struct AwsRun {
     /// The run's own records of work it started (run-wide), once the run
     /// id is known: what the end of the run cleans up.
     run_journal: OnceLock<WorkJournal>,
+    /// Requests stopping work whose attempt was dropped (a step, a
+    /// query): the end of the run waits for them.
+    cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long the end of a run waits for the stop requests still under way.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(30);
 
 impl AwsRun {
     /// Connects for `dag`: reads its `[aws]` settings (as the export does)
@@ -113,6 +119,7 @@ impl AwsRun {
             common,
             settings,
             run_journal: OnceLock::new(),
+            cleanups: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -130,6 +137,32 @@ impl AwsRun {
         self.run_journal.get()
     }
 
+    /// Sends a request that stops work whose attempt was dropped; the end
+    /// of the run waits for it ([`AwsRun::finish_cleanups`]).
+    pub fn spawn_cleanup(&self, request: impl Future<Output = ()> + Send + 'static) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let handle = runtime.spawn(request);
+        self.cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    /// Waits (at most [`CLEANUP_DEADLINE`]) for the stop requests sent so
+    /// far.
+    pub async fn finish_cleanups(&self) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = async {
+            for request in pending {
+                let _ = request.await;
+            }
+        };
+        let _ = tokio::time::timeout(CLEANUP_DEADLINE, all).await;
+    }
+
     /// The `[aws]` settings of the kind `K`.
     pub fn settings<K: StepFunctions>(&self) -> Option<&K::Settings> {
         self.settings
@@ -142,6 +175,13 @@ impl AwsRun {
     pub fn console_link(&self, path: &str) -> String {
         console_link(&self.region, path)
     }
+}
+
+/// A line for the person at the terminal (`flux-engine: ...` on stderr);
+/// a closed terminal is no reason to fail.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "flux-engine: {line}");
 }
 
 /// `https://REGION.console.aws.amazon.com/PATH`.
@@ -306,6 +346,9 @@ where
 pub fn registry(mut registry: Registry, aws: &Arc<AwsRun>) -> Registry {
     use_on_aws(&mut registry, crate::s3_ingest::S3Ingest, aws);
     use_on_aws(&mut registry, crate::emr_spark::EmrSpark, aws);
+    use_on_aws(&mut registry, crate::glue_crawler::GlueCrawler, aws);
+    use_on_aws(&mut registry, crate::athena_query::AthenaQuery, aws);
+    use_on_aws(&mut registry, crate::report::Report, aws);
     registry
 }
 

@@ -49,17 +49,15 @@ impl Intercept for RequestSpans {
         _context: &BeforeSerializationInterceptorContextRef<'_>,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let (service, operation) = cfg
-            .load::<Metadata>()
-            .map(|m| (m.service().to_string(), m.name().to_string()))
-            .unwrap_or_default();
+        // The operation's metadata is not in the bag yet: it is named at
+        // its first try.
         let span = info_span!(
             "aws",
-            otel.name = %format!("{service}.{operation}"),
+            otel.name = "aws",
             otel.kind = "client",
             rpc.system = "aws-api",
-            rpc.service = %service,
-            rpc.method = %operation,
+            rpc.service = field::Empty,
+            rpc.method = field::Empty,
             aws.request_id = field::Empty,
             http.response.status_code = field::Empty,
             flux.aws.tries = field::Empty,
@@ -78,6 +76,17 @@ impl Intercept for RequestSpans {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(mut request) = cfg.load::<RequestSpan>().cloned() {
+            if request.tries == 0
+                && let Some(metadata) = cfg.load::<Metadata>()
+            {
+                let span = &request.span;
+                span.record(
+                    "otel.name",
+                    format!("{}.{}", metadata.service(), metadata.name()).as_str(),
+                );
+                span.record("rpc.service", metadata.service());
+                span.record("rpc.method", metadata.name());
+            }
             request.tries += 1;
             cfg.interceptor_state().store_put(request);
         }

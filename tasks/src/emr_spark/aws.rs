@@ -27,7 +27,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use super::sfn::{DAG_TAG, Emr, spark_submit_args};
 use super::{EmrSpark, SparkJob};
-use crate::aws::{AwsRun, OnAws, Poll, error_text, throttled};
+use crate::aws::{AwsRun, OnAws, Poll, error_text, say, throttled};
 use crate::s3::S3Uri;
 
 /// The default seconds between two polls of a step.
@@ -67,9 +67,6 @@ struct ClusterUse {
 #[derive(Default)]
 pub(super) struct EmrOnAws {
     cluster: Mutex<ClusterUse>,
-    /// Steps whose attempts were dropped, being cancelled: the end of the
-    /// run waits for them before the cluster goes.
-    cancelling: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn state() -> &'static EmrOnAws {
@@ -89,11 +86,8 @@ impl OnAws for EmrSpark {
     /// cluster (the one recorded for the run, also when an earlier,
     /// killed process created it).
     async fn end_of_aws_run(&self, aws: &Arc<AwsRun>) {
-        let pending: Vec<_> =
-            std::mem::take(&mut *state().cancelling.lock().unwrap_or_else(|e| e.into_inner()));
-        for cancel in pending {
-            let _ = tokio::time::timeout(Duration::from_secs(30), cancel).await;
-        }
+        // Steps being cancelled go before their cluster.
+        aws.finish_cleanups().await;
         let known = state().cluster.lock().await.cluster_id.clone();
         let recorded = aws
             .run_journal()
@@ -139,11 +133,6 @@ impl OnAws for EmrSpark {
     }
 }
 
-fn say(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "flux-engine: {line}");
-}
-
 struct Step {
     job: SparkJob,
     aws: Arc<AwsRun>,
@@ -151,7 +140,7 @@ struct Step {
 
 /// A step in flight: cancelled if the attempt is dropped before it ends.
 struct CancelOnDrop {
-    emr: aws_sdk_emr::Client,
+    aws: Arc<AwsRun>,
     cluster_id: String,
     step_id: String,
     armed: bool,
@@ -162,16 +151,14 @@ impl Drop for CancelOnDrop {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let request = self
+            .aws
             .emr
             .cancel_steps()
             .cluster_id(&self.cluster_id)
             .step_ids(&self.step_id);
         let step_id = self.step_id.clone();
-        let handle = runtime.spawn(async move {
+        self.aws.spawn_cleanup(async move {
             match request.send().await {
                 Ok(_) => say(&format!("EMR step {step_id} cancelled")),
                 Err(e) => say(&format!(
@@ -180,11 +167,6 @@ impl Drop for CancelOnDrop {
                 )),
             }
         });
-        state()
-            .cancelling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
     }
 }
 
@@ -202,7 +184,7 @@ impl TaskAction for Step {
             ));
         }
         let mut guard = CancelOnDrop {
-            emr: self.aws.emr.clone(),
+            aws: self.aws.clone(),
             cluster_id: cluster_id.clone(),
             step_id: step_id.clone(),
             armed: true,

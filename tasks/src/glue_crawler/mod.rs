@@ -116,9 +116,10 @@
 //! polls it until it is ready, failing unless its last crawl succeeded;
 //! `export --cfn` creates the crawler (one S3 target per `targets` entry,
 //! `DatabaseName`) and the database. `table_prefix` and `exclusions` are
-//! not carried to the created crawler yet. The AWS backend driven by the
-//! SDK is not written yet.
+//! not carried to the created crawler yet. With `run --target aws` the
+//! crawler runs in Glue through the SDK ([`aws`]).
 
+mod aws;
 mod config;
 mod infer;
 mod scan;

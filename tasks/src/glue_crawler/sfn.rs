@@ -27,6 +27,7 @@
 use exporters::sfn::cfn::{BucketUse, Deployment, LogicalId, Parameter, Resource, reference};
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::{Json, Obj};
+use exporters::sfn::settings::{AwsSettings, KindSettings};
 use exporters::sfn::states::fail;
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
 
@@ -40,14 +41,33 @@ pub fn crawler_name(dag_name: &str, task_id: &str) -> String {
     format!("{dag_name}-{task_id}")
 }
 
+/// The `[aws]` settings of `glue_crawler` tasks: only a run with
+/// `--target aws` reads them (the export's crawler gets its role from the
+/// template's `GlueCrawlerRoleArn` parameter).
+#[derive(Debug, Clone, Default)]
+pub struct GlueSettings {
+    /// The role a crawler the run creates assumes.
+    pub crawler_role: Option<String>,
+}
+
+impl KindSettings for GlueSettings {
+    const KEYS: &'static [&'static str] = &["glue_crawler_role"];
+
+    fn read(aws: &mut AwsSettings, _first: Option<&str>) -> Option<GlueSettings> {
+        Some(GlueSettings {
+            crawler_role: aws.string("glue_crawler_role", None),
+        })
+    }
+}
+
 impl StepFunctions for GlueCrawler {
-    type Settings = ();
+    type Settings = GlueSettings;
 
     fn translate(
         &self,
         task: &TaskContext,
         config: &GlueCrawlerConfig,
-        _settings: &(),
+        _settings: &GlueSettings,
     ) -> Result<TaskExport, String> {
         let crawler = crawler_name(&task.dag.name, task.id());
         let mut export =
@@ -67,7 +87,7 @@ impl StepFunctions for GlueCrawler {
 
     fn deployment(
         &self,
-        _settings: &(),
+        _settings: &GlueSettings,
         tasks: &[(&TaskContext, GlueCrawlerConfig)],
     ) -> Result<Deployment, String> {
         let mut deployment = Deployment::default();

@@ -370,3 +370,81 @@ impl ReportSource for Prefetched {
 
 #[cfg(test)]
 mod tests;
+
+/// The `report` task in a run with `--target aws`: the upstream query
+/// results read from S3 where Athena wrote them (the exact objects the
+/// queries' outputs name), the same report built and rendered as
+/// locally, and the HTML uploaded to `output`.
+struct ReportOnAws {
+    spec: ReportSpec,
+    aws: std::sync::Arc<crate::aws::AwsRun>,
+}
+
+impl crate::aws::OnAws for super::Report {
+    fn aws_action(
+        &self,
+        spec: ReportSpec,
+        aws: &std::sync::Arc<crate::aws::AwsRun>,
+    ) -> std::sync::Arc<dyn engine::TaskAction> {
+        std::sync::Arc::new(ReportOnAws {
+            spec,
+            aws: aws.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::TaskAction for ReportOnAws {
+    async fn run(
+        &self,
+        attempt: &engine::Attempt,
+    ) -> Result<Option<serde_json::Value>, TaskFailure> {
+        let spec = &self.spec;
+        let client = &self.aws.s3;
+        let mut source = Prefetched::default();
+        for (field, from) in spec.query_inputs() {
+            let output = super::input(attempt, &field, &from)?;
+            let (uri, types) = super::query_result_of(output, &field, &from)?;
+            let bytes = get_object(client, &uri).await.map_err(|e| {
+                TaskFailure::new(format!(
+                    "`{field}` = \"{from}\": cannot read the query result {uri}: {e}"
+                ))
+            })?;
+            source.queries.insert(
+                from,
+                QueryData {
+                    location: uri.to_string(),
+                    bytes,
+                    types,
+                },
+            );
+        }
+        for (field, from) in spec.counts_inputs() {
+            // The Spark task's output is its counts JSON, as locally.
+            let counts = super::input(attempt, &field, &from)?.clone();
+            source.counts.insert(from, counts);
+        }
+        let report = spec.build(&source, &attempt.run_id, &attempt.task_id)?;
+        let html = reports::to_html(&report);
+        let bytes = html.len();
+        client
+            .put_object()
+            .bucket(spec.output.bucket())
+            .key(spec.output.key())
+            .content_type("text/html; charset=utf-8")
+            .body(ByteStream::from(html.into_bytes()))
+            .send()
+            .await
+            .map_err(|e| {
+                TaskFailure::new(format!(
+                    "cannot write the report to {}: {}",
+                    spec.output,
+                    crate::aws::error_text(&e)
+                ))
+            })?;
+        Ok(Some(serde_json::json!({
+            "report": spec.output.to_string(),
+            "bytes": bytes,
+        })))
+    }
+}

@@ -589,40 +589,14 @@ pub(crate) struct LocalSource<'a> {
 
 impl ReportSource for LocalSource<'_> {
     fn query_result(&self, field: &str, from: &str) -> Result<QueryData, TaskFailure> {
-        let output = input(self.attempt, field, from)?;
-        let location = output
-            .get("output_location")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                TaskFailure::new(format!(
-                    "`{field}` = \"{from}\": the output of `{from}` has no `output_location`, so it is not an athena_query result (a row_counts section reads the cleaning job's counts instead)"
-                ))
-            })?;
-        let uri = S3Uri::parse(location).map_err(|e| {
-            TaskFailure::new(format!("`{field}` = \"{from}\": `output_location`: {e}"))
-        })?;
+        let (uri, types) = query_result_of(input(self.attempt, field, from)?, field, from)?;
         let bytes = self.s3.get(&uri).map_err(|e| {
             TaskFailure::new(format!(
                 "`{field}` = \"{from}\": cannot read the query result: {e}"
             ))
         })?;
-        let types = output
-            .get("columns")
-            .and_then(|c| c.as_array())
-            .map(|columns| {
-                columns
-                    .iter()
-                    .filter_map(|c| {
-                        Some((
-                            c.get("name")?.as_str()?.to_string(),
-                            c.get("type")?.as_str()?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(QueryData {
-            location: location.to_string(),
+            location: uri.to_string(),
             bytes,
             types,
         })
@@ -634,8 +608,43 @@ impl ReportSource for LocalSource<'_> {
     }
 }
 
+/// Where an `athena_query` task's `output` says its result is, and the
+/// Athena type of each column it lists.
+pub(crate) fn query_result_of(
+    output: &serde_json::Value,
+    field: &str,
+    from: &str,
+) -> Result<(S3Uri, BTreeMap<String, String>), TaskFailure> {
+    let location = output
+        .get("output_location")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            TaskFailure::new(format!(
+                "`{field}` = \"{from}\": the output of `{from}` has no `output_location`, so it is not an athena_query result (a row_counts section reads the cleaning job's counts instead)"
+            ))
+        })?;
+    let uri = S3Uri::parse(location)
+        .map_err(|e| TaskFailure::new(format!("`{field}` = \"{from}\": `output_location`: {e}")))?;
+    let types = output
+        .get("columns")
+        .and_then(|c| c.as_array())
+        .map(|columns| {
+            columns
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.get("name")?.as_str()?.to_string(),
+                        c.get("type")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((uri, types))
+}
+
 /// The output of task `from`, which `field` names.
-fn input<'a>(
+pub(crate) fn input<'a>(
     attempt: &'a Attempt,
     field: &str,
     from: &str,

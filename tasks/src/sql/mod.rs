@@ -35,9 +35,9 @@
 //! the tables of its database, an unknown database lists the databases,
 //! and syntax or planning errors pass DataFusion's message through.
 
-mod format;
+pub(crate) mod format;
 pub mod trino;
-mod types;
+pub(crate) mod types;
 
 #[cfg(test)]
 pub(crate) mod tests;
