@@ -20,6 +20,8 @@ pub enum Target {
     StateMachineInline,
     /// `--iam`: its role's policies, `{"RolePolicy": ..., "TrustPolicy": ...}`.
     Iam,
+    /// `--iam --for-run`: the policy of the engine's own credentials.
+    IamForRun,
     /// `--cfn`: a CloudFormation template deploying them.
     CloudFormation,
 }
@@ -39,6 +41,7 @@ pub fn export(
         Target::StateMachine => (Document::StateMachine, "to Step Functions"),
         Target::StateMachineInline => (Document::StateMachineWithValues, "to Step Functions"),
         Target::Iam => (Document::Iam, "the IAM policy"),
+        Target::IamForRun => (Document::IamForRun, "the IAM policy for `run --target aws`"),
         Target::CloudFormation => (Document::CloudFormation, "the CloudFormation template"),
     };
     let text = exporters::sfn::export(&loaded, registry, document).map_err(|e| {

@@ -123,6 +123,11 @@ enum Command {
         /// {"RolePolicy": ..., "TrustPolicy": ...}
         #[arg(long, conflicts_with = "cfn")]
         iam: bool,
+        /// With --iam: instead, the policy your own credentials need to run
+        /// the DAG with `run --target aws` (a different principal from the
+        /// state machine's role)
+        #[arg(long, requires = "iam")]
+        for_run: bool,
         /// A CloudFormation template (JSON): the state machine, its role,
         /// the Glue database and crawlers, the Athena workgroup and,
         /// optionally, the bucket
@@ -338,12 +343,15 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             dag,
             sfn: _,
             iam,
+            for_run,
             cfn,
             params,
             inline_params,
             output,
         } => {
-            let target = if iam {
+            let target = if for_run {
+                export_cli::Target::IamForRun
+            } else if iam {
                 export_cli::Target::Iam
             } else if cfn {
                 export_cli::Target::CloudFormation

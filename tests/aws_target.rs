@@ -856,3 +856,60 @@ fn throttling_and_server_errors_on_every_service_are_retried_and_traced() {
     expected.sort();
     assert_eq!(retried, expected);
 }
+
+/// The policy `export --iam --for-run` writes for the rental DAG.
+fn run_policy() -> Value {
+    let out = common::command(Path::new("/nonexistent-state"))
+        .current_dir(common::root())
+        .args(["export", "--iam", "--for-run", "dags/rental.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_rental_dag_runs_with_nothing_but_the_policy_export_writes_for_it() {
+    let s = Scratch::new();
+    let mut aws = rental_endpoint();
+    let policy = run_policy();
+    aws.call(json!({"op": "allow_only", "policy": policy}));
+    let args = rental_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_on(&aws, &s, &args);
+    let refused: Vec<Value> = aws
+        .requests()
+        .into_iter()
+        .filter(|r| r["refused"] == true)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "requests the policy does not grant: {refused:?}"
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // The proxy does refuse what the policy leaves out: without the
+    // uploads' statement the first upload is denied and the run fails.
+    let s = Scratch::new();
+    let mut aws = rental_endpoint();
+    let mut narrower = policy.clone();
+    narrower["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|statement| statement["Sid"] != "RunUploads");
+    aws.call(json!({"op": "allow_only", "policy": narrower}));
+    let out = run_on(&aws, &s, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        aws.requests()
+            .iter()
+            .any(|r| r["refused"] == true
+                && r["key"].as_str().is_some_and(|k| k.starts_with("raw/"))),
+        "an upload to raw/ was refused"
+    );
+}

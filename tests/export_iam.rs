@@ -179,6 +179,45 @@ fn parliament_finds_nothing_in_the_role_policy_of_every_exportable_dag() {
     );
 }
 
+#[test]
+fn parliament_finds_nothing_in_the_policy_for_running_every_exportable_dag_on_aws() {
+    let available = parliament()
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        let message = "SKIPPED: parliament is not installed; install with: python3 -m pip install parliament==1.6.4";
+        if std::env::var_os("FLUX_REQUIRE_CHECKERS").is_some_and(|v| v == "1") {
+            panic!("{message} (FLUX_REQUIRE_CHECKERS=1)");
+        }
+        eprintln!("\n!!!!!!!! {message}\n");
+        return;
+    }
+    let s = Scratch::new();
+    for dag in EXPORTABLE {
+        let out = export(&s, &["--for-run", dag]);
+        assert!(out.status.success(), "{dag}: {}", text(&out.stderr));
+        let policy: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(policy["Version"], "2012-10-17", "{dag}: a policy document");
+        assert!(
+            !policy["Statement"].as_array().unwrap().is_empty(),
+            "{dag}: the run needs something"
+        );
+        let file = s.write("run_policy.json", &text(&out.stdout));
+        let checked = parliament()
+            .args(["--json", "--minimum_severity", "INFO"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .expect("run parliament");
+        let said = format!("{}{}", text(&checked.stdout), text(&checked.stderr));
+        assert!(
+            checked.status.success() && said.trim().is_empty(),
+            "parliament reports findings on the run policy of {dag}:\n{said}"
+        );
+    }
+}
+
 /// The report function's role grants exactly what the rental DAG's
 /// report reads and writes (dags/rental.toml's fields, written out here
 /// with the default bucket): list and read its queries' results, read the

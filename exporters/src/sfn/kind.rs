@@ -57,6 +57,21 @@ pub trait StepFunctions: Kind {
         None
     }
 
+    /// What the engine's own credentials need to run the task on AWS
+    /// (`flux-engine run --target aws`): a different principal from the
+    /// state machine's role, which `translate` grants to. Every grant is
+    /// made for [`super::iam::Role::StateMachine`] and read as the
+    /// engine's: `export --iam --for-run` writes them as one policy.
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        config: &Self::Config,
+        settings: &Self::Settings,
+    ) -> Vec<super::iam::Grant> {
+        let _ = (task, config, settings);
+        Vec::new()
+    }
+
     /// What the template gets for the DAG's tasks of this kind (given in
     /// DAG order, perhaps none), beside the state machine.
     fn deployment(
@@ -82,6 +97,12 @@ pub trait StepFunctionsFace: Send + Sync {
     fn translate(&self, task: &TaskContext, settings: &AnySettings) -> Result<TaskExport, String>;
 
     fn production_output(&self, task: &TaskContext) -> Result<Option<ProductionOutput>, String>;
+
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        settings: &AnySettings,
+    ) -> Result<Vec<super::iam::Grant>, String>;
 
     fn deployment(
         &self,
@@ -115,6 +136,20 @@ impl<K: StepFunctions> StepFunctionsFace for K {
     fn production_output(&self, task: &TaskContext) -> Result<Option<ProductionOutput>, String> {
         let config = K::config(task)?;
         Ok(StepFunctions::production_output(self, &config))
+    }
+
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        settings: &AnySettings,
+    ) -> Result<Vec<super::iam::Grant>, String> {
+        let config = K::config(task)?;
+        Ok(StepFunctions::run_grants(
+            self,
+            task,
+            &config,
+            typed::<K>(settings)?,
+        ))
     }
 
     fn deployment(

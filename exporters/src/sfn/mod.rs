@@ -103,6 +103,9 @@ pub enum Document {
     StateMachineWithValues,
     /// `--iam`: the roles' policies.
     Iam,
+    /// `--iam --for-run`: the policy the engine's own credentials need for
+    /// `run --target aws`.
+    IamForRun,
     /// `--cfn`: a CloudFormation template deploying them.
     CloudFormation,
 }
@@ -111,11 +114,15 @@ pub enum Document {
 /// pretty-printed JSON ending with a newline; the same DAG and parameters
 /// give the same bytes.
 pub fn export(dag: &Dag, registry: &Registry, document: Document) -> Result<String, ExportError> {
+    if document == Document::IamForRun {
+        return to_text(&model::run_policy(dag, registry)?);
+    }
     let model = ExportModel::build(dag, registry)?;
     let json = match document {
         Document::StateMachine => model.state_machine()?,
         Document::StateMachineWithValues => model.state_machine_with_values()?,
         Document::Iam => model.policies(),
+        Document::IamForRun => model::run_policy(dag, registry)?,
         Document::CloudFormation => cfn::template(&model)?,
     };
     to_text(&json)

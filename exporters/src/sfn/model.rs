@@ -211,6 +211,47 @@ impl<'a> ExportModel<'a> {
     }
 }
 
+/// `export --iam --for-run`: the policy the engine's own credentials
+/// need to run `dag` with `run --target aws`, from each task's
+/// [`StepFunctionsFace::run_grants`], kinds in registration order and
+/// their tasks in DAG order, with read access to every data location the
+/// DAG's tasks declare (what its queries read). Tasks of kinds without a
+/// Step Functions face run locally and need nothing.
+pub fn run_policy(dag: &Dag, registry: &Registry) -> Result<Json, ExportError> {
+    let (common, kinds) = read_settings(dag, registry)?;
+    let arns = Arns::new(&common);
+    let outputs = BTreeMap::new();
+    let mut grants: Vec<Grant> = Vec::new();
+    let mut data: BTreeSet<S3Location> = BTreeSet::new();
+    let mut errors = Vec::new();
+    for (name, settings) in &kinds {
+        let Some(face) = face(registry, name) else {
+            continue;
+        };
+        for task in dag.tasks.iter().filter(|t| t.kind == *name) {
+            let context = match TaskContext::new(dag, task, &arns, None, &outputs) {
+                Ok(context) => context,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match face.run_grants(&context, settings.as_ref()) {
+                Ok(more) => grants.extend(more),
+                Err(e) => errors.push(e),
+            }
+            if let Ok(export) = face.translate(&context, settings.as_ref()) {
+                data.extend(export.data);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ExportError(errors));
+    }
+    let data: Vec<S3Location> = data.into_iter().collect();
+    Ok(iam::policy(&grants, &data, &arns))
+}
+
 /// The state machine's role among the roles.
 const STATE_MACHINE: &str = "StateMachine";
 

@@ -82,6 +82,20 @@ impl KindSettings for AthenaSettings {
 }
 
 impl StepFunctions for AthenaQuery {
+    /// The query in its workgroup, the catalog, the result location
+    /// (Athena writes the result as the caller) and the DAG's data, as for
+    /// the state machine; reading the result back too.
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        config: &AthenaQueryConfig,
+        settings: &AthenaSettings,
+    ) -> Vec<Grant> {
+        let workgroup = settings.workgroup.as_deref().unwrap_or("primary");
+        let output = config.output.as_written_uri().to_string();
+        grants(task, workgroup, config.database.as_str(), &[output], true).unwrap_or_default()
+    }
+
     type Settings = AthenaSettings;
 
     fn translate(

@@ -341,6 +341,24 @@ where
         })
 }
 
+/// The grants of `run --target aws` on the objects at `uri` (a prefix or
+/// one object): `actions` on them in the statement `sid`, and
+/// `s3:ListBucket` for their keys (without it S3 answers a `HeadObject`
+/// of a missing object 403 instead of 404).
+pub fn object_grants(
+    sid: &str,
+    arns: &exporters::sfn::iam::Arns,
+    uri: &crate::s3::S3Uri,
+    actions: &[&str],
+) -> Vec<exporters::sfn::iam::Grant> {
+    use exporters::sfn::iam::{Grant, s3_places};
+    let (objects, prefixes) = s3_places(uri.bucket(), uri.key());
+    vec![
+        Grant::statement(sid, actions, objects.iter().map(|o| arns.s3(o))),
+        Grant::list("RunListBucket", uri.bucket(), prefixes),
+    ]
+}
+
 /// The registry for a run on AWS: `registry` with each kind's AWS backend
 /// in place of its local one.
 pub fn registry(mut registry: Registry, aws: &Arc<AwsRun>) -> Registry {

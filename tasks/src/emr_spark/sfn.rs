@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use exporters::sfn::cfn::{ArnRewrite, BucketUse, Deployment, Parameter, Substitution, reference};
-use exporters::sfn::iam::Grant;
+use exporters::sfn::iam::{Grant, Permission};
 use exporters::sfn::json::{Json, Obj};
 use exporters::sfn::settings::{AwsSettings, KindSettings};
 use exporters::sfn::states::{catch_all, fail};
@@ -149,6 +149,63 @@ impl KindSettings for EmrSettings {
 
 impl StepFunctions for EmrSpark {
     type Settings = EmrSettings;
+
+    /// The scripts' upload, the cluster of the run (created with the DAG's
+    /// tag, so the same tag-scoped statements as the state machine's), its
+    /// steps, the job's `output_json` and the step logs quoted on failure.
+    fn run_grants(&self, task: &TaskContext, job: &SparkJob, settings: &EmrSettings) -> Vec<Grant> {
+        let arns = task.arns();
+        let mut grants = Vec::new();
+        if let Some(prefix) = settings
+            .scripts_prefix
+            .as_deref()
+            .and_then(|p| S3Uri::parse(p).ok())
+        {
+            grants.extend(crate::aws::object_grants(
+                "RunScripts",
+                arns,
+                &prefix.as_prefix(),
+                &["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+            ));
+        }
+        if let Some(uri) = &job.output_json {
+            grants.extend(crate::aws::object_grants(
+                "RunJobOutputs",
+                arns,
+                uri,
+                &["s3:GetObject"],
+            ));
+        }
+        if let Some(emr @ Emr::Cluster { log_uri, .. }) = &settings.emr {
+            if let Some(logs) = log_uri.as_deref().and_then(|l| S3Uri::parse(l).ok()) {
+                grants.extend(crate::aws::object_grants(
+                    "RunStepLogs",
+                    arns,
+                    &logs.as_prefix(),
+                    &["s3:GetObject"],
+                ));
+            }
+            // The state machine's own needs (the .sync integration's event
+            // rule) are not the engine's.
+            grants.extend(cluster_grants(task, emr).into_iter().filter(|g| {
+                !matches!(&g.permission, Permission::Statement { sid, .. } if sid.starts_with("SyncIntegration"))
+            }));
+            grants.push(Grant::statement(
+                "EmrCreateClusterOfThisDag",
+                &["elasticmapreduce:AddTags"],
+                ["*".to_string()],
+            ));
+            grants.push(cluster_grant(
+                task,
+                &[
+                    "elasticmapreduce:AddJobFlowSteps",
+                    "elasticmapreduce:DescribeStep",
+                    "elasticmapreduce:CancelSteps",
+                ],
+            ));
+        }
+        grants
+    }
 
     fn translate(
         &self,

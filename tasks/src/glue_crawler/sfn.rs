@@ -63,6 +63,64 @@ impl KindSettings for GlueSettings {
 impl StepFunctions for GlueCrawler {
     type Settings = GlueSettings;
 
+    /// The database and the crawler, created or updated, the crawl, the
+    /// tables before and after; passing the crawler's role when the run
+    /// may create it.
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        config: &GlueCrawlerConfig,
+        settings: &GlueSettings,
+    ) -> Vec<Grant> {
+        let arns = task.arns();
+        let crawler = crawler_name(&task.dag.name, task.id());
+        let database = config.database.as_str();
+        let mut grants = vec![
+            Grant::statement(
+                "RunGlueCatalog",
+                &["glue:GetDatabase", "glue:CreateDatabase", "glue:GetTables"],
+                [
+                    arns.arn("glue", "catalog"),
+                    arns.arn("glue", &format!("database/{database}")),
+                    arns.arn("glue", &format!("table/{database}/*")),
+                ],
+            ),
+            Grant::statement(
+                "RunGlueCrawlers",
+                &[
+                    "glue:GetCrawler",
+                    "glue:UpdateCrawler",
+                    "glue:StartCrawler",
+                    "glue:StopCrawler",
+                    "glue:TagResource",
+                ],
+                [arns.arn("glue", &format!("crawler/{crawler}"))],
+            ),
+            // CreateCrawler takes no resource but `*`: only with the DAG's tag.
+            Grant::statement(
+                "RunGlueCreateCrawlerOfThisDag",
+                &["glue:CreateCrawler"],
+                ["*".to_string()],
+            )
+            .when(
+                "StringEquals",
+                "aws:RequestTag/flux-engine:dag",
+                task.dag.name.as_str(),
+            ),
+        ];
+        if let Some(role) = &settings.crawler_role {
+            grants.push(
+                Grant::statement(
+                    "RunPassGlueCrawlerRole",
+                    &["iam:PassRole"],
+                    [arns.role(role)],
+                )
+                .when("StringEquals", "iam:PassedToService", "glue.amazonaws.com"),
+            );
+        }
+        grants
+    }
+
     fn translate(
         &self,
         task: &TaskContext,

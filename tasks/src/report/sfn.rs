@@ -108,6 +108,24 @@ impl KindSettings for ReportSettings {
 impl StepFunctions for Report {
     type Settings = ReportSettings;
 
+    /// The upload of the HTML. The query results it reads are the ones
+    /// the `athena_query` tasks' grants already let the same credentials
+    /// read.
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        spec: &ReportSpec,
+        _settings: &ReportSettings,
+    ) -> Vec<Grant> {
+        vec![Grant::statement(
+            "RunReportUpload",
+            &["s3:PutObject"],
+            [task
+                .arns()
+                .s3(&format!("{}/{}", spec.output.bucket(), spec.output.key()))],
+        )]
+    }
+
     /// The payload carries the fields as written (parameters read from
     /// the execution's input), and the function checks them when it runs:
     /// here only the grants read them, with the values at export.

@@ -25,6 +25,22 @@ use super::{S3Ingest, S3IngestConfig};
 pub const MAX_OBJECTS: usize = 200;
 
 impl StepFunctions for S3Ingest {
+    /// Uploads (single or multipart) and the `HeadObject` that decides
+    /// a skip, on the destination prefix.
+    fn run_grants(
+        &self,
+        task: &TaskContext,
+        config: &S3IngestConfig,
+        _settings: &(),
+    ) -> Vec<Grant> {
+        crate::aws::object_grants(
+            "RunUploads",
+            task.arns(),
+            &config.destination.as_prefix(),
+            &["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+        )
+    }
+
     type Settings = ();
 
     fn translate(
