@@ -79,9 +79,64 @@ struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    fn new(pgid: i32) -> Self {
-        tell_reaper('+', pgid);
+    /// The group of a child that told the reaper itself (see
+    /// [`tell_reaper_from_child`]).
+    fn told(pgid: i32) -> Self {
         ProcessGroup { pgid }
+    }
+}
+
+/// Makes `command`'s child tell the reaper `+PGID` itself, between fork
+/// and exec, before any of its own code runs. Told by the engine after
+/// `spawn` returned, a SIGKILL landing in between (a busy machine makes
+/// that window milliseconds wide) left a group the reaper never heard of:
+/// its processes outlived the engine. The child holds the pipe's write
+/// end until its exec, so the reaper reads the line before it can see the
+/// engine's end close.
+fn tell_reaper_from_child(command: &mut tokio::process::Command) {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = reaper()
+        .lock()
+        .ok()
+        .and_then(|input| input.as_ref().map(|pipe| pipe.as_raw_fd()))
+    else {
+        return;
+    };
+    let announce = move || {
+        // Only async-signal-safe calls between fork and exec: getpid and
+        // write, into a buffer on the stack.
+        // SAFETY: getpid(2) takes no arguments and cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let mut line = [0u8; 16];
+        let mut digits = [0u8; 12];
+        let (mut n, mut count) = (pid as u32, 0);
+        loop {
+            digits[count] = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        line[0] = b'+';
+        for i in 0..count {
+            line[1 + i] = digits[count - 1 - i];
+        }
+        line[1 + count] = b'\n';
+        // SAFETY: `line` is a live buffer of at least `count + 2` bytes;
+        // `fd` is the reaper pipe's write end, inherited across the fork
+        // (it closes at exec). A write of at most PIPE_BUF bytes to a
+        // pipe is atomic, so it never interleaves with the engine's.
+        unsafe {
+            libc::write(fd, line.as_ptr().cast(), count + 2);
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls getpid and write, which are async-signal-safe; it allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(announce);
     }
 }
 
@@ -196,10 +251,11 @@ pub async fn run_watched(
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    tell_reaper_from_child(&mut command);
     let mut child = command
         .spawn()
         .map_err(|e| failure(&format!("cannot start {what}"), e))?;
-    let group = child.id().map(|pid| ProcessGroup::new(pid as i32));
+    let group = child.id().map(|pid| ProcessGroup::told(pid as i32));
     let ended = tokio::select! {
         status = child.wait() => Ok(status),
         reason = stop => Err(reason),
