@@ -220,11 +220,7 @@ impl RunReport {
             })
             .collect();
         format!(
-            "
-work in {} (target {}):
-{}",
-            "AWS",
-            self.run.target,
+            "\nwork started in AWS:\n{}",
             table(&["TASK", "WHAT", "IDS", "CONSOLE"], &rows)
         )
     }

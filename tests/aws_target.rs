@@ -260,6 +260,16 @@ fn a_dag_runs_on_aws_uploads_once_and_runs_its_step_on_a_cluster_it_terminates()
     assert_eq!(terminated.len(), 1, "{terminated:?}");
     assert_eq!(body(terminated[0])["JobFlowIds"], json!([cluster_id]));
 
+    // `show` names the work started in AWS, with console links.
+    let table = common::flux(&s.path("state"), &["show", &run_id]);
+    let table = text(&table.stdout);
+    assert!(table.contains("work started in AWS"), "{table}");
+    assert!(
+        table.contains(&format!("cluster_id={cluster_id}")),
+        "{table}"
+    );
+    assert!(table.contains("console.aws.amazon.com/emr/"), "{table}");
+
     // The local task after the step ran.
     let show = common::show(&s.path("state"), &run_id);
     let tasks = common::tasks_by_id(&show);
@@ -911,5 +921,110 @@ fn the_rental_dag_runs_with_nothing_but_the_policy_export_writes_for_it() {
             .any(|r| r["refused"] == true
                 && r["key"].as_str().is_some_and(|k| k.starts_with("raw/"))),
         "an upload to raw/ was refused"
+    );
+}
+
+#[test]
+fn a_serverless_job_runs_as_a_job_run_of_the_application() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    // The same project, its Spark task on EMR Serverless.
+    let serverless = std::fs::read_to_string(&dag).unwrap().replace(
+        "emr_mode = \"cluster\"",
+        "emr_mode = \"serverless\"\napplication_id = \"${params.app}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/flux-jobs\"",
+    );
+    let serverless = serverless.replace("[aws]", "[params]\napp = \"none\"\n\n[aws]");
+    let serverless = serverless
+        .lines()
+        .filter(|l| {
+            ![
+                "release_label",
+                "instance_type",
+                "instance_count",
+                "service_role",
+                "job_flow_role",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&dag, serverless).unwrap();
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    let created = aws.call(json!({
+        "op": "moto", "method": "POST", "path": "/applications",
+        "body": {"name": "flux", "releaseLabel": "emr-7.5.0", "type": "SPARK", "clientToken": "t"},
+        "headers": {"Authorization": format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/emr-serverless/aws4_request, SignedHeaders=host, Signature=0"
+        ), "Content-Type": "application/json"},
+    }));
+    let app = created["body"]["applicationId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+
+    let out = run_on(
+        &aws,
+        &s,
+        &[
+            "run",
+            dag.to_str().unwrap(),
+            "--target",
+            "aws",
+            "--param",
+            &format!("app={app}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let requests = aws.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r["operation"] == "RunJobFlow")
+            .count(),
+        0
+    );
+    let started: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "StartJobRun")
+        .map(body)
+        .collect();
+    assert_eq!(started.len(), 1, "{requests:?}");
+    let run = &started[0];
+    assert_eq!(
+        run["executionRoleArn"],
+        "arn:aws:iam::123456789012:role/flux-jobs"
+    );
+    let driver = &run["jobDriver"]["sparkSubmit"];
+    assert_eq!(
+        driver["entryPoint"],
+        format!("s3://{BUCKET}/scripts/job.py")
+    );
+    assert_eq!(
+        driver["entryPointArguments"],
+        json!([
+            "--raw",
+            format!("s3://{BUCKET}/raw/"),
+            "--out",
+            format!("s3://{BUCKET}/out/")
+        ])
+    );
+    assert_eq!(
+        driver["sparkSubmitParameters"],
+        format!("--py-files s3://{BUCKET}/scripts/common.py --conf spark.sql.shuffle.partitions=4")
+    );
+    assert_eq!(run["tags"]["flux-engine:dag"], "awsdemo");
+    let show = common::show(&s.path("state"), &run_id_of(&out));
+    let work = show["external_work"].as_array().unwrap();
+    assert!(
+        work.iter()
+            .any(|w| w["key"] == "emr.job_run" && w["value"]["application_id"] == app.as_str()),
+        "{show}"
     );
 }

@@ -423,9 +423,10 @@ impl Query {
     }
 }
 
-/// Athena's idempotency token for an attempt: the same attempt sends the
-/// same token (32 to 128 characters).
-fn client_token(attempt_id: &str) -> String {
+/// An idempotency token for an attempt: the same attempt sends the same
+/// token. 64 characters, which both Athena (32 to 128) and EMR
+/// Serverless (1 to 64) take.
+pub(crate) fn client_token(attempt_id: &str) -> String {
     Sha256::digest(attempt_id.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

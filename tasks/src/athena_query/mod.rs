@@ -74,6 +74,8 @@
 
 mod aws;
 mod config;
+
+pub(crate) use aws::client_token;
 mod expect;
 pub mod sfn;
 

@@ -22,8 +22,13 @@
 //! * A step whose attempt is dropped (a timeout, Ctrl-C) is cancelled
 //!   (`CancelSteps`) before the run ends.
 //!
-//! Not yet: EMR Serverless (`emr_mode = "serverless"`) is refused with a
-//! clear error; a cluster given by id.
+//! With `emr_mode = "serverless"` the job is a job run of
+//! `[aws] application_id` as `execution_role_arn` (`StartJobRun` with the
+//! export's entry point, arguments and `SparkSubmitParameters`, a client
+//! token per attempt, tagged like a cluster), journaled, polled with
+//! `GetJobRun` and cancelled (`CancelJobRun`) when its attempt is dropped.
+//!
+//! Not yet: a cluster given by id.
 
 use std::io::Read;
 use std::path::Path;
@@ -175,6 +180,20 @@ impl TaskAction for Step {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         let (emr, scripts_prefix, log_uri) = self.settings()?;
         let script = self.upload_scripts(attempt, &scripts_prefix).await?;
+        if let Emr::Serverless {
+            application_id,
+            execution_role_arn,
+        } = &emr
+        {
+            let span = crate::steps::step(&tracing::Span::current(), "emr.job_run", &script);
+            let ran = self
+                .serverless(attempt, application_id, execution_role_arn, &script)
+                .instrument(span.clone())
+                .await;
+            crate::steps::finish(&span, &ran);
+            ran?;
+            return self.output().await;
+        }
         let cluster_id = self.cluster(attempt, &emr).await?;
         let (step_id, reconnected) = self.step(attempt, &cluster_id, &script).await?;
         if reconnected {
@@ -236,11 +255,7 @@ impl Step {
         })?;
         let log_uri = match &emr {
             Emr::Cluster { log_uri, .. } => log_uri.clone(),
-            Emr::Serverless { .. } => {
-                return Err(TaskFailure::new(
-                    "emr_mode = \"serverless\" is not supported by `run --target aws` yet; use emr_mode = \"cluster\", or export the DAG to Step Functions",
-                ));
-            }
+            Emr::Serverless { .. } => None,
         };
         Ok((emr, prefix, log_uri))
     }
@@ -631,6 +646,209 @@ impl Step {
         serde_json::from_slice(&bytes.into_bytes())
             .map(Some)
             .map_err(|e| failed(format!("not JSON: {e}")))
+    }
+}
+
+/// The journal key of a task's EMR Serverless job run.
+const JOB_RUN_KEY: &str = "emr.job_run";
+
+/// A job run in flight: cancelled if the attempt is dropped before it ends.
+struct CancelJobRunOnDrop {
+    aws: Arc<AwsRun>,
+    application_id: String,
+    job_run_id: String,
+    armed: bool,
+}
+
+impl Drop for CancelJobRunOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let request = self
+            .aws
+            .emr_serverless
+            .cancel_job_run()
+            .application_id(&self.application_id)
+            .job_run_id(&self.job_run_id);
+        let id = self.job_run_id.clone();
+        self.aws.spawn_cleanup(async move {
+            match request.send().await {
+                Ok(_) => say(&format!("EMR Serverless job run {id} cancelled")),
+                Err(e) => say(&format!(
+                    "warning: cannot cancel EMR Serverless job run {id}: {}",
+                    error_text(&e)
+                )),
+            }
+        });
+    }
+}
+
+impl Step {
+    /// The job as an EMR Serverless job run of `application_id`, as the
+    /// export's state starts it: started (or, after a crash, found again)
+    /// and polled until it ends.
+    async fn serverless(
+        &self,
+        attempt: &Attempt,
+        application_id: &str,
+        execution_role_arn: &str,
+        script: &str,
+    ) -> Result<(), TaskFailure> {
+        use aws_sdk_emrserverless::types::{JobDriver, JobRunState, SparkSubmit};
+        let client = &self.aws.emr_serverless;
+        let link = self.aws.console_link(&format!(
+            "emr/home?region={}#/serverless-applications/{application_id}",
+            self.aws.region
+        ));
+        let mut job_run_id = None;
+        if let Some(recorded) = attempt.journal.recorded(JOB_RUN_KEY)?
+            && recorded["application_id"].as_str() == Some(application_id)
+            && let Some(id) = recorded["job_run_id"].as_str()
+            && let Ok(found) = client
+                .get_job_run()
+                .application_id(application_id)
+                .job_run_id(id)
+                .send()
+                .await
+            && !matches!(
+                found.job_run().map(|r| r.state()),
+                Some(JobRunState::Failed | JobRunState::Cancelled | JobRunState::Cancelling)
+            )
+        {
+            say(&format!(
+                "{}: reconnected to EMR Serverless job run {id}",
+                attempt.task_id
+            ));
+            job_run_id = Some(id.to_string());
+        }
+        let job_run_id = match job_run_id {
+            Some(id) => id,
+            None => {
+                let conf: Vec<String> = self
+                    .job
+                    .spark_conf
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let py_files: Vec<String> = self
+                    .job
+                    .py_files
+                    .iter()
+                    .map(|p| match p.starts_with("s3://") {
+                        true => p.clone(),
+                        false => {
+                            let name = Path::new(p)
+                                .file_name()
+                                .and_then(|n| n.to_str())
+                                .unwrap_or(p);
+                            format!("{}{name}", script_prefix(script))
+                        }
+                    })
+                    .collect();
+                let driver = SparkSubmit::builder()
+                    .entry_point(script)
+                    .set_entry_point_arguments(Some(self.job.args.clone()))
+                    .set_spark_submit_parameters(super::sfn::spark_submit_parameters(
+                        &py_files, &conf,
+                    ))
+                    .build()
+                    .map_err(|e| TaskFailure::new(format!("the job run: {e}")))?;
+                let started = client
+                    .start_job_run()
+                    .application_id(application_id)
+                    .execution_role_arn(execution_role_arn)
+                    .name(&attempt.task_id)
+                    .client_token(crate::athena_query::client_token(&attempt.attempt_id))
+                    .job_driver(JobDriver::SparkSubmit(driver))
+                    .tags(DAG_TAG, &self.aws.dag)
+                    .tags(RUN_TAG, &attempt.run_id)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        TaskFailure::new(format!(
+                            "cannot start the EMR Serverless job run on application {application_id}: {}",
+                            error_text(&e)
+                        ))
+                    })?;
+                let id = started.job_run_id().to_string();
+                attempt.journal.record(
+                    JOB_RUN_KEY,
+                    &json!({"application_id": application_id, "job_run_id": id, "console": link}),
+                )?;
+                id
+            }
+        };
+        let mut guard = CancelJobRunOnDrop {
+            aws: self.aws.clone(),
+            application_id: application_id.to_string(),
+            job_run_id: job_run_id.clone(),
+            armed: true,
+        };
+        let poll = Poll::from_env(POLL_SECONDS);
+        let mut last = None;
+        let mut throttled_in_a_row = 0;
+        let ended = loop {
+            let found = match client
+                .get_job_run()
+                .application_id(application_id)
+                .job_run_id(&job_run_id)
+                .send()
+                .await
+            {
+                Ok(found) => {
+                    throttled_in_a_row = 0;
+                    found
+                }
+                Err(e) if throttled(&e) => {
+                    throttled_in_a_row += 1;
+                    tokio::time::sleep(poll.delay(throttled_in_a_row)).await;
+                    continue;
+                }
+                Err(e) => {
+                    break Err(TaskFailure::new(format!(
+                        "cannot ask EMR Serverless about job run {job_run_id}: {}",
+                        error_text(&e)
+                    )));
+                }
+            };
+            let Some(run) = found.job_run() else {
+                tokio::time::sleep(poll.delay(0)).await;
+                continue;
+            };
+            let state = run.state().clone();
+            if last.as_ref() != Some(&state) {
+                tracing::info!(
+                    target: "flux_engine::trace",
+                    { flux.emr.job_run_id = job_run_id.as_str(), flux.emr.state = state.as_str() },
+                    "emr.job_run.state"
+                );
+                say(&format!(
+                    "{}: EMR Serverless job run {job_run_id}: {}",
+                    attempt.task_id,
+                    state.as_str()
+                ));
+                last = Some(state.clone());
+            }
+            match state {
+                JobRunState::Success => break Ok(()),
+                JobRunState::Failed | JobRunState::Cancelled => {
+                    guard.armed = false;
+                    break Err(TaskFailure::new(format!(
+                        "EMR Serverless job run {job_run_id} ended {}: {} ({link})",
+                        state.as_str(),
+                        Some(run.state_details())
+                            .filter(|d| !d.is_empty())
+                            .unwrap_or("EMR Serverless gave no reason")
+                    )));
+                }
+                _ => tokio::time::sleep(poll.delay(0)).await,
+            }
+        };
+        if ended.is_ok() {
+            guard.armed = false;
+        }
+        ended
     }
 }
 

@@ -204,6 +204,40 @@ impl StepFunctions for EmrSpark {
                 ],
             ));
         }
+        if let Some(Emr::Serverless {
+            application_id,
+            execution_role_arn,
+        }) = &settings.emr
+        {
+            let app = format!("/applications/{application_id}");
+            grants.extend([
+                Grant::statement(
+                    "EmrServerlessStartJobRun",
+                    &["emr-serverless:StartJobRun"],
+                    [arns.arn("emr-serverless", &app)],
+                ),
+                // The job runs are started with the DAG's and the run's tags.
+                Grant::statement(
+                    "EmrServerlessJobRuns",
+                    &[
+                        "emr-serverless:GetJobRun",
+                        "emr-serverless:CancelJobRun",
+                        "emr-serverless:TagResource",
+                    ],
+                    [arns.arn("emr-serverless", &format!("{app}/jobruns/*"))],
+                ),
+                Grant::statement(
+                    "PassEmrServerlessExecutionRole",
+                    &["iam:PassRole"],
+                    [arns.role(execution_role_arn)],
+                )
+                .when(
+                    "StringEquals",
+                    "iam:PassedToService",
+                    "emr-serverless.amazonaws.com",
+                ),
+            ]);
+        }
         grants
     }
 
@@ -397,6 +431,20 @@ pub(super) fn spark_submit_args(
     submit
 }
 
+/// An EMR Serverless job run's `SparkSubmitParameters`: the job's files
+/// and settings (`None` for none). The export's state and `run --target
+/// aws` both use it.
+pub(super) fn spark_submit_parameters(py_files: &[String], conf: &[String]) -> Option<String> {
+    let mut parameters: Vec<String> = Vec::new();
+    if !py_files.is_empty() {
+        parameters.push(format!("--py-files {}", py_files.join(",")));
+    }
+    for c in conf {
+        parameters.push(format!("--conf {c}"));
+    }
+    (!parameters.is_empty()).then(|| parameters.join(" "))
+}
+
 /// The job as a step on the cluster: `command-runner.jar spark-submit
 /// --deploy-mode cluster`.
 fn cluster_step(task: &TaskContext, job: Submission) -> TaskExport {
@@ -454,20 +502,11 @@ fn serverless_run(
         conf,
         args,
     } = job;
-    let mut submit_parameters: Vec<String> = Vec::new();
-    if !py_files.is_empty() {
-        submit_parameters.push(format!("--py-files {}", py_files.join(",")));
-    }
-    for c in &conf {
-        submit_parameters.push(format!("--conf {c}"));
-    }
+    let submit_parameters = spark_submit_parameters(&py_files, &conf);
     let driver = Obj::new()
         .with("EntryPoint", script)
         .with("EntryPointArguments", args)
-        .with_opt(
-            "SparkSubmitParameters",
-            (!submit_parameters.is_empty()).then(|| submit_parameters.join(" ")),
-        );
+        .with_opt("SparkSubmitParameters", submit_parameters);
     let state = task.task_state(
         comment,
         "arn:aws:states:::emr-serverless:startJobRun.sync",
