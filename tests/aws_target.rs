@@ -1028,3 +1028,71 @@ fn a_serverless_job_runs_as_a_job_run_of_the_application() {
         "{show}"
     );
 }
+
+#[test]
+fn a_given_cluster_gets_the_steps_and_is_left_running() {
+    let s = Scratch::new();
+    let dag = project(&s);
+    let given = std::fs::read_to_string(&dag).unwrap().replace(
+        "[aws]",
+        "[params]\ncluster = \"none\"\n\n[aws]\ncluster_id = \"${params.cluster}\"",
+    );
+    std::fs::write(&dag, given).unwrap();
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    aws.call(json!({"op": "step_outcome", "step_id": "*", "state": "COMPLETED", "after_polls": 1}));
+    // A cluster of the user's own, started outside the run.
+    let created = aws.call(json!({
+        "op": "moto", "method": "POST", "path": "/",
+        "body": {
+            "Name": "mine", "ReleaseLabel": "emr-7.5.0",
+            "Instances": {"InstanceCount": 1, "MasterInstanceType": "m5.xlarge", "KeepJobFlowAliveWhenNoSteps": true},
+            "JobFlowRole": "EMR_EC2_DefaultRole", "ServiceRole": "EMR_DefaultRole",
+        },
+        "headers": {
+            "Authorization": format!(
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/elasticmapreduce/aws4_request, SignedHeaders=host, Signature=0"
+            ),
+            "X-Amz-Target": "ElasticMapReduce.RunJobFlow",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    }));
+    let cluster = created["body"]["JobFlowId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+
+    let out = run_on(
+        &aws,
+        &s,
+        &[
+            "run",
+            dag.to_str().unwrap(),
+            "--target",
+            "aws",
+            "--param",
+            &format!("cluster={cluster}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let requests = aws.requests();
+    let count = |op: &str| requests.iter().filter(|r| r["operation"] == op).count();
+    assert_eq!(count("RunJobFlow"), 0, "no cluster created");
+    assert_eq!(
+        count("TerminateJobFlows"),
+        0,
+        "the given cluster is left running"
+    );
+    let added: Vec<Value> = requests
+        .iter()
+        .filter(|r| r["operation"] == "AddJobFlowSteps")
+        .map(body)
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["JobFlowId"], cluster.as_str());
+}

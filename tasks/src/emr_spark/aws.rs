@@ -28,7 +28,8 @@
 //! token per attempt, tagged like a cluster), journaled, polled with
 //! `GetJobRun` and cancelled (`CancelJobRun`) when its attempt is dropped.
 //!
-//! Not yet: a cluster given by id.
+//! `[aws] cluster_id` names a running cluster of your own instead: the
+//! steps go there and the run neither creates nor terminates a cluster.
 
 use std::io::Read;
 use std::path::Path;
@@ -288,9 +289,52 @@ impl Step {
         cluster_link(&self.aws, cluster_id)
     }
 
-    /// The run's cluster: the one this process or an earlier one of the
-    /// run created, if it is still alive; else a new one.
+    /// `[aws] cluster_id`, checked to be up: the run adds its steps to it
+    /// and leaves it running.
+    async fn given_cluster(&self, id: &str) -> Result<String, TaskFailure> {
+        let described = self
+            .aws
+            .emr
+            .describe_cluster()
+            .cluster_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                TaskFailure::new(format!(
+                    "cannot describe [aws] cluster_id {id}: {}",
+                    error_text(&e)
+                ))
+            })?;
+        let state = described
+            .cluster()
+            .and_then(|c| c.status())
+            .and_then(|s| s.state())
+            .cloned();
+        match state {
+            Some(
+                ClusterState::Starting
+                | ClusterState::Bootstrapping
+                | ClusterState::Running
+                | ClusterState::Waiting,
+            ) => Ok(id.to_string()),
+            other => Err(TaskFailure::new(format!(
+                "[aws] cluster_id {id} is {}: start a cluster and set its id, or remove cluster_id to let the run create one",
+                other.map_or("in no known state".to_string(), |s| s.as_str().to_string())
+            ))),
+        }
+    }
+
+    /// The run's cluster: `[aws] cluster_id` if set; else the one this
+    /// process or an earlier one of the run created, if it is still
+    /// alive; else a new one.
     async fn cluster(&self, attempt: &Attempt, emr: &Emr) -> Result<String, TaskFailure> {
+        if let Some(id) = self
+            .aws
+            .settings::<EmrSpark>()
+            .and_then(|s| s.cluster_id.clone())
+        {
+            return self.given_cluster(&id).await;
+        }
         let mut cluster = state().cluster.lock().await;
         let recorded = attempt
             .journal

@@ -84,6 +84,10 @@ pub struct EmrSettings {
     pub emr: Option<Emr>,
     /// Ends with `/` when the DAG has an `emr_spark` task.
     pub scripts_prefix: Option<String>,
+    /// `run --target aws` only: a running cluster to add the steps to,
+    /// instead of one the run creates (and terminates). The export ignores
+    /// it: the state machine always creates its cluster.
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +120,7 @@ impl KindSettings for EmrSettings {
         "application_id",
         "execution_role_arn",
         "scripts_prefix",
+        "cluster_id",
     ];
 
     fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<EmrSettings> {
@@ -140,9 +145,11 @@ impl KindSettings for EmrSettings {
                 }),
             None => aws.string("scripts_prefix", None),
         };
+        let cluster_id = aws.string("cluster_id", None);
         Some(EmrSettings {
             emr,
             scripts_prefix,
+            cluster_id,
         })
     }
 }
@@ -176,15 +183,30 @@ impl StepFunctions for EmrSpark {
                 &["s3:GetObject"],
             ));
         }
-        if let Some(emr @ Emr::Cluster { log_uri, .. }) = &settings.emr {
-            if let Some(logs) = log_uri.as_deref().and_then(|l| S3Uri::parse(l).ok()) {
-                grants.extend(crate::aws::object_grants(
-                    "RunStepLogs",
-                    arns,
-                    &logs.as_prefix(),
-                    &["s3:GetObject"],
-                ));
-            }
+        if let Some(Emr::Cluster { log_uri, .. }) = &settings.emr
+            && let Some(logs) = log_uri.as_deref().and_then(|l| S3Uri::parse(l).ok())
+        {
+            grants.extend(crate::aws::object_grants(
+                "RunStepLogs",
+                arns,
+                &logs.as_prefix(),
+                &["s3:GetObject"],
+            ));
+        }
+        if let (Some(Emr::Cluster { .. }), Some(cluster_id)) = (&settings.emr, &settings.cluster_id)
+        {
+            // A cluster of the user's: its steps only, on it alone.
+            grants.push(Grant::statement(
+                "EmrGivenCluster",
+                &[
+                    "elasticmapreduce:DescribeCluster",
+                    "elasticmapreduce:AddJobFlowSteps",
+                    "elasticmapreduce:DescribeStep",
+                    "elasticmapreduce:CancelSteps",
+                ],
+                [arns.arn("elasticmapreduce", &format!("cluster/{cluster_id}"))],
+            ));
+        } else if let Some(emr @ Emr::Cluster { .. }) = &settings.emr {
             // The state machine's own needs (the .sync integration's event
             // rule) are not the engine's.
             grants.extend(cluster_grants(task, emr).into_iter().filter(|g| {
