@@ -100,6 +100,28 @@ impl Observer for Progress {
                     )),
                 }
             }
+            RunEvent::AttemptProgress {
+                task_id,
+                attempt,
+                message,
+                lasting,
+            } => match self {
+                Progress::Live { bars, running } => {
+                    if let Ok(running) = running.lock()
+                        && let Some(bar) = running.get(task_id)
+                    {
+                        bar.set_message(format!("{attempt}  {message}"));
+                    }
+                    if *lasting {
+                        let _ = bars.println(format!("{task_id}: {message}"));
+                    }
+                }
+                Progress::Plain { .. } => {
+                    if *lasting {
+                        self.line(&format!("{task_id}: {message}"));
+                    }
+                }
+            },
             RunEvent::TaskEnded { task_id, status } => {
                 let elapsed = self.finish_bar(task_id);
                 let took = elapsed

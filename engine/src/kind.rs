@@ -138,6 +138,8 @@ pub struct Attempt {
     /// Where the attempt records work it starts outside this process
     /// before waiting on it, and finds what an earlier attempt started.
     pub journal: crate::WorkJournal,
+    /// Where the attempt says what it is doing, for the person watching.
+    pub progress: crate::scheduler::TaskProgress,
 }
 
 /// Why an attempt failed, in words for the person reading `show`.

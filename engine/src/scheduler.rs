@@ -49,6 +49,72 @@ pub enum RunEvent {
         task_id: String,
         status: TaskStatus,
     },
+    /// What a running attempt is doing (`EMR step s-1: RUNNING`, `12/40
+    /// MiB`). `lasting` says it is a change a log should keep (a state
+    /// change); otherwise it only refreshes a live display (a count).
+    AttemptProgress {
+        task_id: String,
+        attempt: u32,
+        message: String,
+        lasting: bool,
+    },
+}
+
+/// How a task kind tells the person watching what its attempt is doing.
+#[derive(Clone)]
+pub struct TaskProgress {
+    observer: Option<Arc<dyn Observer>>,
+    task_id: String,
+    attempt: u32,
+}
+
+impl std::fmt::Debug for TaskProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskProgress")
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl TaskProgress {
+    pub fn new(observer: Arc<dyn Observer>, task_id: &str, attempt: u32) -> Self {
+        TaskProgress {
+            observer: Some(observer),
+            task_id: task_id.to_string(),
+            attempt,
+        }
+    }
+
+    /// Progress nobody watches (tests of task kinds).
+    pub fn none() -> Self {
+        TaskProgress {
+            observer: None,
+            task_id: String::new(),
+            attempt: 0,
+        }
+    }
+
+    /// A change worth a line in a log (a state change of work in AWS).
+    pub fn change(&self, message: &str) {
+        self.send(message, true);
+    }
+
+    /// A passing count, for a live display only.
+    pub fn update(&self, message: &str) {
+        self.send(message, false);
+    }
+
+    fn send(&self, message: &str, lasting: bool) {
+        if let Some(observer) = &self.observer {
+            observer.event(&RunEvent::AttemptProgress {
+                task_id: self.task_id.clone(),
+                attempt: self.attempt,
+                message: message.to_string(),
+                lasting,
+            });
+        }
+    }
 }
 
 pub trait Observer: Send + Sync {
@@ -366,6 +432,7 @@ impl Execution<'_> {
                 .dependencies(i)
                 .map(|d| (dag.tasks[d].id.clone(), slots_output(slots, d)))
                 .collect::<BTreeMap<_, _>>(),
+            progress: TaskProgress::new(self.observer.clone(), &task.id, number),
             journal: crate::WorkJournal::in_checkpoint(
                 self.state_dir.checkpoint_path(),
                 self.run_id,

@@ -188,10 +188,9 @@ impl Query {
                     | QueryExecutionState::Succeeded
             )
         {
-            say(&format!(
-                "{}: reconnected to Athena query {previous}",
-                attempt.task_id
-            ));
+            attempt
+                .progress
+                .change(&format!("reconnected to Athena query {previous}"));
             id = Some(previous);
         }
         let id = match id {
@@ -318,11 +317,9 @@ impl Query {
                     { flux.athena.query_execution_id = id, flux.athena.state = state.as_str() },
                     "athena.query.state"
                 );
-                say(&format!(
-                    "{}: Athena query {id}: {}",
-                    attempt.task_id,
-                    state.as_str()
-                ));
+                attempt
+                    .progress
+                    .change(&format!("Athena query {id}: {}", state.as_str()));
                 last = Some(state.clone());
             }
             match state {

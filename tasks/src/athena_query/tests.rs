@@ -31,6 +31,7 @@ fn attempt(lake: &Lake, dag_dir: &Path) -> Attempt {
         inputs: BTreeMap::new(),
         traceparent: None,
         journal: engine::WorkJournal::in_memory("r1", "t"),
+        progress: engine::scheduler::TaskProgress::none(),
     }
 }
 

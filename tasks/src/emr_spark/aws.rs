@@ -198,9 +198,8 @@ impl TaskAction for Step {
         let cluster_id = self.cluster(attempt, &emr).await?;
         let (step_id, reconnected) = self.step(attempt, &cluster_id, &script).await?;
         if reconnected {
-            say(&format!(
-                "{}: reconnected to EMR step {step_id} on {cluster_id}",
-                attempt.task_id
+            attempt.progress.change(&format!(
+                "reconnected to EMR step {step_id} on {cluster_id}"
             ));
         }
         let mut guard = CancelOnDrop {
@@ -277,7 +276,7 @@ impl Step {
                 let uri: S3Uri = format!("{prefix}{name}")
                     .parse()
                     .map_err(|e| TaskFailure::new(format!("[aws] scripts_prefix {prefix}: {e}")))?;
-                crate::s3_ingest::upload_file(&self.aws, &local, &uri).await?;
+                crate::s3_ingest::upload_file(&self.aws, &local, &uri, &attempt.progress).await?;
                 uri.to_string()
             };
             script.get_or_insert(uri);
@@ -427,7 +426,7 @@ impl Step {
             .journal
             .record_for_run(CLUSTER_KEY, &json!({"cluster_id": id, "console": console}))?;
         cluster.cluster_id = Some(id.clone());
-        say(&format!(
+        attempt.progress.change(&format!(
             "EMR cluster {id} created for run {} ({console})",
             attempt.run_id
         ));
@@ -584,9 +583,8 @@ impl Step {
                     { flux.emr.step_id = step_id, flux.emr.state = state.as_str() },
                     "emr.step.state"
                 );
-                say(&format!(
-                    "{}: EMR step {step_id} on {cluster_id}: {}",
-                    attempt.task_id,
+                attempt.progress.change(&format!(
+                    "EMR step {step_id} on {cluster_id}: {}",
                     state.as_str()
                 ));
                 last = Some(state.clone());
@@ -760,10 +758,9 @@ impl Step {
                 Some(JobRunState::Failed | JobRunState::Cancelled | JobRunState::Cancelling)
             )
         {
-            say(&format!(
-                "{}: reconnected to EMR Serverless job run {id}",
-                attempt.task_id
-            ));
+            attempt
+                .progress
+                .change(&format!("reconnected to EMR Serverless job run {id}"));
             job_run_id = Some(id.to_string());
         }
         let job_run_id = match job_run_id {
@@ -867,9 +864,8 @@ impl Step {
                     { flux.emr.job_run_id = job_run_id.as_str(), flux.emr.state = state.as_str() },
                     "emr.job_run.state"
                 );
-                say(&format!(
-                    "{}: EMR Serverless job run {job_run_id}: {}",
-                    attempt.task_id,
+                attempt.progress.change(&format!(
+                    "EMR Serverless job run {job_run_id}: {}",
                     state.as_str()
                 ));
                 last = Some(state.clone());

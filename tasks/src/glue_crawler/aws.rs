@@ -333,15 +333,13 @@ impl Crawl {
             armed: true,
         };
         if recorded.is_some() && running {
-            say(&format!(
-                "{}: reconnected to the crawl of Glue crawler {crawler}",
-                attempt.task_id
+            attempt.progress.change(&format!(
+                "reconnected to the crawl of Glue crawler {crawler}"
             ));
         } else {
             if running {
-                say(&format!(
-                    "{}: Glue crawler {crawler} is already crawling; waiting for it before starting ours",
-                    attempt.task_id
+                attempt.progress.change(&format!(
+                    "Glue crawler {crawler} is already crawling; waiting for it before starting ours"
                 ));
                 guard.armed = false;
                 self.wait(attempt, crawler, &poll).await.ok();
@@ -419,11 +417,9 @@ impl Crawl {
                     { flux.glue.crawler = crawler, flux.glue.state = state.as_str() },
                     "glue.crawler.state"
                 );
-                say(&format!(
-                    "{}: Glue crawler {crawler}: {}",
-                    attempt.task_id,
-                    state.as_str()
-                ));
+                attempt
+                    .progress
+                    .change(&format!("Glue crawler {crawler}: {}", state.as_str()));
                 last = Some(state.clone());
             }
             if state == CrawlerState::Ready {

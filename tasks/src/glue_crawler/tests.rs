@@ -672,6 +672,7 @@ async fn the_action_runs_the_crawl_and_returns_its_output() {
         inputs: BTreeMap::new(),
         traceparent: None,
         journal: engine::WorkJournal::in_memory("r1", "t"),
+        progress: engine::scheduler::TaskProgress::none(),
     };
     let out = action.run(&attempt).await.unwrap().unwrap();
     assert_eq!(out["database"], "rental");

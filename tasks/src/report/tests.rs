@@ -159,6 +159,7 @@ impl Lake {
             inputs: self.inputs.clone(),
             traceparent: None,
             journal: engine::WorkJournal::in_memory("r1", "t"),
+            progress: engine::scheduler::TaskProgress::none(),
         }
     }
 

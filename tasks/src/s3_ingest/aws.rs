@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use engine::scheduler::TaskProgress;
 use engine::{Attempt, TaskAction, TaskFailure};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -83,7 +84,15 @@ impl TaskAction for Upload {
                 TaskFailure::new(format!("cannot upload {}: {e}", item.path.display()))
             })?;
             let span = crate::steps::step(&tracing::Span::current(), "s3.put", &uri.to_string());
-            let record = self.upload(item, &uri).instrument(span.clone()).await;
+            attempt.progress.update(&format!(
+                "{}/{}: {}",
+                records.len() + 1,
+                items.len(),
+                item.relative
+            ));
+            let record = upload_file(&self.aws, &item.path, &uri, &attempt.progress)
+                .instrument(span.clone())
+                .await;
             crate::steps::finish(&span, &record);
             let record = record?;
             log += &log_line(&record, &format!("s3://{}", uri.bucket()), &item.path);
@@ -98,28 +107,25 @@ impl TaskAction for Upload {
     }
 }
 
-impl Upload {
-    async fn upload(&self, item: &SourceFile, uri: &S3Uri) -> Result<Record, TaskFailure> {
-        upload_file(&self.aws, &item.path, uri).await
-    }
-}
-
 /// Uploads the file at `path` to `uri` unless the object already holds
-/// its bytes (its size and recorded SHA-256 match).
+/// its bytes (its size and recorded SHA-256 match); a multipart upload's
+/// parts are counted on `progress`.
 pub(crate) async fn upload_file(
     aws: &AwsRun,
     path: &Path,
     uri: &S3Uri,
+    progress: &TaskProgress,
 ) -> Result<Record, TaskFailure> {
     let item = SourceFile {
         path: path.to_path_buf(),
         relative: String::new(),
     };
-    Uploader { aws }.upload(&item, uri).await
+    Uploader { aws, progress }.upload(&item, uri).await
 }
 
 struct Uploader<'a> {
     aws: &'a AwsRun,
+    progress: &'a TaskProgress,
 }
 
 impl Uploader<'_> {
@@ -303,6 +309,14 @@ impl Uploader<'_> {
             }
             if let Some(joined) = running.join_next().await {
                 done.push(joined.map_err(|e| format!("a part's upload stopped: {e}"))??);
+                const MIB: u64 = 1024 * 1024;
+                self.progress.update(&format!(
+                    "{}: {} of {} parts, {} MiB",
+                    uri.key(),
+                    done.len(),
+                    count,
+                    size.div_ceil(MIB)
+                ));
             }
         }
         done.sort_by_key(|p| p.part_number());

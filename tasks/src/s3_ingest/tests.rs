@@ -66,6 +66,7 @@ impl Setup {
             inputs: BTreeMap::new(),
             traceparent: None,
             journal: engine::WorkJournal::in_memory("r1", "t"),
+            progress: engine::scheduler::TaskProgress::none(),
         }
     }
 
