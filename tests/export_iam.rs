@@ -107,6 +107,24 @@ fn a_dag_that_cannot_be_exported_fails_the_same_way() {
     assert_eq!(out.status.code(), Some(2), "--iam and --sfn are exclusive");
 }
 
+/// Whether parliament runs here; without it a test says SKIPPED loudly
+/// (and fails under `FLUX_REQUIRE_CHECKERS=1`, as in CI).
+fn parliament_available() -> bool {
+    let available = parliament()
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        let message = "SKIPPED: parliament is not installed; install with: python3 -m pip install parliament==1.6.4";
+        if std::env::var_os("FLUX_REQUIRE_CHECKERS").is_some_and(|v| v == "1") {
+            panic!("{message} (FLUX_REQUIRE_CHECKERS=1)");
+        }
+        eprintln!("\n!!!!!!!! {message}\n");
+    }
+    available
+}
+
 /// parliament's command-line entry point, run by the python3 on the PATH.
 fn parliament() -> Command {
     let mut cmd = Command::new("python3");
@@ -119,17 +137,7 @@ fn parliament() -> Command {
 
 #[test]
 fn parliament_finds_nothing_in_the_role_policy_of_every_exportable_dag() {
-    let available = parliament()
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        let message = "SKIPPED: parliament is not installed; install with: python3 -m pip install parliament==1.6.4";
-        if std::env::var_os("FLUX_REQUIRE_CHECKERS").is_some_and(|v| v == "1") {
-            panic!("{message} (FLUX_REQUIRE_CHECKERS=1)");
-        }
-        eprintln!("\n!!!!!!!! {message}\n");
+    if !parliament_available() {
         return;
     }
     let s = Scratch::new();
@@ -181,17 +189,7 @@ fn parliament_finds_nothing_in_the_role_policy_of_every_exportable_dag() {
 
 #[test]
 fn parliament_finds_nothing_in_the_policy_for_running_every_exportable_dag_on_aws() {
-    let available = parliament()
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        let message = "SKIPPED: parliament is not installed; install with: python3 -m pip install parliament==1.6.4";
-        if std::env::var_os("FLUX_REQUIRE_CHECKERS").is_some_and(|v| v == "1") {
-            panic!("{message} (FLUX_REQUIRE_CHECKERS=1)");
-        }
-        eprintln!("\n!!!!!!!! {message}\n");
+    if !parliament_available() {
         return;
     }
     let s = Scratch::new();

@@ -34,10 +34,9 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::{
-    AthenaQuery, AthenaQueryConfig, Expect, MAX_OUTPUT_BYTES, QuerySource, SAMPLE_ROWS, cut,
-    expect, read_sql_file,
+    AthenaQuery, AthenaQueryConfig, Expect, MAX_OUTPUT_BYTES, QuerySource, SAMPLE_ROWS, cut, expect,
 };
-use crate::aws::{AwsRun, OnAws, Poll, error_text, say, throttled};
+use crate::aws::{AwsRun, OnAws, Poll, StopOnDrop, error_text, throttled};
 
 /// The default seconds between two polls of a query.
 pub const POLL_SECONDS: f64 = 2.0;
@@ -79,16 +78,7 @@ struct Rows {
 #[async_trait]
 impl TaskAction for Query {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
-        let sql = match &self.source {
-            QuerySource::Inline(sql) => sql.clone(),
-            QuerySource::File(file) => {
-                let path = attempt.dag_dir.join(file);
-                tokio::task::spawn_blocking(move || read_sql_file(&path))
-                    .await
-                    .map_err(|e| TaskFailure::new(format!("reading sql_file stopped: {e}")))?
-                    .map_err(TaskFailure::new)?
-            }
-        };
+        let sql = super::query_text(&self.source, attempt).await?;
         let span = crate::steps::step(&tracing::Span::current(), "athena.query", &sql);
         let done = self.execute(attempt, &sql).instrument(span.clone()).await;
         crate::steps::finish(&span, &done);
@@ -129,36 +119,6 @@ impl TaskAction for Query {
             }
             sample.pop();
         }
-    }
-}
-
-/// Stops a query whose attempt is dropped before it ended.
-struct StopOnDrop {
-    aws: Arc<AwsRun>,
-    id: String,
-    armed: bool,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let request = self
-            .aws
-            .athena
-            .stop_query_execution()
-            .query_execution_id(&self.id);
-        let id = self.id.clone();
-        self.aws.spawn_cleanup(async move {
-            match request.send().await {
-                Ok(_) => say(&format!("Athena query {id} stopped")),
-                Err(e) => say(&format!(
-                    "warning: cannot stop Athena query {id}: {}",
-                    error_text(&e)
-                )),
-            }
-        });
     }
 }
 
@@ -234,11 +194,12 @@ impl Query {
                 id
             }
         };
-        let mut guard = StopOnDrop {
-            aws: self.aws.clone(),
-            id: id.clone(),
-            armed: true,
-        };
+        let mut guard = StopOnDrop::new(
+            &self.aws,
+            format!("Athena query {id}"),
+            "stopped",
+            athena.stop_query_execution().query_execution_id(&id).send(),
+        );
         let ended = self.wait(attempt, &id).await;
         // Ended one way or another in Athena, or Athena could not be
         // asked: only a dropped attempt stops the query.

@@ -162,6 +162,20 @@ pub fn read_sql_file(path: &std::path::Path) -> Result<String, String> {
     })
 }
 
+/// The query's text: inline, or read from its `sql_file` now.
+async fn query_text(source: &QuerySource, attempt: &Attempt) -> Result<String, TaskFailure> {
+    match source {
+        QuerySource::Inline(sql) => Ok(sql.clone()),
+        QuerySource::File(file) => {
+            let path = attempt.dag_dir.join(file);
+            tokio::task::spawn_blocking(move || read_sql_file(&path))
+                .await
+                .map_err(|e| TaskFailure::new(format!("reading sql_file stopped: {e}")))?
+                .map_err(TaskFailure::new)
+        }
+    }
+}
+
 /// A UUID-shaped id (version 8, "custom") made from the attempt id.
 pub fn query_execution_id(attempt_id: &str) -> String {
     let digest = Sha256::digest(attempt_id.as_bytes());
@@ -190,16 +204,7 @@ fn cut(value: String) -> String {
 #[async_trait]
 impl TaskAction for LocalAthenaQuery {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
-        let sql = match &self.source {
-            QuerySource::Inline(sql) => sql.clone(),
-            QuerySource::File(file) => {
-                let path = attempt.dag_dir.join(file);
-                tokio::task::spawn_blocking(move || read_sql_file(&path))
-                    .await
-                    .map_err(|e| TaskFailure::new(format!("reading sql_file stopped: {e}")))?
-                    .map_err(TaskFailure::new)?
-            }
-        };
+        let sql = query_text(&self.source, attempt).await?;
         let state_root = attempt.state_root.clone();
         let database = self.database.clone();
         let session = tokio::task::spawn_blocking(move || {

@@ -177,6 +177,58 @@ impl AwsRun {
     }
 }
 
+/// Stops a piece of work in AWS (a step, a job run, a query, a crawl) if
+/// the attempt waiting on it is dropped while it is `armed` (a timeout,
+/// Ctrl-C): the request goes out through [`AwsRun::spawn_cleanup`], so
+/// the end of the run waits for it. The request is built when the work
+/// starts and sent only if needed.
+pub struct StopOnDrop {
+    aws: Arc<AwsRun>,
+    stop: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Whether dropping the guard stops the work.
+    pub armed: bool,
+}
+
+impl StopOnDrop {
+    /// A guard, armed, that sends `request` (saying `what` was `done`, or
+    /// why not) when dropped armed.
+    pub fn new<O, E, R>(
+        aws: &Arc<AwsRun>,
+        what: String,
+        done: &'static str,
+        request: impl Future<Output = Result<O, aws_sdk_s3::error::SdkError<E, R>>> + Send + 'static,
+    ) -> StopOnDrop
+    where
+        E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + 'static,
+        R: std::fmt::Debug + Send + 'static,
+    {
+        let stop = async move {
+            match request.await {
+                Ok(_) => say(&format!("{what} {done}")),
+                Err(e) => say(&format!(
+                    "warning: {what} was not {done}: {}",
+                    error_text(&e)
+                )),
+            }
+        };
+        StopOnDrop {
+            aws: aws.clone(),
+            stop: Some(Box::pin(stop)),
+            armed: true,
+        }
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(stop) = self.stop.take()
+        {
+            self.aws.spawn_cleanup(stop);
+        }
+    }
+}
+
 /// A line for the person at the terminal (`flux-engine: ...` on stderr);
 /// a closed terminal is no reason to fail.
 pub fn say(line: &str) {

@@ -48,7 +48,7 @@ use tracing::Instrument;
 
 use super::sfn::{DAG_TAG, Emr, spark_submit_args};
 use super::{EmrSpark, SparkJob};
-use crate::aws::{AwsRun, OnAws, Poll, error_text, say, throttled};
+use crate::aws::{AwsRun, OnAws, Poll, StopOnDrop, error_text, say, throttled};
 use crate::s3::S3Uri;
 
 /// The default seconds between two polls of a step.
@@ -144,38 +144,6 @@ struct Step {
     aws: Arc<AwsRun>,
 }
 
-/// A step in flight: cancelled if the attempt is dropped before it ends.
-struct CancelOnDrop {
-    aws: Arc<AwsRun>,
-    cluster_id: String,
-    step_id: String,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let request = self
-            .aws
-            .emr
-            .cancel_steps()
-            .cluster_id(&self.cluster_id)
-            .step_ids(&self.step_id);
-        let step_id = self.step_id.clone();
-        self.aws.spawn_cleanup(async move {
-            match request.send().await {
-                Ok(_) => say(&format!("EMR step {step_id} cancelled")),
-                Err(e) => say(&format!(
-                    "warning: cannot cancel EMR step {step_id}: {}",
-                    error_text(&e)
-                )),
-            }
-        });
-    }
-}
-
 #[async_trait]
 impl TaskAction for Step {
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
@@ -202,12 +170,17 @@ impl TaskAction for Step {
                 "reconnected to EMR step {step_id} on {cluster_id}"
             ));
         }
-        let mut guard = CancelOnDrop {
-            aws: self.aws.clone(),
-            cluster_id: cluster_id.clone(),
-            step_id: step_id.clone(),
-            armed: true,
-        };
+        let mut guard = StopOnDrop::new(
+            &self.aws,
+            format!("EMR step {step_id}"),
+            "cancelled",
+            self.aws
+                .emr
+                .cancel_steps()
+                .cluster_id(&cluster_id)
+                .step_ids(&step_id)
+                .send(),
+        );
         let span = crate::steps::step(&tracing::Span::current(), "emr.step", &step_id);
         let ended = self
             .wait(attempt, &cluster_id, &step_id)
@@ -694,38 +667,6 @@ impl Step {
 /// The journal key of a task's EMR Serverless job run.
 const JOB_RUN_KEY: &str = "emr.job_run";
 
-/// A job run in flight: cancelled if the attempt is dropped before it ends.
-struct CancelJobRunOnDrop {
-    aws: Arc<AwsRun>,
-    application_id: String,
-    job_run_id: String,
-    armed: bool,
-}
-
-impl Drop for CancelJobRunOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let request = self
-            .aws
-            .emr_serverless
-            .cancel_job_run()
-            .application_id(&self.application_id)
-            .job_run_id(&self.job_run_id);
-        let id = self.job_run_id.clone();
-        self.aws.spawn_cleanup(async move {
-            match request.send().await {
-                Ok(_) => say(&format!("EMR Serverless job run {id} cancelled")),
-                Err(e) => say(&format!(
-                    "warning: cannot cancel EMR Serverless job run {id}: {}",
-                    error_text(&e)
-                )),
-            }
-        });
-    }
-}
-
 impl Step {
     /// The job as an EMR Serverless job run of `application_id`, as the
     /// export's state starts it: started (or, after a crash, found again)
@@ -820,12 +761,16 @@ impl Step {
                 id
             }
         };
-        let mut guard = CancelJobRunOnDrop {
-            aws: self.aws.clone(),
-            application_id: application_id.to_string(),
-            job_run_id: job_run_id.clone(),
-            armed: true,
-        };
+        let mut guard = StopOnDrop::new(
+            &self.aws,
+            format!("EMR Serverless job run {job_run_id}"),
+            "cancelled",
+            client
+                .cancel_job_run()
+                .application_id(application_id)
+                .job_run_id(&job_run_id)
+                .send(),
+        );
         let poll = Poll::from_env(POLL_SECONDS);
         let mut last = None;
         let mut throttled_in_a_row = 0;

@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use super::sfn::crawler_name;
 use super::{GlueCrawler, GlueCrawlerConfig};
-use crate::aws::{AwsRun, OnAws, Poll, error_text, say, throttled};
+use crate::aws::{AwsRun, OnAws, Poll, StopOnDrop, error_text, say, throttled};
 
 /// The default seconds between two polls of a crawler.
 pub const POLL_SECONDS: f64 = 15.0;
@@ -55,32 +55,6 @@ impl OnAws for GlueCrawler {
 struct Crawl {
     config: GlueCrawlerConfig,
     aws: Arc<AwsRun>,
-}
-
-/// Stops a crawl whose attempt is dropped before it ended.
-struct StopOnDrop {
-    aws: Arc<AwsRun>,
-    crawler: String,
-    armed: bool,
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let request = self.aws.glue.stop_crawler().name(&self.crawler);
-        let crawler = self.crawler.clone();
-        self.aws.spawn_cleanup(async move {
-            match request.send().await {
-                Ok(_) => say(&format!("Glue crawler {crawler} stopped")),
-                Err(e) => say(&format!(
-                    "warning: cannot stop Glue crawler {crawler}: {}",
-                    error_text(&e)
-                )),
-            }
-        });
-    }
 }
 
 #[async_trait]
@@ -327,11 +301,12 @@ impl Crawl {
         let poll = Poll::from_env(POLL_SECONDS);
         let recorded = attempt.journal.recorded(CRAWL_KEY)?;
         let running = self.state(crawler).await?.0 != CrawlerState::Ready;
-        let mut guard = StopOnDrop {
-            aws: self.aws.clone(),
-            crawler: crawler.to_string(),
-            armed: true,
-        };
+        let mut guard = StopOnDrop::new(
+            &self.aws,
+            format!("Glue crawler {crawler}"),
+            "stopped",
+            self.aws.glue.stop_crawler().name(crawler).send(),
+        );
         if recorded.is_some() && running {
             attempt.progress.change(&format!(
                 "reconnected to the crawl of Glue crawler {crawler}"

@@ -185,7 +185,17 @@ async fn render_payload(
     }
 
     let report = spec.build(&source, &payload.execution, &payload.task)?;
-    let html = reports::to_html(&report);
+    upload_html(client, &spec, &report).await
+}
+
+/// Renders `report` and writes it to the spec's `output`; what the task
+/// outputs.
+async fn upload_html(
+    client: &Client,
+    spec: &ReportSpec,
+    report: &reports::Report,
+) -> Result<serde_json::Value, TaskFailure> {
+    let html = reports::to_html(report);
     let bytes = html.len();
     client
         .put_object()
@@ -425,26 +435,6 @@ impl engine::TaskAction for ReportOnAws {
             source.counts.insert(from, counts);
         }
         let report = spec.build(&source, &attempt.run_id, &attempt.task_id)?;
-        let html = reports::to_html(&report);
-        let bytes = html.len();
-        client
-            .put_object()
-            .bucket(spec.output.bucket())
-            .key(spec.output.key())
-            .content_type("text/html; charset=utf-8")
-            .body(ByteStream::from(html.into_bytes()))
-            .send()
-            .await
-            .map_err(|e| {
-                TaskFailure::new(format!(
-                    "cannot write the report to {}: {}",
-                    spec.output,
-                    crate::aws::error_text(&e)
-                ))
-            })?;
-        Ok(Some(serde_json::json!({
-            "report": spec.output.to_string(),
-            "bytes": bytes,
-        })))
+        upload_html(client, spec, &report).await.map(Some)
     }
 }
