@@ -5,8 +5,9 @@ they can be tested without a server. `identify` is the entry point.
 
 Services are named by their SigV4 signing name (the fourth field of the
 `Credential=AKID/DATE/REGION/SERVICE/aws4_request` scope): `s3`,
-`elasticmapreduce`, `glue`, `athena`, `emr-serverless`. The IAM action
-prefix is the same name for all five.
+`elasticmapreduce`, `glue`, `athena`, `emr-serverless`, `states`,
+`cloudformation`, `lambda`, `iam`. The IAM action prefix is the same name
+for all of them.
 """
 
 import json
@@ -20,10 +21,18 @@ TARGET_PREFIXES = {
     "AWSGlue": "glue",
     "AmazonAthena": "athena",
     "ElasticMapReduce": "elasticmapreduce",
+    "AWSStepFunctions": "states",
 }
 
 # The services spoken in JSON (the body is kept in the request log).
-JSON_SERVICES = {"glue", "athena", "elasticmapreduce", "emr-serverless"}
+JSON_SERVICES = {"glue", "athena", "elasticmapreduce", "emr-serverless", "states", "lambda"}
+
+# The services of the query protocol: a form-urlencoded body (or query
+# string) whose `Action` names the operation; the form is kept in the log.
+QUERY_SERVICES = {"cloudformation", "iam"}
+
+# The services whose body the request log keeps.
+LOGGED_BODY_SERVICES = JSON_SERVICES | QUERY_SERVICES
 
 # S3 sub-resources (query keys) of a bucket: method -> (operation, IAM action).
 # The IAM names are those of the Service Authorization Reference, which
@@ -126,6 +135,36 @@ EMR_SERVERLESS_ROUTES = [
         ("GET", r"^/tags/.+$", "ListTagsForResource"),
         ("POST", r"^/tags/.+$", "TagResource"),
         ("DELETE", r"^/tags/.+$", "UntagResource"),
+    ]
+]
+
+
+# Lambda (REST-JSON): (method, path pattern, operation), first match wins.
+# Approximate: the paths the engine and the tests use, not the whole API.
+LAMBDA_ROUTES = [
+    (method, re.compile(pattern), operation)
+    for method, pattern, operation in [
+        ("POST", r"^/2015-03-31/functions/?$", "CreateFunction"),
+        ("GET", r"^/2015-03-31/functions/?$", "ListFunctions"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/?$", "GetFunction"),
+        ("DELETE", r"^/2015-03-31/functions/[^/]+/?$", "DeleteFunction"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/configuration/?$", "GetFunctionConfiguration"),
+        ("PUT", r"^/2015-03-31/functions/[^/]+/configuration/?$", "UpdateFunctionConfiguration"),
+        ("PUT", r"^/2015-03-31/functions/[^/]+/code/?$", "UpdateFunctionCode"),
+        ("POST", r"^/2015-03-31/functions/[^/]+/invocations/?$", "Invoke"),
+        ("POST", r"^/2015-03-31/functions/[^/]+/versions/?$", "PublishVersion"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/versions/?$", "ListVersionsByFunction"),
+        ("POST", r"^/2015-03-31/functions/[^/]+/aliases/?$", "CreateAlias"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/aliases/?$", "ListAliases"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/aliases/[^/]+/?$", "GetAlias"),
+        ("PUT", r"^/2015-03-31/functions/[^/]+/aliases/[^/]+/?$", "UpdateAlias"),
+        ("DELETE", r"^/2015-03-31/functions/[^/]+/aliases/[^/]+/?$", "DeleteAlias"),
+        ("POST", r"^/2015-03-31/functions/[^/]+/policy/?$", "AddPermission"),
+        ("GET", r"^/2015-03-31/functions/[^/]+/policy/?$", "GetPolicy"),
+        ("DELETE", r"^/2015-03-31/functions/[^/]+/policy/[^/]+/?$", "RemovePermission"),
+        ("GET", r"^/2017-03-31/tags/.+$", "ListTags"),
+        ("POST", r"^/2017-03-31/tags/.+$", "TagResource"),
+        ("DELETE", r"^/2017-03-31/tags/.+$", "UntagResource"),
     ]
 ]
 
@@ -284,8 +323,12 @@ def identify(method, raw_path, headers, body):
         info.update(identify_s3(method, path, query, headers, body))
     elif target and "." in target:
         info["operation"] = target.rsplit(".", 1)[1]
-    elif service == "emr-serverless":
-        for route_method, pattern, operation in EMR_SERVERLESS_ROUTES:
+    elif service in QUERY_SERVICES:
+        action = query_form(query_string, body).get("Action")
+        info["operation"] = action or None
+    elif service in ("emr-serverless", "lambda"):
+        routes = EMR_SERVERLESS_ROUTES if service == "emr-serverless" else LAMBDA_ROUTES
+        for route_method, pattern, operation in routes:
             if method == route_method and pattern.match(path):
                 info["operation"] = operation
                 break
@@ -304,3 +347,40 @@ def json_body(body):
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def query_form(query_string, body):
+    """The fields of a query-protocol request (its query string, then its
+    form-urlencoded body) as a dict of strings."""
+    form = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True))
+    if body:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        form.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
+    return form
+
+
+def _elide_zip(doc):
+    """A Lambda body with its `ZipFile` (base64 code) replaced by its length."""
+    if not isinstance(doc, dict):
+        return doc
+    doc = dict(doc)
+    if isinstance(doc.get("ZipFile"), str):
+        doc["ZipFile"] = f"<{len(doc['ZipFile'])} base64 characters>"
+    if isinstance(doc.get("Code"), dict):
+        doc["Code"] = _elide_zip(doc["Code"])
+    return doc
+
+
+def logged_body(service, raw_path, body):
+    """What the request log keeps of a request's body: the JSON of the JSON
+    services (None if empty or not JSON; Lambda's code zip elided), the
+    form of the query-protocol ones."""
+    if service in QUERY_SERVICES:
+        return query_form(raw_path.partition("?")[2], body)
+    doc = json_body(body)
+    if service == "lambda":
+        doc = _elide_zip(doc)
+    return doc

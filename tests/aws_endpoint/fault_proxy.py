@@ -9,7 +9,9 @@ with a Content-Length) and moto's answer is returned, except when:
 - it is an EMR `CancelSteps` (moto answers it with a 500): the proxy
   answers it itself, and the steps then read CANCELLED;
 - it is an EMR `DescribeStep` or `ListSteps` whose steps have an outcome
-  set (`set_step_outcome`): moto's answer is rewritten with that state.
+  set (`set_step_outcome`): moto's answer is rewritten with that state;
+- it is a Step Functions call about a fake execution (`fake_execution`,
+  see fake_sfn.py): the proxy answers it itself.
 
 Every request is logged (`requests()`). `FaultProxy.command` carries out
 the commands of the harness's protocol that concern the proxy.
@@ -28,7 +30,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
-from aws_requests import JSON_SERVICES, identify, json_body
+from aws_requests import LOGGED_BODY_SERVICES, identify, json_body, logged_body
+from fake_sfn import FakeExecutions, FakeSfnCommandError, SfnError
 from iam_policy import Policy, PolicyError
 
 HOP_BY_HOP = {
@@ -58,6 +61,13 @@ STEP_STATES = (
 TERMINAL_STEP_STATES = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
 ACCOUNT_ID = "123456789012"  # moto's default account
 
+# The query-protocol services: their XML namespace (errors are
+# <ErrorResponse xmlns=..><Error><Type/><Code/><Message/></Error><RequestId/>).
+QUERY_NAMESPACES = {
+    "cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+}
+
 
 class CommandError(ValueError):
     pass
@@ -66,12 +76,38 @@ class CommandError(ValueError):
 # ---------------------------------------------------------------- error answers
 
 
+def denied_message(service, action, resource, akid):
+    who = f"arn:aws:iam::{ACCOUNT_ID}:user/{akid or 'testing'}"
+    action = action or f"{service}:*"
+    return (
+        f"User: {who} is not authorized to perform: {action} on resource: {resource or '*'}"
+        f" because no identity-based policy allows the {action} action"
+    )
+
+
 def error_answer(service, kind, method, action=None, resource=None, akid=None, code=None):
     """(status, headers, body, error code) of an injected error, shaped as the
     service's protocol has it so that an SDK parses and classifies it as it
-    would the real one (S3: REST-XML; EMR, Glue, Athena: awsJson1.1; EMR
-    Serverless: REST-JSON)."""
+    would the real one (S3: REST-XML; EMR, Glue, Athena: awsJson1.1; Step
+    Functions: awsJson1.0; EMR Serverless, Lambda: REST-JSON; CloudFormation,
+    IAM: the query protocol's XML)."""
     request_id = str(uuid.uuid4())
+    if service in QUERY_NAMESPACES:
+        status, default_code, error_type, message = {
+            "throttle": (400, "Throttling", "Sender", "Rate exceeded"),
+            "5xx": (500, "InternalFailure", "Receiver", "Internal failure."),
+            "denied": (403, "AccessDenied", "Sender", None),
+        }[kind]
+        code = code or default_code
+        message = message or denied_message(service, action, resource, akid)
+        headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
+        body = (
+            f'<ErrorResponse xmlns="{QUERY_NAMESPACES[service]}">'
+            f"<Error><Type>{error_type}</Type><Code>{escape(code)}</Code>"
+            f"<Message>{escape(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        return status, headers, body, code
     if service == "s3":
         status, default_code, message = {
             "throttle": (503, "SlowDown", "Please reduce your request rate."),
@@ -94,27 +130,31 @@ def error_answer(service, kind, method, action=None, resource=None, akid=None, c
             body = b""  # a HEAD answer has no body: S3 says it by the status alone
         return status, headers, body, code
 
-    rest_json = service == "emr-serverless"
+    rest_json = service in ("emr-serverless", "lambda")
     if kind == "throttle":
-        # awsJson services throttle with a 400; REST-JSON ones with a 429.
-        status, default_code = (429 if rest_json else 400), "ThrottlingException"
+        # awsJson services throttle with a 400; REST-JSON ones with a 429
+        # (Lambda's code is TooManyRequestsException).
+        status = 429 if rest_json else 400
+        default_code = "TooManyRequestsException" if service == "lambda" else "ThrottlingException"
         message = "Rate exceeded"
     elif kind == "5xx":
-        status, default_code = 500, "InternalFailure"
+        status = 500
+        default_code = "ServiceException" if service == "lambda" else "InternalFailure"
         message = (
             "The request processing has failed because of an unknown error, exception or failure."
         )
     else:
         status, default_code = 403, "AccessDeniedException"
-        who = f"arn:aws:iam::{ACCOUNT_ID}:user/{akid or 'testing'}"
-        action = action or f"{service}:*"
-        message = (
-            f"User: {who} is not authorized to perform: {action} on resource: {resource or '*'}"
-            f" because no identity-based policy allows the {action} action"
-        )
+        message = denied_message(service, action, resource, akid)
     code = code or default_code
+    if rest_json:
+        content_type = "application/json"
+    elif service == "states":
+        content_type = "application/x-amz-json-1.0"
+    else:
+        content_type = "application/x-amz-json-1.1"
     headers = [
-        ("Content-Type", "application/json" if rest_json else "application/x-amz-json-1.1"),
+        ("Content-Type", content_type),
         ("x-amzn-RequestId", request_id),
         ("x-amzn-ErrorType", code),
     ]
@@ -296,6 +336,7 @@ class FaultProxy:
         self.faults = []
         self.policy = None
         self.steps = Steps()
+        self.fake_sfn = FakeExecutions()
         self.server = None
         self.thread = None
 
@@ -309,8 +350,9 @@ class FaultProxy:
 
         Handler.proxy = proxy
         self.server = _Server((host, port), Handler)
+        # A short poll interval: stop() (shutdown) waits for the loop to see it.
         self.thread = threading.Thread(
-            target=self.server.serve_forever, name="fault-proxy", daemon=True
+            target=self.server.serve_forever, args=(0.05,), name="fault-proxy", daemon=True
         )
         self.thread.start()
         return self.server.server_address[1]
@@ -367,8 +409,17 @@ class FaultProxy:
                 n = len(self.log)
                 self.log = []
                 return {"cleared": n}
+            if op == "fake_execution":
+                try:
+                    self.fake_sfn.add(cmd)
+                except FakeSfnCommandError as e:
+                    raise CommandError(str(e)) from None
+                return {}
+            if op == "clear_fake_executions":
+                return {"cleared": self.fake_sfn.clear()}
             if op == "reset":
                 self.faults, self.policy, self.steps, self.log = [], None, Steps(), []
+                self.fake_sfn.clear()
                 return {}
         raise CommandError(f"unknown op {op!r}")
 
@@ -478,8 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
             entry["keys"] = info["keys"]
         if "copy_source" in info:
             entry["copy_source"] = info["copy_source"]
-        if info["service"] in JSON_SERVICES:
-            entry["body"] = json_body(body)
+        if info["service"] in LOGGED_BODY_SERVICES:
+            entry["body"] = logged_body(info["service"], raw_path, body)
         # What a test checks of an upload: the checksums and metadata sent.
         entry["headers"] = {
             name.lower(): value
@@ -509,6 +560,25 @@ class _Handler(BaseHTTPRequestHandler):
             entry.update(injected=kind, answered_by="proxy", error_code=code)
             self._answer(entry, status, None, headers, out)
             return
+
+        if info["service"] == "states":
+            try:
+                with proxy.lock:
+                    doc = proxy.fake_sfn.answer(info["operation"], entry.get("body"))
+                status, error_code = 200, None
+            except SfnError as e:
+                doc = {"__type": e.code, "message": e.message}
+                status, error_code = e.status, e.code
+            if doc is not None:
+                headers = [
+                    ("Content-Type", "application/x-amz-json-1.0"),
+                    ("x-amzn-RequestId", str(uuid.uuid4())),
+                ]
+                if error_code:
+                    headers.append(("x-amzn-ErrorType", error_code))
+                entry["answered_by"] = "proxy"
+                self._answer(entry, status, None, headers, json.dumps(doc).encode())
+                return
 
         if info["service"] == "elasticmapreduce" and info["operation"] == "CancelSteps":
             request = entry.get("body") or {}

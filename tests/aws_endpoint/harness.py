@@ -16,7 +16,9 @@ If it cannot start it prints {"error": "..."} instead and exits 1.
 Environment: S3_UPLOAD_PART_MIN_SIZE (default 5 bytes, so that tests can
 upload multipart with small parts), AWS_ENDPOINT_MOTO_LOG (a file for
 moto's output, else a discarded temporary file), AWS_ENDPOINT_VERBOSE=1
-(the proxy logs each request on stderr).
+(the proxy logs each request on stderr). An inherited MOTO_PORT is not
+passed on: moto gets its own port there, which its Step Functions
+interpreter calls.
 """
 
 import ctypes
@@ -102,6 +104,10 @@ class Moto:
         preexec = _die_with_parent_fn()
         for _ in range(3):  # another process may take the free port first
             self.port = free_port()
+            # moto's Step Functions interpreter calls moto itself at
+            # localhost:$MOTO_PORT (moto.server sets it to its -p port only
+            # when unset): make it this moto's port, whatever was inherited.
+            env["MOTO_PORT"] = str(self.port)
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL,
@@ -190,6 +196,15 @@ def handle(line, moto, proxy):
                 moto.port, method, path, cmd.get("body"), cmd.get("headers")
             )
             return {"ok": True, "status": status, "body": body}, False
+        if op == "sfn_interpreter":
+            on = cmd.get("on")
+            if not isinstance(on, bool):
+                raise CommandError("on must be true or false")
+            config = {"stepfunctions": {"execute_state_machine": on}}
+            status, body = moto_request(moto.port, "POST", "/moto-api/config", config)
+            if status not in (200, 201):
+                raise CommandError(f"moto answered {status} to /moto-api/config: {body}")
+            return {"ok": True}, False
         return dict({"ok": True}, **proxy.command(cmd)), False
     except CommandError as e:
         return {"ok": False, "error": str(e)}, False

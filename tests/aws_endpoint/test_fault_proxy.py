@@ -550,6 +550,76 @@ def test_json_service_faults(h):
     ]
 
 
+def test_cloudformation_lambda_and_iam(h):
+    cfn, lam, iam = h.client("cloudformation"), h.client("lambda"), h.client("iam")
+    # (No CreateStack: moto takes a second over its first template.)
+    assert error_of(cfn.describe_stacks, StackName="flux-stack")[:2] == ("ValidationError", 400)
+    cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE"])
+    iam.list_roles()
+    lam.list_functions()
+    assert error_of(lam.get_function, FunctionName="no-such-fn")[:2] == (
+        "ResourceNotFoundException",
+        404,
+    )
+
+    # Query-protocol errors: the SDK reads the code and retries Throttling.
+    h.ok(op="fault", service="cloudformation", operation="DescribeStacks", kind="throttle")
+    code, status, response = error_of(cfn.describe_stacks, StackName="flux-stack")
+    assert (code, status) == ("Throttling", 400)
+    assert response["Error"]["Type"] == "Sender"
+    h.ok(op="fault", service="cloudformation", operation="ListStacks", kind="5xx")
+    got = h.client("cloudformation", attempts=2).list_stacks()
+    assert got["ResponseMetadata"]["RetryAttempts"] == 1
+    h.ok(op="fault", service="iam", operation="ListRoles", kind="denied")
+    code, status, response = error_of(iam.list_roles)
+    assert (code, status) == ("AccessDenied", 403)
+    assert "iam:ListRoles" in response["Error"]["Message"]
+    h.ok(op="fault", service="lambda", operation="ListFunctions", kind="throttle")
+    assert error_of(lam.list_functions)[:2] == ("TooManyRequestsException", 429)
+
+    # An unknown Lambda path is forwarded all the same.
+    conn = connect(h)
+    conn.request("GET", "/2099-01-01/unknown", headers={"Authorization": lambda_auth()})
+    status, _ = answer_of(conn)
+    conn.close()
+
+    log = h.requests()
+    assert [(r["service"], r["operation"], r["action"]) for r in log[:5]] == [
+        ("cloudformation", "DescribeStacks", "cloudformation:DescribeStacks"),
+        ("cloudformation", "ListStacks", "cloudformation:ListStacks"),
+        ("iam", "ListRoles", "iam:ListRoles"),
+        ("lambda", "ListFunctions", "lambda:ListFunctions"),
+        ("lambda", "GetFunction", "lambda:GetFunction"),
+    ]
+    assert log[0]["body"] == {
+        "Action": "DescribeStacks",
+        "Version": "2010-05-15",
+        "StackName": "flux-stack",
+    }
+    assert log[1]["body"]["StackStatusFilter.member.1"] == "CREATE_COMPLETE"
+    injected = [(r["operation"], r["injected"], r["error_code"]) for r in log if r["injected"]]
+    assert injected == [
+        ("DescribeStacks", "throttle", "Throttling"),
+        ("ListStacks", "5xx", "InternalFailure"),
+        ("ListRoles", "denied", "AccessDenied"),
+        ("ListFunctions", "throttle", "TooManyRequestsException"),
+    ]
+    unknown = log[-1]
+    assert (unknown["service"], unknown["operation"], unknown["answered_by"]) == (
+        "lambda",
+        None,
+        "moto",
+    )
+    assert unknown["status"] == status
+
+
+def lambda_auth():
+    return (
+        f"AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/lambda/aws4_request, "
+        "SignedHeaders=host, Signature=00"
+    )
+
+
 def test_bad_commands_are_answered_with_an_error(h):
     for cmd in (
         {"op": "fault", "service": "s3", "kind": "explode"},

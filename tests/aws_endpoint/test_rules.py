@@ -2,10 +2,11 @@
 how a policy decides, how an injected error looks, how steps are rewritten."""
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
-from aws_requests import identify
+from aws_requests import identify, logged_body
 from fault_proxy import CommandError, FaultRule, Steps, StepOutcome, error_answer
 from iam_policy import Policy, PolicyError
 
@@ -130,6 +131,7 @@ def json_headers(service, target=None):
         ("elasticmapreduce", "ElasticMapReduce.AddJobFlowSteps", "AddJobFlowSteps"),
         ("glue", "AWSGlue.CreateCrawler", "CreateCrawler"),
         ("athena", "AmazonAthena.StartQueryExecution", "StartQueryExecution"),
+        ("states", "AWSStepFunctions.GetExecutionHistory", "GetExecutionHistory"),
     ],
 )
 def test_json_protocol_operations(service, target, operation):
@@ -158,6 +160,69 @@ def test_emr_serverless_operations(method, path, operation):
     info = identify(method, path, json_headers("emr-serverless"), b"")
     assert (info["service"], info["operation"]) == ("emr-serverless", operation)
     assert info["action"] == f"emr-serverless:{operation}"
+
+
+@pytest.mark.parametrize(
+    "method,path,operation",
+    [
+        ("POST", "/2015-03-31/functions", "CreateFunction"),
+        ("GET", "/2015-03-31/functions/", "ListFunctions"),
+        ("GET", "/2015-03-31/functions/flux-fn", "GetFunction"),
+        (
+            "GET",
+            "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aeu-west-1%3A1%3Afunction%3Af",
+            "GetFunction",
+        ),
+        ("DELETE", "/2015-03-31/functions/flux-fn", "DeleteFunction"),
+        ("POST", "/2015-03-31/functions/flux-fn/invocations", "Invoke"),
+        ("GET", "/2015-03-31/functions/flux-fn/configuration", "GetFunctionConfiguration"),
+        ("PUT", "/2015-03-31/functions/flux-fn/code", "UpdateFunctionCode"),
+        ("GET", "/2017-03-31/tags/arn%3Aaws%3Alambda", "ListTags"),
+    ],
+)
+def test_lambda_operations(method, path, operation):
+    info = identify(method, path + "?Qualifier=1", json_headers("lambda"), b"")
+    assert (info["service"], info["operation"]) == ("lambda", operation)
+    assert info["action"] == f"lambda:{operation}"
+
+
+def test_unknown_lambda_paths_have_no_operation():
+    info = identify("GET", "/2099-01-01/whatever", json_headers("lambda"), b"")
+    assert (info["service"], info["operation"], info["requirements"]) == ("lambda", None, [])
+
+
+def test_query_protocol_operations():
+    headers = dict(json_headers("cloudformation"), **{"Content-Type": FORM})
+    body = b"Action=CreateStack&Version=2010-05-15&StackName=flux&TemplateBody=%7B%7D"
+    info = identify("POST", "/", headers, body)
+    assert (info["service"], info["operation"]) == ("cloudformation", "CreateStack")
+    assert info["requirements"] == [("cloudformation:CreateStack", None)]
+    assert logged_body("cloudformation", "/", body) == {
+        "Action": "CreateStack",
+        "Version": "2010-05-15",
+        "StackName": "flux",
+        "TemplateBody": "{}",
+    }
+    # The Action may be in the query string.
+    info = identify("GET", "/?Action=ListRoles&Version=2010-05-08", json_headers("iam"), b"")
+    assert (info["service"], info["operation"], info["action"]) == (
+        "iam",
+        "ListRoles",
+        "iam:ListRoles",
+    )
+    assert identify("POST", "/", json_headers("cloudformation"), b"")["operation"] is None
+
+
+def test_lambda_bodies_are_logged_without_their_code():
+    body = json.dumps({"FunctionName": "f", "Code": {"ZipFile": "UEsDBA=="}}).encode()
+    assert logged_body("lambda", "/2015-03-31/functions", body) == {
+        "FunctionName": "f",
+        "Code": {"ZipFile": "<8 base64 characters>"},
+    }
+    assert logged_body("lambda", "/x", b"not json") is None
+
+
+FORM = "application/x-www-form-urlencoded; charset=utf-8"
 
 
 def test_unknown_and_control_requests():
@@ -291,6 +356,13 @@ def test_policy_rejects_malformed_documents(doc):
         ("athena", "5xx", 500, "InternalFailure", "application/x-amz-json-1.1"),
         ("elasticmapreduce", "denied", 403, "AccessDeniedException", "application/x-amz-json-1.1"),
         ("emr-serverless", "throttle", 429, "ThrottlingException", "application/json"),
+        ("states", "throttle", 400, "ThrottlingException", "application/x-amz-json-1.0"),
+        ("states", "denied", 403, "AccessDeniedException", "application/x-amz-json-1.0"),
+        ("lambda", "throttle", 429, "TooManyRequestsException", "application/json"),
+        ("lambda", "5xx", 500, "ServiceException", "application/json"),
+        ("cloudformation", "throttle", 400, "Throttling", "text/xml"),
+        ("cloudformation", "5xx", 500, "InternalFailure", "text/xml"),
+        ("iam", "denied", 403, "AccessDenied", "text/xml"),
     ],
 )
 def test_error_answers(service, kind, status, code, content_type):
@@ -301,6 +373,16 @@ def test_error_answers(service, kind, status, code, content_type):
         assert f"<Code>{code}</Code>".encode() in body
         assert headers["x-amz-request-id"]
         assert error_answer(service, kind, "HEAD")[2] == b""
+    elif service in ("cloudformation", "iam"):
+        root = ET.fromstring(body)
+        ns = {"aws": root.tag[1:].split("}")[0]}
+        assert root.tag.endswith("ErrorResponse")
+        assert root.find("aws:Error/aws:Code", ns).text == code
+        assert root.find("aws:Error/aws:Type", ns).text == (
+            "Receiver" if kind == "5xx" else "Sender"
+        )
+        assert root.find("aws:Error/aws:Message", ns).text
+        assert root.find("aws:RequestId", ns).text == headers["x-amzn-RequestId"]
     else:
         assert json.loads(body)["__type"] == code
         assert headers["x-amzn-ErrorType"] == code
