@@ -580,6 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._answer(entry, status, None, headers, json.dumps(doc).encode())
                 return
 
+        if info["service"] == "states" and info["operation"] == "PublishStateMachineVersion":
+            self._publish_version(entry, raw_path, body)
+            return
+
         if info["service"] == "elasticmapreduce" and info["operation"] == "CancelSteps":
             request = entry.get("body") or {}
             with proxy.lock:
@@ -625,6 +629,50 @@ class _Handler(BaseHTTPRequestHandler):
                 (k, str(len(out)) if k.lower() == "content-length" else v) for k, v in headers
             ]
         self._answer(entry, status, reason, headers, out)
+
+    def _publish_version(self, entry, raw_path, body):
+        """moto 5.2.1 has no PublishStateMachineVersion, but publishes a
+        version on UpdateStateMachine with `publish`: the proxy reads the
+        current definition and updates the machine with it unchanged."""
+        request = entry.get("body") or {}
+        arn = request.get("stateMachineArn", "")
+
+        def call(operation, payload):
+            headers = {k: v for k, v in self.headers.items()}
+            headers["X-Amz-Target"] = f"AWSStepFunctions.{operation}"
+            conn = self.proxy.moto_connection()
+            try:
+                data = json.dumps(payload).encode()
+                headers["Content-Length"] = str(len(data))
+                conn.request("POST", raw_path, body=data, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            finally:
+                conn.close()
+
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ]
+        entry["answered_by"] = "proxy"
+        status, out = call("DescribeStateMachine", {"stateMachineArn": arn})
+        if status != 200:
+            self._answer(entry, status, None, headers, out)
+            return
+        definition = json.loads(out).get("definition", "")
+        update = {"stateMachineArn": arn, "definition": definition, "publish": True}
+        if request.get("description"):
+            update["versionDescription"] = request["description"]
+        status, out = call("UpdateStateMachine", update)
+        if status == 200:
+            doc = json.loads(out)
+            out = json.dumps(
+                {
+                    "creationDate": doc.get("updateDate"),
+                    "stateMachineVersionArn": doc.get("stateMachineVersionArn"),
+                }
+            ).encode()
+        self._answer(entry, status, None, headers, out)
 
     def _forward(self, method, raw_path, body):
         conn = self.proxy.moto_connection()
