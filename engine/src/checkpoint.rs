@@ -339,6 +339,39 @@ pub struct ExternalWork {
     pub recorded_at: String,
 }
 
+/// A run that happened elsewhere, as first recorded.
+#[derive(Debug, Clone)]
+pub struct ImportedRun {
+    pub run_id: String,
+    pub dag_name: String,
+    pub dag_path: String,
+    pub params: serde_json::Value,
+    /// RFC 3339, as [`now`] writes it.
+    pub created_at: String,
+    pub target: String,
+}
+
+/// What is known of a run that happens elsewhere (a Step Functions
+/// execution's history, mapped onto the DAG's tasks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedRun {
+    pub status: RunStatus,
+    pub ended_at: Option<String>,
+    /// How many times it was resumed (redriven).
+    pub resume_count: u32,
+    pub tasks: Vec<ObservedTask>,
+}
+
+/// One task of an [`ObservedRun`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedTask {
+    pub id: String,
+    pub status: TaskStatus,
+    pub ended_at: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
     pub id: String,
@@ -352,7 +385,7 @@ pub struct TaskRecord {
     pub definition_hash: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
     pub task_id: String,
     pub attempt: u32,
@@ -739,6 +772,134 @@ impl Checkpoint {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Records a run that happened elsewhere (a Step Functions execution)
+    /// as it is known now: created at `created_at`, its tasks as `tasks`
+    /// (`(id, kind, definition hash)`), all `pending` until
+    /// [`Checkpoint::replace_run_state`] says otherwise.
+    pub fn import_run(
+        &mut self,
+        run: &ImportedRun,
+        tasks: &[(String, String, String)],
+    ) -> Result<(), CheckpointError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at, target)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6)",
+            params![
+                run.run_id,
+                run.dag_name,
+                run.dag_path,
+                run.params.to_string(),
+                run.created_at,
+                run.target
+            ],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO tasks (run_id, task_id, position, kind, status, definition_hash)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            )?;
+            for (position, (task_id, kind, hash)) in tasks.iter().enumerate() {
+                insert.execute(params![run.run_id, task_id, position as i64, kind, hash])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces what is known of a run that happens elsewhere with `state`,
+    /// in one transaction: the run's status and end, each task's status,
+    /// attempts, times and error, and the attempts themselves. Tasks the
+    /// state does not name are left as they are.
+    pub fn replace_run_state(
+        &mut self,
+        run_id: &str,
+        state: &ObservedRun,
+    ) -> Result<(), CheckpointError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET status = ?2, updated_at = ?3, ended_at = ?4, resume_count = ?5
+             WHERE run_id = ?1",
+            params![
+                run_id,
+                state.status.as_str(),
+                now(),
+                state.ended_at,
+                state.resume_count
+            ],
+        )?;
+        tx.execute("DELETE FROM attempts WHERE run_id = ?1", [run_id])?;
+        {
+            let mut task = tx.prepare(
+                "UPDATE tasks SET status = ?3, attempts = ?4, started_at = ?5, ended_at = ?6, error = ?7
+                 WHERE run_id = ?1 AND task_id = ?2",
+            )?;
+            let mut attempt = tx.prepare(
+                "INSERT INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for t in &state.tasks {
+                task.execute(params![
+                    run_id,
+                    t.id,
+                    t.status.as_str(),
+                    t.attempts.len() as u32,
+                    t.attempts.first().map(|a| &a.started_at),
+                    t.ended_at,
+                    t.error
+                ])?;
+                for a in &t.attempts {
+                    attempt.execute(params![
+                        run_id,
+                        t.id,
+                        a.attempt,
+                        a.status,
+                        a.started_at,
+                        a.ended_at,
+                        a.error
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the spans stored for run `run_id` (a trace rebuilt from a
+    /// Step Functions execution's history).
+    pub fn replace_spans(
+        &mut self,
+        run_id: &str,
+        spans: &[SpanRecord],
+    ) -> Result<(), CheckpointError> {
+        self.conn
+            .execute("DELETE FROM spans WHERE run_id = ?1", [run_id])?;
+        self.insert_spans(run_id, spans)
+    }
+
+    /// Runs that recorded run-wide external work `key` with `value`'s
+    /// field `field` equal to `equals` (the run of an execution ARN).
+    pub fn run_with_work(
+        &self,
+        key: &str,
+        field: &str,
+        equals: &str,
+    ) -> Result<Option<String>, CheckpointError> {
+        if self.schema < EXTERNAL_WORK_SCHEMA {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT run_id FROM external_work
+                 WHERE task_id = '' AND key = ?1 AND json_extract(value_json, '$.' || ?2) = ?3
+                 ORDER BY rowid LIMIT 1",
+                params![key, field, equals],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub fn mark_resumed(&mut self, run_id: &str) -> Result<(), CheckpointError> {
