@@ -83,39 +83,33 @@ fn resolve(v: &Value, values: &[(&str, String)]) -> Value {
     }
 }
 
-/// The definition with its `DefinitionSubstitutions` applied.
+/// The definition (`DefinitionString`, through `Fn::Sub` when it names
+/// parameters or resources) with the parameters' defaults and the
+/// created report function's name filled in.
 fn definition(t: &Value) -> Value {
     let props = &t["Resources"]["StateMachine"]["Properties"];
     let mut defaults: Vec<(&str, String)> = t["Parameters"]
         .as_object()
-        .unwrap()
-        .iter()
-        .filter_map(|(k, p)| Some((k.as_str(), p["Default"].as_str()?.to_string())))
-        .collect();
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, p)| Some((k.as_str(), p["Default"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     // The report function the template creates: `Ref` is its name.
     if let Some(name) = t["Resources"]["ReportFunction"]["Properties"]["FunctionName"].as_str() {
         defaults.push(("ReportFunction", name.to_string()));
     }
-    let mut subs: Vec<(&str, String)> = Vec::new();
-    if let Some(m) = props["DefinitionSubstitutions"].as_object() {
-        for (k, v) in m {
-            let Value::String(value) = resolve(v, &defaults) else {
-                panic!("{k} is not a string")
-            };
-            subs.push((k.as_str(), value));
-        }
-    }
-    fn apply(v: &Value, subs: &[(&str, String)]) -> Value {
-        match v {
-            Value::String(s) if s.contains("${") => Value::String(resolve_text(s, subs)),
-            Value::Object(m) => {
-                Value::Object(m.iter().map(|(k, v)| (k.clone(), apply(v, subs))).collect())
-            }
-            Value::Array(items) => Value::Array(items.iter().map(|v| apply(v, subs)).collect()),
-            other => other.clone(),
-        }
-    }
-    apply(&props["Definition"], &subs)
+    let text = match &props["DefinitionString"] {
+        Value::String(text) => text.clone(),
+        sub => resolve_text(
+            sub["Fn::Sub"]
+                .as_str()
+                .expect("DefinitionString is a string or Fn::Sub"),
+            &defaults,
+        ),
+    };
+    serde_json::from_str(&text).expect("the definition is JSON")
 }
 
 #[test]
@@ -243,29 +237,32 @@ fn the_rental_template_has_the_dags_resources_and_parameters() {
     );
     // The definition refers to the parameters, not to the values.
     let def = &t["Resources"]["StateMachine"]["Properties"];
-    let raw = def["Definition"].to_string();
+    let raw = def["DefinitionString"]["Fn::Sub"].as_str().unwrap();
     assert!(
-        raw.contains("\"ServiceRole\":\"${EmrServiceRole}\""),
+        raw.contains("\"ServiceRole\": \"${EmrServiceRole}\""),
         "{raw}"
     );
-    assert!(raw.contains("\"FunctionName\":\"${ReportFunction}\""));
+    // ... and ReportFunction (a `Ref`: its name) is the function the
+    // template creates.
+    assert!(raw.contains("\"FunctionName\": \"${ReportFunction}\""));
     assert!(!raw.contains("EMR_DefaultRole"));
-    // ... and ReportFunction is the function the template creates.
-    assert_eq!(
-        def["DefinitionSubstitutions"]["ReportFunction"],
-        json!({"Ref": "ReportFunction"})
-    );
 
-    // The report function: the image parameter, its own role, named as
-    // [aws] report_function, and the state machine may invoke only it.
+    // The report function: the zip package deploy uploads (no
+    // report_image in the DAG), its own role, named as [aws]
+    // report_function, and the state machine may invoke only it.
     let functions = of_type(&t, "AWS::Lambda::Function");
     assert_eq!(functions.len(), 1, "{functions:?}");
     let (id, function) = functions[0];
     assert_eq!(id, "ReportFunction");
     let f = &function["Properties"];
     assert_eq!(f["FunctionName"], "flux-engine-report");
-    assert_eq!(f["PackageType"], "Image");
-    assert_eq!(f["Code"]["ImageUri"], json!({"Ref": "ReportImageUri"}));
+    assert_eq!(f["PackageType"], Value::Null, "a zip, the default");
+    assert_eq!(f["Runtime"], "provided.al2023");
+    assert_eq!(f["Handler"], "bootstrap");
+    assert_eq!(
+        f["Code"],
+        json!({"S3Bucket": {"Ref": "ReportCodeBucket"}, "S3Key": {"Ref": "ReportCodeKey"}})
+    );
     assert_eq!(
         f["Role"],
         json!({"Fn::GetAtt": ["ReportFunctionRole", "Arn"]})
@@ -333,7 +330,11 @@ fn a_report_function_arn_names_the_created_function() {
     assert_eq!(f["FunctionName"], "my-report");
     let arn = json!({"Fn::GetAtt": ["ReportFunction", "Arn"]});
     let props = &t["Resources"]["StateMachine"]["Properties"];
-    assert_eq!(props["DefinitionSubstitutions"]["ReportFunction"], arn);
+    let text = props["DefinitionString"]["Fn::Sub"].as_str().unwrap();
+    assert!(
+        text.contains("\"FunctionName\": \"${ReportFunction.Arn}\""),
+        "{text}"
+    );
     let policy = &t["Resources"]["StateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"];
     let invoke = policy["Statement"]
         .as_array()

@@ -2,7 +2,7 @@
 //! deploys the exported state machine with what it needs.
 //!
 //! The template always holds the state machine (`StateMachine`, its
-//! `Definition` the `--sfn` export as a JSON object) and its role
+//! `DefinitionString` the `--sfn` export's text) and its role
 //! (`StateMachineRole`, the `--iam` trust policy and role policy inline).
 //! The rest comes from the task kinds ([`Deployment`]): parameters for
 //! account-specific values (defaulting to the `[aws]` values), the values
@@ -11,8 +11,8 @@
 //! role), outputs, and the buckets the DAG uses, of which the template
 //! can create the first (`Bucket`, with the `CreateBucket` parameter).
 //!
-//! The definition refers to the parameters through
-//! `DefinitionSubstitutions`, the policies through `Fn::Sub`; ARNs are
+//! The definition and the policies refer to the parameters through
+//! `Fn::Sub`; ARNs are
 //! built with `AWS::Partition`, `AWS::Region` and `AWS::AccountId`, so the
 //! template names no account. Like every parameter of the DAG, the bucket
 //! is fixed at export time.
@@ -60,6 +60,19 @@ pub struct Deployment {
     pub outputs: Vec<(String, Obj)>,
     /// Buckets the DAG uses, and for what.
     pub buckets: Vec<(BucketUse, String)>,
+    /// Files of this machine production reads from S3 (scripts, the data
+    /// `s3_ingest` verifies): what `flux-engine deploy` uploads.
+    pub uploads: Vec<Upload>,
+}
+
+/// A local file production expects at an S3 URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub local: std::path::PathBuf,
+    /// `s3://BUCKET/KEY`.
+    pub uri: String,
+    /// Input data (uploaded only when asked), rather than code.
+    pub data: bool,
 }
 
 /// A template parameter standing for an account-specific value.
@@ -74,9 +87,8 @@ pub struct Parameter {
 }
 
 /// A value of the state machine's definition: wherever `key` holds
-/// `value`, the definition holds `${name}` instead, and
-/// `DefinitionSubstitutions` gives `name` as `to` (a `Ref` or
-/// `Fn::GetAtt`).
+/// `value`, the definition holds what `Fn::Sub` resolves to `to` (a `Ref`
+/// or `Fn::GetAtt`) instead: `${PARAMETER}`, `${RESOURCE.ATTRIBUTE}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Substitution {
     pub key: &'static str,
@@ -196,18 +208,21 @@ fn state_machine_resource(model: &ExportModel) -> Result<Resource, ExportError> 
         .flat_map(|d| &d.substitutions)
         .collect();
     substitute_definition(&mut machine, &substitutions);
-    let mut properties = Obj::new()
+    // `DefinitionString` rather than `Definition`: the same text
+    // `--sfn` writes, which tools that only read the string form (moto's
+    // CloudFormation among them) deploy as CloudFormation does.
+    let text = serde_json::to_string_pretty(&machine)
+        .map_err(|e| ExportError(vec![format!("the state machine as JSON: {e}")]))?;
+    let definition: Json = if substitutions.is_empty() {
+        Json::from(text)
+    } else {
+        Obj::new().with("Fn::Sub", text).into()
+    };
+    let properties = Obj::new()
         .with("StateMachineName", model.dag().name.as_str())
         .with("StateMachineType", "STANDARD")
         .with("RoleArn", get_att("StateMachineRole", "Arn"))
-        .with("Definition", machine);
-    if !substitutions.is_empty() {
-        let mut defs = Obj::new();
-        for s in &substitutions {
-            defs.set(s.name, s.to.clone());
-        }
-        properties.set("DefinitionSubstitutions", defs);
-    }
+        .with("DefinitionString", definition);
     Ok(Resource {
         key: "StateMachine".into(),
         logical_id: LogicalId::Fixed("StateMachine"),
@@ -221,7 +236,7 @@ fn state_machine_resource(model: &ExportModel) -> Result<Resource, ExportError> 
 
 /// The bucket the template may create: the first the kinds name, by
 /// what the DAG uses it for.
-fn bucket_of(deployments: &[Deployment]) -> Option<String> {
+pub fn bucket_of(deployments: &[Deployment]) -> Option<String> {
     deployments
         .iter()
         .flat_map(|d| &d.buckets)
@@ -505,8 +520,8 @@ fn logical_id(prefix: &str, name: &str, taken: &BTreeSet<String>) -> String {
     unique
 }
 
-/// `DefinitionSubstitutions` replaces every `${...}` in the definition, so
-/// none may come from the DAG itself.
+/// `Fn::Sub` replaces every `${...}` in the definition, so none may come
+/// from the DAG itself.
 fn check_no_placeholders(machine: &Json) -> Result<(), ExportError> {
     fn walk(json: &Json) -> Option<String> {
         match json {
@@ -524,13 +539,31 @@ fn check_no_placeholders(machine: &Json) -> Result<(), ExportError> {
     }
     match walk(machine) {
         Some(text) => Err(ExportError(vec![format!(
-            "the state machine holds `${{` ({text:?}), which CloudFormation's DefinitionSubstitutions would replace; export with --sfn and deploy it another way"
+            "the state machine holds `${{` ({text:?}), which CloudFormation's Fn::Sub would replace; export with --sfn and deploy it another way"
         )])),
         None => Ok(()),
     }
 }
 
-/// The kinds' values in the definition become `${NAME}`.
+/// What `Fn::Sub` writes for `to`: `${NAME}` for a `Ref`,
+/// `${RESOURCE.ATTRIBUTE}` for a `Fn::GetAtt`.
+fn placeholder(sub: &Substitution) -> String {
+    if let Json::Object(obj) = &sub.to {
+        if let Some(Json::Str(name)) = obj.get("Ref") {
+            return name.clone();
+        }
+        if let Some(Json::Array(parts)) = obj.get("Fn::GetAtt")
+            && let [Json::Str(resource), Json::Str(attribute)] = parts.as_slice()
+        {
+            return format!("{resource}.{attribute}");
+        }
+    }
+    // Every kind gives a Ref or a Fn::GetAtt; a name is what a Ref of
+    // the parameter of that name would be.
+    sub.name.to_string()
+}
+
+/// The kinds' values in the definition become `${NAME}` (`Fn::Sub`).
 fn substitute_definition(json: &mut Json, substitutions: &[&Substitution]) {
     match json {
         Json::Array(items) => items
@@ -541,7 +574,7 @@ fn substitute_definition(json: &mut Json, substitutions: &[&Substitution]) {
                 if let Json::Str(s) = v
                     && let Some(sub) = substitutions.iter().find(|x| k == x.key && *s == x.value)
                 {
-                    *v = Json::from(format!("${{{}}}", sub.name));
+                    *v = Json::from(format!("${{{}}}", placeholder(sub)));
                 } else {
                     substitute_definition(v, substitutions);
                 }

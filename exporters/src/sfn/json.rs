@@ -51,6 +51,14 @@ impl Obj {
         }
     }
 
+    /// Adds every key of `other`, in its order.
+    pub fn merged(mut self, other: Obj) -> Self {
+        for (k, v) in other.0 {
+            self.set(&k, v);
+        }
+        self
+    }
+
     pub fn get(&self, key: &str) -> Option<&Json> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

@@ -43,7 +43,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use exporters::sfn::cfn::{ArnRewrite, BucketUse, Deployment, Parameter, Substitution, reference};
+use exporters::sfn::cfn::{
+    ArnRewrite, BucketUse, Deployment, Parameter, Substitution, Upload, reference,
+};
 use exporters::sfn::iam::{Grant, Permission};
 use exporters::sfn::json::{Json, Obj};
 use exporters::sfn::settings::{AwsSettings, KindSettings};
@@ -331,9 +333,30 @@ impl StepFunctions for EmrSpark {
     fn deployment(
         &self,
         settings: &EmrSettings,
-        _tasks: &[(&TaskContext, SparkJob)],
+        tasks: &[(&TaskContext, SparkJob)],
     ) -> Result<Deployment, String> {
         let mut deployment = Deployment::default();
+        // The scripts and `py_files` of this machine, where the steps
+        // read them.
+        if let Some(prefix) = settings.scripts_prefix.as_deref() {
+            for (task, job) in tasks {
+                for path in std::iter::once(&job.script).chain(&job.py_files) {
+                    let local = task.local(path);
+                    if local.starts_with("s3://") {
+                        continue;
+                    }
+                    let uri = in_scripts(task, &local, prefix)?;
+                    let upload = Upload {
+                        local: task.dag.dir.join(&local),
+                        uri,
+                        data: false,
+                    };
+                    if !deployment.uploads.contains(&upload) {
+                        deployment.uploads.push(upload);
+                    }
+                }
+            }
+        }
         let mut role =
             |name: &'static str, value: &str, description: &'static str, key: &'static str| {
                 deployment.parameters.push(Parameter {

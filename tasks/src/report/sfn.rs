@@ -60,6 +60,9 @@ const REPORT_TIMEOUT_SECONDS: u32 = 300;
 pub struct ReportSettings {
     /// A name or an ARN.
     pub function: Option<String>,
+    /// `[aws] report_image`: the function from this container image
+    /// instead of the zip package `deploy` uploads.
+    pub image: Option<String>,
 }
 
 impl Payload {
@@ -92,7 +95,7 @@ impl Payload {
 }
 
 impl KindSettings for ReportSettings {
-    const KEYS: &'static [&'static str] = &["report_function"];
+    const KEYS: &'static [&'static str] = &["report_function", "report_image"];
 
     fn read(aws: &mut AwsSettings, first: Option<&str>) -> Option<ReportSettings> {
         let function = aws.string(
@@ -101,7 +104,8 @@ impl KindSettings for ReportSettings {
                 .map(|task| format!("task `{task}` is a report task, which runs as a Lambda function; add for example report_function = \"flux-report\""))
                 .as_deref(),
         );
-        Some(ReportSettings { function })
+        let image = aws.string("report_image", None);
+        Some(ReportSettings { function, image })
     }
 }
 
@@ -236,7 +240,7 @@ impl StepFunctions for Report {
         tasks: &[(&TaskContext, ReportSpec)],
     ) -> Result<Deployment, String> {
         let mut deployment = Deployment::default();
-        let (Some(function), Some((task, _))) = (&settings.function, tasks.first()) else {
+        let (Some(function), Some((task, spec))) = (&settings.function, tasks.first()) else {
             return Ok(deployment);
         };
         let dag = &task.dag.name;
@@ -248,12 +252,45 @@ impl StepFunctions for Report {
         } else {
             reference("ReportFunction")
         };
-        deployment.parameters.push(Parameter {
-            name: "ReportImageUri",
-            description: "The ECR image URI (REPOSITORY_URI:TAG or @sha256:...) of flux-engine's report Lambda image (docker/report-lambda.Dockerfile)",
-            default: None,
-            configures: "AWS::Lambda::Function",
-        });
+        // The code: the zip package `flux-engine deploy` uploads (the
+        // binary for the `provided.al2023` runtime), or with `[aws]
+        // report_image` a container image.
+        let (package, code) = match &settings.image {
+            Some(image) => {
+                deployment.parameters.push(Parameter {
+                    name: "ReportImageUri",
+                    description: "The ECR image URI (REPOSITORY_URI:TAG or @sha256:...) of flux-engine's report Lambda image (docker/report-lambda.Dockerfile)",
+                    default: Some(image.clone()),
+                    configures: "AWS::Lambda::Function",
+                });
+                (
+                    Obj::new().with("PackageType", "Image"),
+                    Obj::new().with("ImageUri", reference("ReportImageUri")),
+                )
+            }
+            None => {
+                deployment.parameters.push(Parameter {
+                    name: "ReportCodeBucket",
+                    description: "The bucket holding the report function's zip package",
+                    default: Some(spec.output.bucket().to_string()),
+                    configures: "AWS::Lambda::Function",
+                });
+                deployment.parameters.push(Parameter {
+                    name: "ReportCodeKey",
+                    description: "The key of the report function's zip package (flux-engine's binary as `bootstrap` for the provided.al2023 runtime); flux-engine deploy uploads it and sets this",
+                    default: None,
+                    configures: "AWS::Lambda::Function",
+                });
+                (
+                    Obj::new()
+                        .with("Runtime", "provided.al2023")
+                        .with("Handler", "bootstrap"),
+                    Obj::new()
+                        .with("S3Bucket", reference("ReportCodeBucket"))
+                        .with("S3Key", reference("ReportCodeKey")),
+                )
+            }
+        };
         deployment.substitutions.push(Substitution {
             key: "FunctionName",
             value: function.clone(),
@@ -307,8 +344,8 @@ impl StepFunctions for Report {
                             "flux-engine's report code for the DAG {dag}: query results and counts from S3 to the HTML report"
                         ),
                     )
-                    .with("PackageType", "Image")
-                    .with("Code", Obj::new().with("ImageUri", reference("ReportImageUri")))
+                    .merged(package)
+                    .with("Code", code)
                     .with("Role", get_att("ReportFunctionRole", "Arn"))
                     .with("Architectures", vec![Json::from("x86_64")])
                     .with("MemorySize", REPORT_MEMORY_MB)

@@ -13,6 +13,7 @@
 //! IAM: `s3:GetObject` (what `HeadObject` needs) on each object, in the
 //! statement `S3ReadObjects`.
 
+use exporters::sfn::cfn::{Deployment, Upload};
 use exporters::sfn::iam::Grant;
 use exporters::sfn::json::{Json, Obj};
 use exporters::sfn::{StepFunctions, TaskContext, TaskExport};
@@ -122,5 +123,39 @@ impl StepFunctions for S3Ingest {
             .with("Branches", branches)
             .with("ResultPath", Json::Null);
         Ok(TaskExport::task(state).with_grants(grants))
+    }
+
+    /// The files the state machine verifies, for `deploy --upload-data`.
+    fn deployment(
+        &self,
+        _settings: &(),
+        tasks: &[(&TaskContext, S3IngestConfig)],
+    ) -> Result<Deployment, String> {
+        let mut deployment = Deployment::default();
+        for (task, config) in tasks {
+            let destination = config.destination.as_prefix();
+            let sources: Vec<String> = config.source.0.iter().map(|s| task.local(s)).collect();
+            let found = files::list(
+                &sources,
+                &task.dag.dir,
+                &config.include.0,
+                &destination,
+                Absent::IsAFile,
+            )
+            .map_err(|e| task.error(e.message))?;
+            for file in found {
+                deployment.uploads.push(Upload {
+                    local: file.path,
+                    uri: format!(
+                        "s3://{}/{}{}",
+                        destination.bucket(),
+                        destination.key(),
+                        file.relative
+                    ),
+                    data: true,
+                });
+            }
+        }
+        Ok(deployment)
     }
 }
