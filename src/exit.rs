@@ -22,6 +22,13 @@ pub struct Exit {
 }
 
 const FAILED: u8 = 1;
+
+impl Exit {
+    /// What the error says.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 const INVALID: u8 = 2;
 
 impl Exit {

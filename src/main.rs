@@ -9,6 +9,7 @@ mod lambda_cli;
 mod output;
 mod progress;
 mod query_cli;
+mod sfn_cli;
 mod trace_cli;
 
 use std::path::PathBuf;
@@ -79,10 +80,61 @@ enum Command {
         #[arg(long)]
         no_traces: bool,
     },
-    /// List runs, newest first
+    /// List runs, newest first: local runs, runs on AWS and Step Functions executions
     Runs {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// First record the executions of DAG's deployed state machine that are not runs here yet
+        #[arg(long, value_name = "DAG")]
+        sfn: Option<PathBuf>,
+        /// The parameters DAG was deployed with: --param key=value
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param, requires = "sfn")]
+        params: Vec<(String, String)>,
+    },
+    /// Deploy a DAG to AWS: upload what production reads (scripts, the report function's package), then create or update its CloudFormation stack (state machine, roles, crawlers, workgroup, report function) through a change set shown first; prints the state machine's ARN
+    Deploy {
+        dag: PathBuf,
+        /// Fix a parameter's value in the deployment: --param key=value
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Show the change set and stop: nothing uploaded or changed
+        #[arg(long)]
+        dry_run: bool,
+        /// Also upload the data s3_ingest tasks check for (the files their sources name)
+        #[arg(long)]
+        upload_data: bool,
+    },
+    /// Delete a deployed DAG's stack and what deploy uploaded (after confirmation)
+    Destroy {
+        dag: PathBuf,
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Start an execution of a deployed DAG in Step Functions and follow it like a local run (exit 0 if it succeeds, 1 if not)
+    Start {
+        dag: PathBuf,
+        /// A parameter for this execution: --param key=value (the others keep their deployed defaults)
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Start this published version of the state machine instead of the latest definition
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+        /// Print the execution's ARN and return at once
+        #[arg(long)]
+        no_wait: bool,
+        /// On Ctrl-C, stop the execution instead of detaching from it
+        #[arg(long)]
+        stop_on_interrupt: bool,
+    },
+    /// Follow a Step Functions execution recorded as a run (after `start --no-wait` or a Ctrl-C)
+    Follow {
+        run_id: String,
+        /// On Ctrl-C, stop the execution instead of detaching from it
+        #[arg(long)]
+        stop_on_interrupt: bool,
     },
     /// One run's tasks, attempts and errors
     Show {
@@ -390,6 +442,16 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 _ => local.latest_run()?,
             };
             let run_id = record.run_id.clone();
+            if record.target == tasks::aws::executions::TARGET {
+                return sfn_cli::resume(
+                    &state_dir,
+                    &registry,
+                    &record,
+                    sfn_cli::Following {
+                        stop_on_interrupt: false,
+                    },
+                );
+            }
             let runtime = async_runtime()?;
             let engine = match Target::from_recorded(&record.target)? {
                 Target::Local => local,
@@ -425,7 +487,18 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             println!("{summary}");
             Ok(0)
         }
-        Command::Runs { format } => {
+        Command::Runs {
+            format,
+            sfn,
+            params,
+        } => {
+            if let Some(dag) = sfn {
+                let n = sfn_cli::import(&state_dir, &registry, &dag, &params)?;
+                eprintln!(
+                    "flux-engine: recorded {n} execution(s) of the deployed state machine as runs"
+                );
+            }
+            refresh_running_executions(&state_dir, &registry);
             let Some(checkpoint) = state_dir.existing_checkpoint()? else {
                 if matches!(format, Format::Json) {
                     println!("[]");
@@ -443,6 +516,19 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
         }
         Command::Show { run_id, format } => {
             let checkpoint = checkpoint_with_runs(&state_dir)?;
+            let record = checkpoint.run(&run_id).ok();
+            drop(checkpoint);
+            if let Some(record) = record.filter(|r| r.target == tasks::aws::executions::TARGET) {
+                // An execution's record is brought up to date first; when
+                // AWS cannot be reached, what was last recorded is shown.
+                if let Err(e) = sfn_cli::refresh(&state_dir, &registry, &record, false) {
+                    eprintln!(
+                        "flux-engine: showing what was last recorded: {}",
+                        e.message()
+                    );
+                }
+            }
+            let checkpoint = checkpoint_with_runs(&state_dir)?;
             let report = output::RunReport::load(&checkpoint, &state_dir, &run_id)?;
             match format {
                 Format::Json => println!("{}", report.json()),
@@ -454,7 +540,95 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             run_id,
             html,
             otlp_json,
-        } => trace_cli::trace(&state_dir, &run_id, html.as_deref(), otlp_json.as_deref()),
+        } => {
+            if let Some(record) = state_dir
+                .existing_checkpoint()?
+                .and_then(|c| c.run(&run_id).ok())
+                .filter(|r| r.target == tasks::aws::executions::TARGET)
+            {
+                // The trace of an execution is built from its history.
+                sfn_cli::refresh(&state_dir, &registry, &record, true)?;
+            }
+            trace_cli::trace(&state_dir, &run_id, html.as_deref(), otlp_json.as_deref())
+        }
+        Command::Deploy {
+            dag,
+            params,
+            dry_run,
+            upload_data,
+        } => sfn_cli::deploy(
+            &registry,
+            &dag,
+            &params,
+            tasks::aws::deploy::DeployOptions {
+                dry_run,
+                upload_data,
+                report_binary: std::env::var_os("FLUX_REPORT_BINARY").map(PathBuf::from),
+            },
+        ),
+        Command::Destroy { dag, params, yes } => sfn_cli::destroy(&registry, &dag, &params, yes),
+        Command::Start {
+            dag,
+            params,
+            version,
+            no_wait,
+            stop_on_interrupt,
+        } => sfn_cli::start(
+            &state_dir,
+            &registry,
+            &dag,
+            &params,
+            version,
+            no_wait,
+            sfn_cli::Following { stop_on_interrupt },
+        ),
+        Command::Follow {
+            run_id,
+            stop_on_interrupt,
+        } => {
+            let record = state_dir.open_checkpoint()?.run(&run_id)?;
+            if record.target != tasks::aws::executions::TARGET {
+                return Err(Exit::invalid(format_args!(
+                    "run {run_id} ran {} (target {}), not in Step Functions: `flux-engine show {run_id}` shows it",
+                    if record.target == "local" {
+                        "here"
+                    } else {
+                        "from here"
+                    },
+                    record.target
+                )));
+            }
+            sfn_cli::follow(
+                &state_dir,
+                &registry,
+                &record,
+                sfn_cli::Following { stop_on_interrupt },
+            )
+        }
+    }
+}
+
+/// Brings the runs that are Step Functions executions still running up
+/// to date, for `runs`; one that cannot be reached stays as recorded.
+fn refresh_running_executions(state_dir: &StateDir, registry: &engine::Registry) {
+    let Ok(Some(checkpoint)) = state_dir.existing_checkpoint() else {
+        return;
+    };
+    let running: Vec<_> = checkpoint
+        .runs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.target == tasks::aws::executions::TARGET && r.status == RunStatus::Running)
+        .collect();
+    drop(checkpoint);
+    for record in running {
+        if let Err(e) = sfn_cli::refresh(state_dir, registry, &record, false) {
+            eprintln!(
+                "flux-engine: run {}: showing what was last recorded: {}",
+                record.run_id,
+                e.message()
+            );
+        }
     }
 }
 

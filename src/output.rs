@@ -11,6 +11,8 @@ use serde_json::json;
 /// whose lock nobody holds was killed, and says `interrupted`.
 fn run_status(run: &RunRecord, state_dir: &StateDir) -> &'static str {
     match run.status {
+        // An execution in Step Functions runs without this machine.
+        RunStatus::Running if run.target == tasks::aws::executions::TARGET => "running",
         RunStatus::Running if !state_dir.is_run_active(&run.run_id) => "interrupted",
         status => status.as_str(),
     }
@@ -70,6 +72,7 @@ pub fn runs(runs: &[RunRecord], state_dir: &StateDir, as_json: bool) -> String {
                     "ended_at": r.ended_at,
                     "duration_seconds": seconds(Some(&r.created_at), r.ended_at.as_deref()),
                     "resume_count": r.resume_count,
+                    "target": r.target,
                 })
             })
             .collect();
@@ -84,10 +87,14 @@ pub fn runs(runs: &[RunRecord], state_dir: &StateDir, as_json: bool) -> String {
                 run_status(r, state_dir).to_string(),
                 r.created_at.clone(),
                 duration_text(Some(&r.created_at), r.ended_at.as_deref()),
+                r.target.clone(),
             ]
         })
         .collect();
-    table(&["RUN ID", "DAG", "STATUS", "STARTED", "DURATION"], &rows)
+    table(
+        &["RUN ID", "DAG", "STATUS", "STARTED", "DURATION", "WHERE"],
+        &rows,
+    )
 }
 
 pub struct RunReport {

@@ -11,6 +11,9 @@
 //!
 //! This module must never start work in AWS itself: it only connects.
 
+pub mod deploy;
+pub mod executions;
+pub mod history;
 mod requests;
 
 use std::future::Future;
@@ -41,6 +44,9 @@ pub struct AwsRun {
     pub emr_serverless: aws_sdk_emrserverless::Client,
     pub glue: aws_sdk_glue::Client,
     pub athena: aws_sdk_athena::Client,
+    /// `deploy` and `start`: the stack, the state machine, its executions.
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub sfn: aws_sdk_sfn::Client,
     pub common: Common,
     /// Each kind's `[aws]` settings, by kind name.
     settings: Vec<(&'static str, Box<AnySettings>)>,
@@ -108,6 +114,16 @@ impl AwsRun {
                 .interceptor(RequestSpans)
                 .build(),
         );
+        let cloudformation = aws_sdk_cloudformation::Client::from_conf(
+            aws_sdk_cloudformation::config::Builder::from(&shared)
+                .interceptor(RequestSpans)
+                .build(),
+        );
+        let sfn = aws_sdk_sfn::Client::from_conf(
+            aws_sdk_sfn::config::Builder::from(&shared)
+                .interceptor(RequestSpans)
+                .build(),
+        );
         Ok(Arc::new(AwsRun {
             dag: dag.name.clone(),
             region,
@@ -116,6 +132,8 @@ impl AwsRun {
             emr_serverless,
             glue,
             athena,
+            cloudformation,
+            sfn,
             common,
             settings,
             run_journal: OnceLock::new(),

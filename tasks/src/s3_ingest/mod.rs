@@ -52,7 +52,7 @@
 //! ([`aws`]: an SHA-256 checksum S3 verifies, multipart for large files,
 //! skips decided by `HeadObject`).
 
-mod aws;
+pub(crate) mod aws;
 mod config;
 
 pub(crate) use aws::upload_file;
@@ -134,6 +134,13 @@ pub(crate) struct Record {
     key: String,
     checksums: Checksums,
     skipped: bool,
+}
+
+impl Record {
+    /// Whether the object was there already with the same content.
+    pub(crate) fn skipped(&self) -> bool {
+        self.skipped
+    }
 }
 
 impl Job {
