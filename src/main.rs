@@ -152,6 +152,9 @@ enum Command {
         /// Write the spans as OTLP JSON (an ExportTraceServiceRequest) to FILE
         #[arg(long = "otlp-json", value_name = "FILE")]
         otlp_json: Option<PathBuf>,
+        /// Send the spans to the collector OTEL_EXPORTER_OTLP_ENDPOINT names (http/protobuf or grpc, as for runs)
+        #[arg(long)]
+        send: bool,
     },
     /// Draw a DAG as Graphviz DOT or Mermaid
     Graph {
@@ -540,6 +543,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             run_id,
             html,
             otlp_json,
+            send,
         } => {
             if let Some(record) = state_dir
                 .existing_checkpoint()?
@@ -549,7 +553,13 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 // The trace of an execution is built from its history.
                 sfn_cli::refresh(&state_dir, &registry, &record, true)?;
             }
-            trace_cli::trace(&state_dir, &run_id, html.as_deref(), otlp_json.as_deref())
+            trace_cli::trace(
+                &state_dir,
+                &run_id,
+                html.as_deref(),
+                otlp_json.as_deref(),
+                send,
+            )
         }
         Command::Deploy {
             dag,

@@ -1,5 +1,6 @@
-//! `flux-engine trace RUN_ID [--html FILE] [--otlp-json FILE]`: a run's
-//! spans as the checkpoint keeps them, viewed without a collector.
+//! `flux-engine trace RUN_ID [--html FILE] [--otlp-json FILE] [--send]`: a
+//! run's spans as the checkpoint keeps them, viewed without a collector,
+//! or sent to one.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub fn trace(
     run_id: &str,
     html_file: Option<&Path>,
     otlp_file: Option<&Path>,
+    send: bool,
 ) -> Result<u8, Exit> {
     let checkpoint = crate::checkpoint_with_runs(state_dir)?;
     // As `show` does: an unknown run is invalid input (2), a checkpoint
@@ -44,7 +46,12 @@ pub fn trace(
             .map_err(|e| Exit::failure(format_args!("OTLP JSON: {e}")))?;
         write(path, &format!("{text}\n"))?;
     }
-    if html_file.is_none() && otlp_file.is_none() && !spans.is_empty() {
+    if send && !spans.is_empty() {
+        let (endpoint, n) = engine::telemetry::send_records(&spans)
+            .map_err(|e| Exit::failure(format_args!("cannot send the spans: {e}")))?;
+        println!("sent {n} span(s) to {endpoint}");
+    }
+    if html_file.is_none() && otlp_file.is_none() && !send && !spans.is_empty() {
         print!("{}", waterfall(info, &spans, WIDTH));
     }
     Ok(0)

@@ -764,3 +764,99 @@ fn recording_can_be_turned_off() {
         55
     );
 }
+
+/// `trace RUN --send`: a run recorded without a collector is sent later,
+/// span for span as the checkpoint keeps them (the same ids, names,
+/// parents and attributes), decoded by the receiver with the
+/// OpenTelemetry protobuf definitions. Step Functions executions' traces
+/// go the same way.
+#[test]
+fn a_stored_trace_is_sent_later_as_it_was_recorded() {
+    let receiver = Receiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let s = Scratch::new();
+    let dir = dag_dir(&s, DAG);
+    let (output, _) = run(&s, &dir, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(receiver.requests(), 0);
+    let run_id = the_run_id(&s);
+    let otlp = s.path("stored.json");
+    let stored = common::command(&s.path("state"))
+        .args(["trace", &run_id, "--otlp-json", otlp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(stored.status.success(), "{}", text(&stored.stderr));
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&otlp).unwrap()).unwrap();
+    let mut expected: Vec<(String, String, String)> = stored["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap().iter())
+        .flat_map(|s| s["spans"].as_array().unwrap().iter())
+        .map(|span| {
+            (
+                span["spanId"].as_str().unwrap().to_string(),
+                span["name"].as_str().unwrap().to_string(),
+                span["parentSpanId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert!(expected.len() >= 8, "{expected:?}");
+
+    let sent = common::command(&s.path("state"))
+        .args(["trace", &run_id, "--send"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    assert!(
+        text(&sent.stdout).contains(&format!("sent {} span(s)", expected.len())),
+        "{}",
+        text(&sent.stdout)
+    );
+    let (spans, resource) = receiver.spans();
+    let mut received: Vec<(String, String, String)> = spans
+        .iter()
+        .map(|span| {
+            (
+                hex(&span.span_id),
+                span.name.clone(),
+                hex(&span.parent_span_id),
+            )
+        })
+        .collect();
+    expected.sort();
+    received.sort();
+    assert_eq!(received, expected);
+    assert_eq!(
+        string(&resource, "service.name").as_deref(),
+        Some("flux-engine")
+    );
+    let flaky_attempts = spans
+        .iter()
+        .filter(|span| {
+            span.name.starts_with("attempt ")
+                && string(&span.attributes, "flux.task_id").as_deref() == Some("flaky")
+        })
+        .count();
+    assert_eq!(flaky_attempts, 2);
+
+    // Without a collector configured: a clear error.
+    let refused = common::command(&s.path("state"))
+        .args(["trace", &run_id, "--send"])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

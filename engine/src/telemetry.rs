@@ -721,3 +721,170 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
         )
     })
 }
+
+/// Sends stored spans (`flux-engine trace RUN --send`) to the collector
+/// the OTLP variables name, as the run's own exporter would; the endpoint
+/// and how many were sent.
+pub fn send_records(spans: &[SpanRecord]) -> Result<(String, usize), String> {
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let (protocol, endpoint) = match collector() {
+        None => {
+            return Err(
+                "no collector: set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"
+                    .into(),
+            );
+        }
+        Some(found) => found?,
+    };
+    let value = |v: &serde_json::Value| -> Value {
+        match v {
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::I64(i),
+                None => Value::F64(n.as_f64().unwrap_or_default()),
+            },
+            serde_json::Value::String(s) => Value::String(s.clone().into()),
+            serde_json::Value::Array(items) => Value::Array(Array::String(
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map_or_else(|| i.to_string(), str::to_string)
+                            .into()
+                    })
+                    .collect(),
+            )),
+            other => Value::String(other.to_string().into()),
+        }
+    };
+    let key_values = |attributes: &[(String, serde_json::Value)]| -> Vec<KeyValue> {
+        attributes
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), value(v)))
+            .collect()
+    };
+    let time = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
+    let context = |trace: &str, span: &str| {
+        SpanContext::new(
+            TraceId::from_hex(trace).unwrap_or(TraceId::INVALID),
+            SpanId::from_hex(span).unwrap_or(SpanId::INVALID),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        )
+    };
+    let resource = spans
+        .iter()
+        .find(|s| !s.resource.is_empty())
+        .map(|s| {
+            Resource::builder_empty()
+                .with_attributes(key_values(&s.resource))
+                .build()
+        })
+        .unwrap_or_else(resource);
+    let data: Vec<SpanData> = spans
+        .iter()
+        .map(|s| SpanData {
+            span_context: context(&s.trace_id, &s.span_id),
+            parent_span_id: s
+                .parent_span_id
+                .as_deref()
+                .and_then(|p| SpanId::from_hex(p).ok())
+                .unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: false,
+            span_kind: match s.kind.as_str() {
+                "client" => SpanKind::Client,
+                "server" => SpanKind::Server,
+                "producer" => SpanKind::Producer,
+                "consumer" => SpanKind::Consumer,
+                _ => SpanKind::Internal,
+            },
+            name: s.name.clone().into(),
+            start_time: time(s.start_unix_nano),
+            end_time: time(s.end_unix_nano),
+            attributes: key_values(&s.attributes),
+            dropped_attributes_count: 0,
+            events: span_events(s, &key_values, &time),
+            links: span_links(s, &key_values, &context),
+            status: match &s.status {
+                SpanStatus::Unset => Status::Unset,
+                SpanStatus::Ok => Status::Ok,
+                SpanStatus::Error { message } => Status::error(message.clone()),
+            },
+            instrumentation_scope: InstrumentationScope::builder(SCOPE).build(),
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("no runtime for the exporter: {e}"))?;
+    let mut exporter = {
+        let _inside = runtime.enter();
+        exporter(protocol)?
+    };
+    exporter.set_resource(&resource);
+    let n = data.len();
+    let mut data = data;
+    while !data.is_empty() {
+        let batch: Vec<SpanData> = data.drain(..data.len().min(BATCH)).collect();
+        runtime
+            .block_on(async { tokio::time::timeout(FLUSH_DEADLINE, exporter.export(batch)).await })
+            .map_err(|_| {
+                format!(
+                    "{endpoint} did not answer within {} s",
+                    FLUSH_DEADLINE.as_secs()
+                )
+            })?
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+    }
+    let _ = exporter.shutdown();
+    Ok((endpoint, n))
+}
+
+/// Stored attributes as the SDK's key-values.
+type ToKeyValues<'a> = &'a dyn Fn(&[(String, serde_json::Value)]) -> Vec<KeyValue>;
+
+/// The stored span's events as the SDK's (a non-exhaustive struct: built
+/// from its default).
+fn span_events(
+    span: &SpanRecord,
+    key_values: ToKeyValues,
+    time: &dyn Fn(u64) -> SystemTime,
+) -> opentelemetry_sdk::trace::SpanEvents {
+    let mut events = opentelemetry_sdk::trace::SpanEvents::default();
+    events.events = span
+        .events
+        .iter()
+        .map(|e| {
+            opentelemetry::trace::Event::new(
+                e.name.clone(),
+                time(e.time_unix_nano),
+                key_values(&e.attributes),
+                0,
+            )
+        })
+        .collect();
+    events
+}
+
+/// The stored span's links as the SDK's.
+fn span_links(
+    span: &SpanRecord,
+    key_values: ToKeyValues,
+    context: &dyn Fn(&str, &str) -> opentelemetry::trace::SpanContext,
+) -> opentelemetry_sdk::trace::SpanLinks {
+    let mut links = opentelemetry_sdk::trace::SpanLinks::default();
+    links.links = span
+        .links
+        .iter()
+        .map(|l| {
+            opentelemetry::trace::Link::new(
+                context(&l.trace_id, &l.span_id),
+                key_values(&l.attributes),
+                0,
+            )
+        })
+        .collect();
+    links
+}
