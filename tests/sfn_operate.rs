@@ -324,6 +324,18 @@ fn start_follows_an_execution_to_success_and_it_is_a_run() {
     for name in ["run opsgood", "task a", "task b", "attempt 1"] {
         assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
     }
+    let page = s.path("trace.html");
+    let out = flux(
+        &aws,
+        &s,
+        &["trace", &good_run, "--html", page.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("task a") && html.contains(&good_run),
+        "{html}"
+    );
 
     // `runs --sfn` finds nothing new: the execution is a run already.
     let out = flux(&aws, &s, &["runs", "--sfn", good.to_str().unwrap()]);
@@ -336,16 +348,24 @@ fn start_follows_an_execution_to_success_and_it_is_a_run() {
 
 #[test]
 fn start_follows_a_failing_execution_and_exits_1() {
-    let (s, aws, bad) = deployed(ingest_dag);
+    let (s, mut aws, bad) = deployed(ingest_dag);
     // The object is missing: the check fails twice, the execution fails.
-    let out = flux(&aws, &s, &["start", bad.to_str().unwrap()]);
+    // Started without waiting, then followed.
+    let out = flux(&aws, &s, &["start", bad.to_str().unwrap(), "--no-wait"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.trim().contains(":execution:opsingest:"), "{stdout}");
+    let runs = flux(&aws, &s, &["runs", "--format", "json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let bad_run = runs[0]["run_id"].as_str().unwrap().to_string();
+    assert!(stdout.trim().ends_with(&bad_run), "{stdout}");
+    let out = flux(&aws, &s, &["follow", &bad_run]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("ingest"), "{stderr}");
     let runs = flux(&aws, &s, &["runs", "--format", "json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
-    assert_eq!(runs.as_array().unwrap().len(), 1);
-    let bad_run = runs[0]["run_id"].as_str().unwrap().to_string();
     assert_eq!(runs[0]["status"], "failed");
     let shown = flux(&aws, &s, &["show", &bad_run, "--format", "json"]);
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
@@ -362,4 +382,39 @@ fn start_follows_a_failing_execution_and_exits_1() {
     assert_eq!(status("ingest")["status"], "failed");
     assert_eq!(status("ingest")["attempts"], 2, "{shown}");
     assert_eq!(status("after")["status"], "upstream_failed");
+    assert!(
+        status("ingest")["error"]
+            .as_str()
+            .unwrap()
+            .contains("NotFound")
+            || status("ingest")["error"].as_str().unwrap().contains("404"),
+        "{shown}"
+    );
+
+    // --upload-data puts the file where the check looks, once.
+    let out = flux(
+        &aws,
+        &s,
+        &["deploy", bad.to_str().unwrap(), "--upload-data"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("uploaded s3://{BUCKET}/raw/users.csv")),
+        "{stderr}"
+    );
+    assert_eq!(
+        aws.object(BUCKET, "raw/users.csv").as_deref(),
+        Some("user_id,name\n7,Ada\n")
+    );
+    let out = flux(
+        &aws,
+        &s,
+        &["deploy", bad.to_str().unwrap(), "--upload-data"],
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("unchanged s3://{BUCKET}/raw/users.csv")),
+        "{stderr}"
+    );
 }

@@ -421,3 +421,161 @@ pub fn map(tasks: &[TaskShape], definition: &Definition, events: &[Event]) -> Ma
         error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a history: each event after the one before unless told.
+    struct Writer {
+        events: Vec<Event>,
+    }
+
+    impl Writer {
+        fn new() -> Writer {
+            Writer { events: Vec::new() }
+        }
+
+        fn push(&mut self, previous: i64, kind: &str, state: Option<&str>) -> i64 {
+            let id = self.events.len() as i64 + 1;
+            self.events.push(Event {
+                id,
+                previous,
+                at_ms: 1_000 * id,
+                kind: kind.to_string(),
+                state: state.map(str::to_string),
+                error: None,
+                cause: None,
+            });
+            id
+        }
+
+        fn fail(&mut self, previous: i64, kind: &str, error: &str, cause: &str) -> i64 {
+            let id = self.push(previous, kind, None);
+            let event = self.events.last_mut().expect("just pushed");
+            event.error = Some(error.to_string());
+            event.cause = Some(cause.to_string());
+            id
+        }
+    }
+
+    const CRAWL: &str = r#"{"StartAt": "crawl", "States": {
+        "crawl": {"Type": "Parallel", "End": true, "Branches": [{"StartAt": "crawl.Start", "States": {
+            "crawl.Start": {"Type": "Task", "Resource": "x", "Next": "crawl.Check"},
+            "crawl.Check": {"Type": "Choice", "Choices": [], "Default": "crawl.CrawlFailed"},
+            "crawl.CrawlFailed": {"Type": "Fail", "Error": "Glue.CrawlFailed", "Cause": "the crawl did not succeed"}}}]},
+        "report": {"Type": "Pass", "End": true}}}"#;
+
+    fn shapes() -> Vec<TaskShape> {
+        vec![
+            TaskShape {
+                id: "crawl".into(),
+                depends_on: vec![],
+            },
+            TaskShape {
+                id: "report".into(),
+                depends_on: vec!["crawl".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn a_retried_parallel_task_has_an_attempt_per_try_with_the_inner_error() {
+        let mut h = Writer::new();
+        let start = h.push(0, "ExecutionStarted", None);
+        let entered = h.push(start, "ParallelStateEntered", Some("crawl"));
+        let started = h.push(entered, "ParallelStateStarted", None);
+        let inner = h.push(started, "TaskStateEntered", Some("crawl.Start"));
+        let scheduled = h.push(inner, "TaskScheduled", None);
+        let failed = h.fail(
+            scheduled,
+            "TaskFailed",
+            "Glue.EntityNotFoundException",
+            "no crawler",
+        );
+        let branch_failed = h.push(failed, "ParallelStateFailed", None);
+        // The retry's start follows the failure, not the entered event.
+        let again = h.push(branch_failed, "ParallelStateStarted", None);
+        let inner = h.push(again, "TaskStateEntered", Some("crawl.Start"));
+        let scheduled = h.push(inner, "TaskScheduled", None);
+        let ok = h.push(scheduled, "TaskSucceeded", None);
+        let exited = h.push(ok, "TaskStateExited", Some("crawl.Start"));
+        let done = h.push(exited, "ParallelStateSucceeded", None);
+        let out = h.push(done, "ParallelStateExited", Some("crawl"));
+        let report = h.push(out, "PassStateEntered", Some("report"));
+        let report_out = h.push(report, "PassStateExited", Some("report"));
+        h.push(report_out, "ExecutionSucceeded", None);
+
+        let mapped = map(&shapes(), &Definition::parse(CRAWL), &h.events);
+        assert_eq!(mapped.run.status, RunStatus::Succeeded);
+        let crawl = &mapped.run.tasks[0];
+        assert_eq!(crawl.status, TaskStatus::Succeeded);
+        let statuses: Vec<&str> = crawl.attempts.iter().map(|a| a.status.as_str()).collect();
+        assert_eq!(statuses, ["failed", "succeeded"]);
+        assert_eq!(
+            crawl.attempts[0].error.as_deref(),
+            Some("Glue.EntityNotFoundException: no crawler")
+        );
+        // Attempt times are the events' (1 s apart here).
+        assert_eq!(crawl.attempts[0].started_at, timestamp(3_000));
+        assert_eq!(crawl.attempts[0].ended_at, Some(timestamp(7_000)));
+        assert_eq!(crawl.attempts[1].started_at, timestamp(8_000));
+        assert_eq!(mapped.run.tasks[1].status, TaskStatus::Succeeded);
+        assert_eq!(mapped.run.tasks[1].attempts.len(), 1);
+    }
+
+    #[test]
+    fn a_fail_state_inside_names_its_error_and_the_dependents_never_ran() {
+        let mut h = Writer::new();
+        let start = h.push(0, "ExecutionStarted", None);
+        let entered = h.push(start, "ParallelStateEntered", Some("crawl"));
+        let started = h.push(entered, "ParallelStateStarted", None);
+        let check = h.push(started, "ChoiceStateEntered", Some("crawl.Check"));
+        let fail = h.push(check, "FailStateEntered", Some("crawl.CrawlFailed"));
+        let branch_failed = h.push(fail, "ParallelStateFailed", None);
+        let caught = h.push(branch_failed, "FailStateEntered", Some("crawl.Failed"));
+        h.fail(
+            caught,
+            "ExecutionFailed",
+            "crawl.Failed",
+            "task crawl failed",
+        );
+
+        let mapped = map(&shapes(), &Definition::parse(CRAWL), &h.events);
+        assert_eq!(mapped.run.status, RunStatus::Failed);
+        assert_eq!(
+            mapped.error.as_deref(),
+            Some("crawl.Failed: task crawl failed")
+        );
+        let crawl = &mapped.run.tasks[0];
+        assert_eq!(crawl.status, TaskStatus::Failed);
+        assert_eq!(
+            crawl.error.as_deref(),
+            Some("Glue.CrawlFailed: the crawl did not succeed")
+        );
+        assert_eq!(mapped.run.tasks[1].status, TaskStatus::UpstreamFailed);
+        assert!(mapped.run.tasks[1].attempts.is_empty());
+    }
+
+    #[test]
+    fn a_running_execution_shows_a_running_attempt_and_an_abort_cancels_it() {
+        let mut h = Writer::new();
+        let start = h.push(0, "ExecutionStarted", None);
+        let entered = h.push(start, "ParallelStateEntered", Some("crawl"));
+        h.push(entered, "ParallelStateStarted", None);
+        let definition = Definition::parse(CRAWL);
+        let running = map(&shapes(), &definition, &h.events);
+        assert_eq!(running.run.status, RunStatus::Running);
+        assert_eq!(running.run.tasks[0].status, TaskStatus::Running);
+        assert_eq!(running.run.tasks[0].attempts[0].status, "running");
+        assert_eq!(running.run.tasks[1].status, TaskStatus::Pending);
+
+        h.fail(3, "ExecutionAborted", "", "stopped by a person");
+        let aborted = map(&shapes(), &definition, &h.events);
+        assert_eq!(aborted.run.status, RunStatus::Cancelled);
+        assert_eq!(aborted.run.tasks[0].status, TaskStatus::Cancelled);
+        assert_eq!(aborted.run.tasks[0].attempts[0].status, "cancelled");
+        // Its dependency was stopped, not failed.
+        assert_eq!(aborted.run.tasks[1].status, TaskStatus::Cancelled);
+    }
+}
