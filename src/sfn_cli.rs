@@ -14,6 +14,7 @@ use engine::state_dir::StateDir;
 use engine::{Dag, Engine, Registry};
 use tasks::aws::deploy::{self, DeployOptions};
 use tasks::aws::executions::{self, EXECUTION_KEY, History, TARGET};
+use tasks::aws::history::Definition;
 use tasks::aws::{AwsRun, Poll};
 
 use crate::exit::Exit;
@@ -218,8 +219,13 @@ fn dag_of(state_dir: &StateDir, registry: &Registry, record: &RunRecord) -> Resu
     Ok(dag)
 }
 
-/// The events a change from `before` to `after` shows the person watching.
-fn events(before: Option<&ObservedRun>, after: &ObservedRun) -> Vec<RunEvent> {
+/// The events a change from `before` to `after` shows the person watching;
+/// a retry's delay is the one the definition's retrier gives.
+fn events(
+    before: Option<&ObservedRun>,
+    after: &ObservedRun,
+    definition: Option<&Definition>,
+) -> Vec<RunEvent> {
     let mut out = Vec::new();
     for task in &after.tasks {
         let old = before.and_then(|b| b.tasks.iter().find(|t| t.id == task.id));
@@ -240,7 +246,11 @@ fn events(before: Option<&ObservedRun>, after: &ObservedRun) -> Vec<RunEvent> {
                     task_id: task.id.clone(),
                     attempt: attempt.attempt,
                     error: attempt.error.clone().unwrap_or_default(),
-                    retry_in: retried.then_some(Duration::ZERO),
+                    retry_in: retried.then(|| {
+                        definition
+                            .and_then(|d| d.retry_delay(&task.id, attempt.attempt))
+                            .unwrap_or(Duration::ZERO)
+                    }),
                 });
             }
         }
@@ -282,7 +292,7 @@ fn follow_execution(
                 .map_err(Exit::failure)?;
             let mut checkpoint = state_dir.open_checkpoint()?;
             checkpoint.replace_run_state(run_id, &observed.mapped.run)?;
-            for event in events(before.as_ref(), &observed.mapped.run) {
+            for event in events(before.as_ref(), &observed.mapped.run, definition.as_ref()) {
                 progress.event(&event);
             }
             before = Some(observed.mapped.run.clone());
@@ -525,6 +535,10 @@ mod tests {
 
     #[test]
     fn each_change_is_shown_once() {
+        let definition = Definition::parse(
+            r#"{"StartAt": "a", "States": {"a": {"Type": "Task", "Resource": "x", "End": true,
+                "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 3, "BackoffRate": 2.0}]}}}"#,
+        );
         let first = run(TaskStatus::Running, vec![attempt(1, "running")]);
         let second = run(
             TaskStatus::Running,
@@ -535,16 +549,16 @@ mod tests {
             vec![attempt(1, "failed"), attempt(2, "succeeded")],
         );
         let shown: Vec<String> = [
-            events(None, &first),
-            events(Some(&first), &second),
-            events(Some(&second), &third),
-            events(Some(&third), &third),
+            events(None, &first, None),
+            events(Some(&first), &second, Some(&definition)),
+            events(Some(&second), &third, None),
+            events(Some(&third), &third, None),
         ]
         .iter()
         .map(|e| format!("{e:?}"))
         .collect();
         assert!(shown[0].contains("AttemptStarted") && shown[0].contains("attempt: 1"));
-        assert!(shown[1].contains("AttemptFailed") && shown[1].contains("retry_in: Some"));
+        assert!(shown[1].contains("AttemptFailed") && shown[1].contains("retry_in: Some(3s)"));
         assert!(shown[1].contains("AttemptStarted") && shown[1].contains("attempt: 2"));
         assert!(shown[2].contains("TaskEnded") && !shown[2].contains("AttemptStarted"));
         assert_eq!(shown[3], "[]");

@@ -363,7 +363,19 @@ fn start_follows_a_failing_execution_and_exits_1() {
     let out = flux(&aws, &s, &["follow", &bad_run]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("ingest"), "{stderr}");
+    // The summary is the execution's end, not a moment before it.
+    assert!(
+        stdout.contains("upstream_failed") && stdout.contains("failed in"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("ingest: attempt 1 failed") && stderr.contains("retrying in 1.0s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("execution FAILED: ingest.Failed"),
+        "{stderr}"
+    );
     let runs = flux(&aws, &s, &["runs", "--format", "json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs[0]["status"], "failed");

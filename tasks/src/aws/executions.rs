@@ -309,13 +309,16 @@ impl History {
                     )
                 })?;
             self.pages += 1;
+            // Every event past the newest held, whatever order the page
+            // is in (a service that ignores `reverseOrder`, as moto's
+            // does, still gives each new event once).
             let mut reached_known = false;
             for e in out.events() {
                 if newest.is_some_and(|n| e.id() <= n) {
                     reached_known = true;
-                    break;
+                } else {
+                    fresh.push(event_of(e));
                 }
-                fresh.push(event_of(e));
             }
             token = out.next_token().map(str::to_string);
             if reached_known || token.is_none() {

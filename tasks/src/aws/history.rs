@@ -59,6 +59,9 @@ pub struct Mapped {
 pub struct Definition {
     types: HashMap<String, String>,
     fails: HashMap<String, String>,
+    /// A state's first retrier: interval, backoff rate, maximum delay
+    /// (seconds).
+    retries: HashMap<String, (f64, f64, Option<f64>)>,
 }
 
 impl Definition {
@@ -91,6 +94,21 @@ impl Definition {
                 };
                 self.fails.insert(name.clone(), text);
             }
+            if let Some(retrier) = state
+                .get("Retry")
+                .and_then(|r| r.as_array())
+                .and_then(|r| r.first())
+            {
+                let number = |key: &str| retrier.get(key).and_then(|v| v.as_f64());
+                self.retries.insert(
+                    name.clone(),
+                    (
+                        number("IntervalSeconds").unwrap_or(1.0),
+                        number("BackoffRate").unwrap_or(2.0),
+                        number("MaxDelaySeconds"),
+                    ),
+                );
+            }
             for branch in state
                 .get("Branches")
                 .and_then(|b| b.as_array())
@@ -103,6 +121,17 @@ impl Definition {
                 self.collect(iterator);
             }
         }
+    }
+
+    /// How long Step Functions waits before trying `state` again after
+    /// its attempt `attempt` failed (its first retrier; jitter aside).
+    pub fn retry_delay(&self, state: &str, attempt: u32) -> Option<std::time::Duration> {
+        let (interval, backoff, max) = self.retries.get(state)?;
+        let mut delay = interval * backoff.powi(attempt.saturating_sub(1) as i32);
+        if let Some(max) = max {
+            delay = delay.min(*max);
+        }
+        std::time::Duration::try_from_secs_f64(delay).ok()
     }
 
     fn type_of(&self, state: &str) -> Option<&str> {
