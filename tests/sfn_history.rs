@@ -557,3 +557,95 @@ fn rental_executions_are_runs_with_tasks_attempts_traces_and_redrives() {
         text(&out.stderr)
     );
 }
+
+/// A running execution (started elsewhere): `runs` shows it running,
+/// `follow` shows its progress; Ctrl-C detaches (exit 130, the execution
+/// goes on), and with `--stop-on-interrupt` stops it (`StopExecution`),
+/// after which the run is cancelled.
+#[test]
+fn ctrl_c_detaches_from_an_execution_or_stops_it() {
+    let s = Scratch::new();
+    s.write("bootstrap-binary", "#!/bin/sh\necho stand-in\n");
+    let mut aws = AwsEndpoint::start();
+    aws.create_bucket(BUCKET);
+    let rental = rental();
+    let out = flux(&aws, &s, &["deploy", &rental]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let machine = text(&out.stdout).trim().to_string();
+    let definition = moto_json(
+        &mut aws,
+        "AWSStepFunctions.DescribeStateMachine",
+        "states",
+        json!({"stateMachineArn": machine}),
+    )["body"]["definition"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Up to `clean`'s first step, still running.
+    let (failed, _) = failed_rental_history(1_796_000_000.0);
+    let running: Vec<Value> = failed
+        .iter()
+        .take_while(|e| e["type"] != "TaskFailed")
+        .cloned()
+        .collect();
+    fake_execution(
+        &mut aws,
+        &machine,
+        "live-1",
+        "RUNNING",
+        running,
+        &definition,
+        json!({}),
+    );
+    let out = flux(&aws, &s, &["runs", "--sfn", &rental]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&flux(&aws, &s, &["runs"]).stdout);
+    assert!(
+        listing.contains("live-1") && listing.contains("running"),
+        "{listing}"
+    );
+
+    let out = follow_then_interrupt(&aws, &s, &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("detached") && stdout.contains("flux-engine follow live-1"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("clean: attempt 1 started"), "{stderr}");
+    assert!(aws.requests_of("StopExecution").is_empty());
+    let shown: Value =
+        serde_json::from_slice(&flux(&aws, &s, &["show", "live-1", "--format", "json"]).stdout)
+            .unwrap();
+    assert_eq!(shown["status"], "running");
+    assert_eq!(task(&shown, "clean")["status"], "running");
+
+    let out = follow_then_interrupt(&aws, &s, &["--stop-on-interrupt"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert_eq!(aws.requests_of("StopExecution").len(), 1);
+    let shown: Value =
+        serde_json::from_slice(&flux(&aws, &s, &["show", "live-1", "--format", "json"]).stdout)
+            .unwrap();
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(task(&shown, "clean")["status"], "cancelled");
+}
+
+/// `follow live-1 EXTRA...`, interrupted with SIGINT after 2 s.
+fn follow_then_interrupt(aws: &AwsEndpoint, s: &Scratch, extra: &[&str]) -> Output {
+    let mut command = common::command(&s.path("state"));
+    aws.configure(&mut command);
+    command
+        .args(["follow", "live-1"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("flux-engine follows");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait_with_output().unwrap()
+}
