@@ -212,6 +212,31 @@ fn execution_arn(checkpoint: &Checkpoint, run_id: &str) -> Result<String, Exit> 
         })
 }
 
+/// What a command about a recorded execution works with.
+struct Execution {
+    arn: String,
+    dag: Dag,
+    runtime: tokio::runtime::Runtime,
+    aws: Arc<AwsRun>,
+}
+
+impl Execution {
+    /// The run's execution ARN and DAG (with the parameters it ran with),
+    /// connected to AWS.
+    fn of(state_dir: &StateDir, registry: &Registry, record: &RunRecord) -> Result<Self, Exit> {
+        let arn = execution_arn(&state_dir.open_checkpoint()?, &record.run_id)?;
+        let dag = dag_of(state_dir, registry, record)?;
+        let runtime = crate::async_runtime()?;
+        let aws = connect(&runtime, &dag, registry)?;
+        Ok(Execution {
+            arn,
+            dag,
+            runtime,
+            aws,
+        })
+    }
+}
+
 /// The DAG of a recorded run, with the parameters it ran with.
 fn dag_of(state_dir: &StateDir, registry: &Registry, record: &RunRecord) -> Result<Dag, Exit> {
     let engine = Engine::new(registry.clone(), state_dir.clone());
@@ -340,12 +365,12 @@ pub fn follow(
     record: &RunRecord,
     following: Following,
 ) -> Result<u8, Exit> {
-    let checkpoint = state_dir.open_checkpoint()?;
-    let arn = execution_arn(&checkpoint, &record.run_id)?;
-    drop(checkpoint);
-    let dag = dag_of(state_dir, registry, record)?;
-    let runtime = crate::async_runtime()?;
-    let aws = connect(&runtime, &dag, registry)?;
+    let Execution {
+        arn,
+        dag,
+        runtime,
+        aws,
+    } = Execution::of(state_dir, registry, record)?;
     follow_execution(
         &runtime,
         state_dir,
@@ -365,12 +390,12 @@ pub fn refresh(
     record: &RunRecord,
     spans: bool,
 ) -> Result<(), Exit> {
-    let checkpoint = state_dir.open_checkpoint()?;
-    let arn = execution_arn(&checkpoint, &record.run_id)?;
-    drop(checkpoint);
-    let dag = dag_of(state_dir, registry, record)?;
-    let runtime = crate::async_runtime()?;
-    let aws = connect(&runtime, &dag, registry)?;
+    let Execution {
+        arn,
+        dag,
+        runtime,
+        aws,
+    } = Execution::of(state_dir, registry, record)?;
     let observed = runtime
         .block_on(executions::observe(
             &aws,
@@ -459,12 +484,12 @@ pub fn resume(
     record: &RunRecord,
     following: Following,
 ) -> Result<u8, Exit> {
-    let checkpoint = state_dir.open_checkpoint()?;
-    let arn = execution_arn(&checkpoint, &record.run_id)?;
-    drop(checkpoint);
-    let dag = dag_of(state_dir, registry, record)?;
-    let runtime = crate::async_runtime()?;
-    let aws = connect(&runtime, &dag, registry)?;
+    let Execution {
+        arn,
+        dag,
+        runtime,
+        aws,
+    } = Execution::of(state_dir, registry, record)?;
     let refusal = runtime.block_on(async {
         let execution = executions::describe(&aws, &arn).await?;
         let ran = executions::definition(&aws, &arn).await?;

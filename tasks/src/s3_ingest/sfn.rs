@@ -52,15 +52,7 @@ impl StepFunctions for S3Ingest {
     ) -> Result<TaskExport, String> {
         let destination = config.destination.as_prefix();
         let (bucket, prefix) = (destination.bucket(), destination.key());
-        let sources: Vec<String> = config.source.0.iter().map(|s| task.local(s)).collect();
-        let found = files::list(
-            &sources,
-            &task.dag.dir,
-            &config.include.0,
-            &destination,
-            Absent::IsAFile,
-        )
-        .map_err(|e| task.error(e.message))?;
+        let found = local_files(task, config)?;
         let keys: Vec<String> = found
             .iter()
             .map(|f| format!("{prefix}{}", f.relative))
@@ -134,16 +126,7 @@ impl StepFunctions for S3Ingest {
         let mut deployment = Deployment::default();
         for (task, config) in tasks {
             let destination = config.destination.as_prefix();
-            let sources: Vec<String> = config.source.0.iter().map(|s| task.local(s)).collect();
-            let found = files::list(
-                &sources,
-                &task.dag.dir,
-                &config.include.0,
-                &destination,
-                Absent::IsAFile,
-            )
-            .map_err(|e| task.error(e.message))?;
-            for file in found {
+            for file in local_files(task, config)? {
                 deployment.uploads.push(Upload {
                     local: file.path,
                     uri: format!(
@@ -158,4 +141,22 @@ impl StepFunctions for S3Ingest {
         }
         Ok(deployment)
     }
+}
+
+/// The files the local run would upload, listed by the same code; a
+/// source that does not exist on this machine is taken as a file of that
+/// name.
+fn local_files(
+    task: &TaskContext,
+    config: &S3IngestConfig,
+) -> Result<Vec<files::SourceFile>, String> {
+    let sources: Vec<String> = config.source.0.iter().map(|s| task.local(s)).collect();
+    files::list(
+        &sources,
+        &task.dag.dir,
+        &config.include.0,
+        &config.destination.as_prefix(),
+        Absent::IsAFile,
+    )
+    .map_err(|e| task.error(e.message))
 }
