@@ -103,6 +103,9 @@ enum Command {
         /// Also upload the data s3_ingest tasks check for (the files their sources name)
         #[arg(long)]
         upload_data: bool,
+        /// Create the buckets the uploads go to if they do not exist (kept by destroy)
+        #[arg(long)]
+        create_bucket: bool,
     },
     /// Delete a deployed DAG's stack and what deploy uploaded (after confirmation)
     Destroy {
@@ -566,6 +569,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             params,
             dry_run,
             upload_data,
+            create_bucket,
         } => sfn_cli::deploy(
             &registry,
             &dag,
@@ -573,6 +577,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             tasks::aws::deploy::DeployOptions {
                 dry_run,
                 upload_data,
+                create_buckets: create_bucket,
                 report_binary: std::env::var_os("FLUX_REPORT_BINARY").map(PathBuf::from),
             },
         ),

@@ -293,14 +293,29 @@ fn rental_executions_are_runs_with_tasks_attempts_traces_and_redrives() {
     let s = Scratch::new();
     s.write("bootstrap-binary", "#!/bin/sh\necho stand-in\n");
     let mut aws = AwsEndpoint::start();
-    aws.create_bucket(BUCKET);
     let rental = rental();
+
+    // From nothing: the bucket is missing, and deploy says how to get it.
+    let out = flux(&aws, &s, &["deploy", &rental]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "the bucket {BUCKET} does not exist: add --create-bucket"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(aws.requests_of("CreateChangeSet").is_empty());
 
     // Deploy: what moto's CloudFormation creates, checked through each
     // service's own API.
-    let out = flux(&aws, &s, &["deploy", &rental]);
+    let out = flux(&aws, &s, &["deploy", &rental, "--create-bucket"]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("created the bucket {BUCKET} in {REGION}")),
+        "{stderr}"
+    );
     let machine = text(&out.stdout).trim().to_string();
     let resources = moto_query(
         &mut aws,

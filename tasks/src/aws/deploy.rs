@@ -55,6 +55,8 @@ pub struct DeployOptions {
     pub dry_run: bool,
     /// Also upload the data `s3_ingest` tasks verify.
     pub upload_data: bool,
+    /// Create the buckets the uploads go to when they do not exist.
+    pub create_buckets: bool,
     /// The binary the report function's package holds (default: this
     /// flux-engine).
     pub report_binary: Option<PathBuf>,
@@ -105,6 +107,55 @@ pub fn report_package(binary: &Path) -> Result<Vec<u8>, String> {
     zip.write_all(&bytes)
         .map_err(|e| format!("cannot write the report function's package: {e}"))?;
     Ok(zip.finish().map_err(fail)?.into_inner())
+}
+
+/// Checks that `bucket` exists; creates it (in the run's region) when
+/// asked to, else says how.
+async fn ensure_bucket(
+    aws: &AwsRun,
+    bucket: &str,
+    create: bool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(), String> {
+    let missing = match aws.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => false,
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if status == Some(404) {
+                true
+            } else {
+                return Err(format!(
+                    "cannot reach the bucket {bucket}: {}",
+                    error_text(&e)
+                ));
+            }
+        }
+    };
+    if !missing {
+        return Ok(());
+    }
+    if !create {
+        return Err(format!(
+            "the bucket {bucket} does not exist: add --create-bucket to create it in {}, or create it yourself",
+            aws.region
+        ));
+    }
+    let mut request = aws.s3.create_bucket().bucket(bucket);
+    if aws.region != "us-east-1" {
+        request = request.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    aws.region.as_str(),
+                ))
+                .build(),
+        );
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| format!("cannot create the bucket {bucket}: {}", error_text(&e)))?;
+    say(&format!("created the bucket {bucket} in {}", aws.region));
+    Ok(())
 }
 
 /// Uploads `bytes` to `uri` unless the object there has the same
@@ -346,6 +397,21 @@ pub async fn deploy(
         .flat_map(|d| &d.uploads)
         .filter(|u| options.upload_data || !u.data)
         .collect();
+    // The buckets the uploads go to must exist before the stack does.
+    let mut buckets: Vec<String> = uploads
+        .iter()
+        .filter_map(|u| S3Uri::parse(&u.uri).ok().map(|p| p.bucket().to_string()))
+        .chain(
+            bucket
+                .clone()
+                .filter(|_| package.is_some() || template.len() > TEMPLATE_BODY_LIMIT),
+        )
+        .collect();
+    buckets.sort();
+    buckets.dedup();
+    for name in &buckets {
+        ensure_bucket(aws, name, options.create_buckets && !options.dry_run, say).await?;
+    }
     if options.dry_run {
         for upload in &uploads {
             say(&format!(
