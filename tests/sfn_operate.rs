@@ -29,6 +29,9 @@ fn noop_dag(s: &Scratch, name: &str, extra_task: bool) -> std::path::PathBuf {
 [dag]
 name = "{name}"
 
+[params]
+greeting = "hello"
+
 [aws]
 region = "{REGION}"
 
@@ -234,7 +237,11 @@ fn deploy_creates_the_stack_then_changes_nothing_then_publishes_a_new_version() 
     // checked, and that the failure is reported with the version's ARN).
     let out = flux(&aws, &s, &["start", dag_arg, "--version", "1", "--no-wait"]);
     if !out.status.success() {
-        assert!(text(&out.stderr).contains(&format!("{arn}:1")), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&format!("{arn}:1")),
+            "{}",
+            text(&out.stderr)
+        );
     }
     let started = aws.requests_of("StartExecution");
     // (the SDK retries a 500: every try names the version)
@@ -288,13 +295,22 @@ fn deployed(dag: fn(&Scratch) -> std::path::PathBuf) -> (Scratch, AwsEndpoint, s
 
 #[test]
 fn start_follows_an_execution_to_success_and_it_is_a_run() {
-    let (s, aws, good) = deployed(|s| noop_dag(s, "opsgood", false));
+    let (s, mut aws, good) = deployed(|s| noop_dag(s, "opsgood", false));
 
-    // Success: exit 0, every task succeeded once.
-    let out = flux(&aws, &s, &["start", good.to_str().unwrap()]);
+    // Success: exit 0, every task succeeded once. A --param is the
+    // execution's input; the others keep their deployed defaults.
+    let out = flux(
+        &aws,
+        &s,
+        &["start", good.to_str().unwrap(), "--param", "greeting=hi"],
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("succeeded"), "{stdout}");
+    let started = aws.requests_of("StartExecution");
+    assert_eq!(started.len(), 1);
+    let input: Value = serde_json::from_str(started[0]["body"]["input"].as_str().unwrap()).unwrap();
+    assert_eq!(input, json!({"params": {"greeting": "hi"}}));
     let runs = flux(&aws, &s, &["runs", "--format", "json"]);
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     let good_run = runs[0]["run_id"].as_str().unwrap().to_string();
