@@ -57,8 +57,12 @@ pub fn export(
 fn write(text: &str, output: Option<&Path>) -> Result<u8, Exit> {
     match output {
         None => print!("{text}"),
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| Exit::failure(format_args!("cannot write {}: {e}", path.display())))?,
+        Some(path) => {
+            std::fs::write(path, text)
+                .map_err(|e| Exit::failure(format_args!("cannot write {}: {e}", path.display())))?;
+            // As `trace --html` does: the file written, on stdout.
+            println!("{}", path.display());
+        }
     }
     Ok(0)
 }

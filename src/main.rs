@@ -48,7 +48,9 @@ enum Command {
         params: Vec<(String, String)>,
     },
     /// Run a DAG
+    #[command(after_help = RUN_HELP)]
     Run {
+        /// The DAG file (TOML): `[dag]`, `[params]`, `[tasks.ID]`; `flux-engine validate` checks it
         dag: PathBuf,
         /// Override a parameter: --param key=value (repeatable)
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
@@ -171,11 +173,12 @@ enum Command {
     /// deploying both. The state machine reads the DAG's parameters from
     /// its execution input ({"params": {...}}), the export's values being
     /// the defaults
+    #[command(group(clap::ArgGroup::new("document").required(true).args(["sfn", "iam", "cfn"])))]
     Export {
         dag: PathBuf,
         /// Amazon States Language for AWS Step Functions (the [aws] section
         /// of the DAG holds the production settings)
-        #[arg(long, required_unless_present_any = ["iam", "cfn"], conflicts_with_all = ["iam", "cfn"])]
+        #[arg(long, conflicts_with_all = ["iam", "cfn"])]
         sfn: bool,
         /// The state machine role's IAM policy and trust policy, as
         /// {"RolePolicy": ..., "TrustPolicy": ...}
@@ -216,11 +219,14 @@ enum Command {
         seed: u64,
     },
     /// Run SQL on the local catalog's tables (DataFusion here, Athena in
-    /// production); tables are DATABASE.TABLE, or TABLE with --database
+    /// production); tables are DATABASE.TABLE, or TABLE when the catalog
+    /// has one database or with --database
     Query {
-        /// The query, e.g. "SELECT count(*) FROM rental.rentals"
+        /// The query, e.g. "SELECT count(*) FROM rental.rentals_clean"
+        /// (`flux-engine catalog` lists the tables)
         sql: String,
-        /// The database bare table names belong to
+        /// The database bare table names belong to [default: the catalog's
+        /// only database, if it has one]
         #[arg(long, value_name = "DB")]
         database: Option<String>,
         #[arg(long, value_enum, default_value_t = query_cli::QueryFormat::Table)]
@@ -260,6 +266,24 @@ enum Command {
         fix: bool,
     },
 }
+
+/// What `run --help` adds after the options.
+const RUN_HELP: &str = "\
+Examples:
+  flux-engine run dags/rental.toml
+  flux-engine run dags/rental.toml --param input_dir=../shared/data/rental
+  flux-engine run dags/example.toml --param greeting=hi --max-parallel 1
+
+Environment:
+  FLUX_HOME                     the state dir when --state-dir is not given (else .flux/)
+  RUST_LOG                      log detail on stderr (warn by default)
+  OTEL_EXPORTER_OTLP_ENDPOINT   also send the run's spans to this OTLP collector
+  OTEL_SDK_DISABLED=true        record no spans (as --no-traces)
+  SPARK_HOME, FLUX_SPARK_MODE   the Spark the emr_spark tasks use, warm or cold (see doctor)
+  AWS_PROFILE, AWS_REGION, ...  with --target aws: the usual AWS configuration
+
+The run id, a summary and the report's path are printed at the end; exit 0 if
+every task succeeded, 1 if one failed, 2 on invalid input, 130 if interrupted.";
 
 #[derive(Subcommand)]
 enum LambdaFunction {
@@ -304,6 +328,28 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that only print what exists end quietly when the reader of
+    // their output goes away (`| head`), as Unix tools do; Rust ignores
+    // SIGPIPE, so `println!` would panic instead. Commands that run or
+    // change something keep ignoring it: a closed pipe must not kill a run
+    // or a deploy half-way.
+    if matches!(
+        cli.command,
+        Command::Validate { .. }
+            | Command::Graph { .. }
+            | Command::Export { .. }
+            | Command::Runs { sfn: None, .. }
+            | Command::Show { .. }
+            | Command::Trace { .. }
+            | Command::Query { .. }
+            | Command::Catalog { .. }
+    ) {
+        // SAFETY: called first thing in main, before any thread exists;
+        // SIG_DFL is a valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // Runs are traced (spans kept in the checkpoint, sent to a collector
     // when OTEL_EXPORTER_OTLP_ENDPOINT says so) unless told not to; other
     // commands are not.

@@ -34,6 +34,16 @@ pub fn query(
     database: Option<&str>,
     format: QueryFormat,
 ) -> Result<u8, Exit> {
+    // With one database in the catalog, bare table names are its.
+    let only = match database {
+        Some(_) => None,
+        None => Catalog::new(state_dir.root())
+            .databases()
+            .ok()
+            .filter(|d| d.len() == 1)
+            .and_then(|mut d| d.pop()),
+    };
+    let database = database.or(only.as_deref());
     let result =
         crate::async_runtime()?.block_on(tasks::sql::query(state_dir.root(), database, sql))?;
     let text = match format {

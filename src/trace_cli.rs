@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use engine::checkpoint::CheckpointError;
 use engine::state_dir::StateDir;
 use reports::trace::{RunInfo, WIDTH, html, otlp_json, waterfall};
 
@@ -20,13 +19,7 @@ pub fn trace(
     let checkpoint = crate::checkpoint_with_runs(state_dir)?;
     // As `show` does: an unknown run is invalid input (2), a checkpoint
     // that cannot be read is a failure (1).
-    let run = checkpoint.run(run_id).map_err(|e| match e {
-        CheckpointError::UnknownRun(_) => Exit::invalid(format_args!(
-            "no run with id `{run_id}` in {}; `flux-engine runs` lists its runs (use --state-dir for another state dir)",
-            state_dir.root().display()
-        )),
-        e => Exit::failure(e),
-    })?;
+    let run = checkpoint.run(run_id)?;
     let spans = checkpoint.spans(run_id)?;
     let info = RunInfo {
         run_id: &run.run_id,

@@ -1252,3 +1252,105 @@ fn a_parameter_table_with_a_bad_type_or_no_default_is_an_error() {
     let d = diagnostic_at(&err, &file, place(text, "kind"));
     assert_has(&d, &["unknown field `kind`"]);
 }
+
+/// The commands that print what exists, with their output piped into a
+/// reader that takes a few bytes and closes: they end quietly (SIGPIPE,
+/// as `cat | head` does), never with a panic and exit 101; the output is
+/// large enough (hundreds of kB) that the writes go on after the close.
+#[test]
+fn printing_commands_end_quietly_when_the_reader_closes_early() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let mut dag = String::from("[dag]\nname = \"wide\"\n\n[aws]\nregion = \"eu-west-1\"\n");
+    for i in 0..800 {
+        dag.push_str(&format!("\n[tasks.t{i:04}]\ntype = \"noop\"\n"));
+        if i > 0 {
+            dag.push_str(&format!("depends_on = [\"t{:04}\"]\n", i - 1));
+        }
+    }
+    let path = s.write("wide.toml", &dag);
+    let path = path.to_str().unwrap();
+    let state = s.path("state");
+    let out = flux(&state, &["run", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run_id = runs(&state)[0]["run_id"].as_str().unwrap().to_string();
+    for args in [
+        vec!["show", run_id.as_str(), "--format", "json"],
+        vec!["show", run_id.as_str()],
+        vec!["graph", path, "--format", "mermaid"],
+        vec!["export", "--sfn", path],
+        vec!["trace", run_id.as_str()],
+    ] {
+        let mut child = command(&state)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The reader is gone (its end of the pipe dropped).
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
+
+/// Small things a person meets first: `export` without a document names
+/// all three, `export -o` says what it wrote, `show` and `trace` word an
+/// unknown run id the same way, `run --help` explains its argument, the
+/// environment and gives examples.
+#[test]
+fn the_cli_says_what_it_needs_and_what_it_did() {
+    let s = Scratch::new();
+    let dag = s.write(
+        "one.toml",
+        "[dag]\nname = \"one\"\n\n[tasks.a]\ntype = \"noop\"\n",
+    );
+    let dag = dag.to_str().unwrap();
+    let state = s.path("state");
+    let out = flux(&state, &["export", dag]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = text(&out.stderr);
+    for flag in ["--sfn", "--iam", "--cfn"] {
+        assert!(message.contains(flag), "{flag}: {message}");
+    }
+    let file = s.path("one.asl.json");
+    let out = flux(
+        &state,
+        &["export", "--sfn", dag, "-o", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), file.to_str().unwrap());
+    assert!(file.exists());
+
+    let out = flux(&state, &["run", dag]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = flux(&state, &["show", "20990101T000000Z-abcdef"]);
+    let trace = flux(&state, &["trace", "20990101T000000Z-abcdef"]);
+    assert_eq!(show.status.code(), Some(2));
+    assert_eq!(trace.status.code(), Some(2));
+    assert_eq!(text(&show.stderr), text(&trace.stderr));
+    assert!(
+        text(&show.stderr).contains("flux-engine runs"),
+        "{}",
+        text(&show.stderr)
+    );
+
+    let help = text(&flux(&state, &["run", "--help"]).stdout);
+    for needed in [
+        "The DAG file",
+        "Examples:",
+        "FLUX_HOME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        assert!(help.contains(needed), "{needed}: {help}");
+    }
+}
