@@ -294,4 +294,31 @@ fn query_and_catalog_explain_what_is_missing() {
     let out = flux(&state, &["catalog", "--database", "sales"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("rental"), "{}", stderr(&out));
+
+    // One database in the catalog: bare table names are its own, as with
+    // --database.
+    let bare = flux(
+        &state,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM rentals",
+            "--format",
+            "csv",
+        ],
+    );
+    let qualified = flux(
+        &state,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM rental.rentals",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(bare.status.code(), Some(0), "{}", stderr(&bare));
+    assert_eq!(stdout(&bare), stdout(&qualified));
+    // A task's SQL still needs its database: the message says how.
+    let out = flux(&state, &["query", "SELECT count(*) FROM rentalz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("rentalz"), "{}", stderr(&out));
 }

@@ -52,7 +52,9 @@ pub enum CheckpointError {
         "checkpoint database {path}: its latest changes are in {wal}, which SQLite cannot read without write access to the state dir (the -shm file is missing); open it once with write access (any `flux-engine runs` by a user who can write there) to fold them in"
     )]
     UnreadableWal { path: String, wal: String },
-    #[error("no run with id `{0}` in this state dir")]
+    #[error(
+        "no run with id `{0}` in this state dir; `flux-engine runs` lists its runs (use --state-dir for another state dir)"
+    )]
     UnknownRun(String),
     /// A span that cannot be stored as given (a time past the year 2262,
     /// which SQLite's signed 64-bit integers cannot hold in nanoseconds).

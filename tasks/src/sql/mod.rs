@@ -107,7 +107,7 @@ pub enum SqlError {
         available: Vec<String>,
     },
     #[error(
-        "table `{table}` names no database and no default database is set: write `DATABASE.{table}` (databases: {}) or choose a default database",
+        "table `{table}` names no database and no default database is set: write `DATABASE.{table}` (databases: {}), or choose a default database (`--database DB` for `flux-engine query`, the task's `database` for an athena_query task)",
         list(databases)
     )]
     NoDatabase {
