@@ -1328,7 +1328,12 @@ fn the_cli_says_what_it_needs_and_what_it_did() {
         &["export", "--sfn", dag, "-o", file.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), file.to_str().unwrap());
+    assert_eq!(text(&out.stdout), "", "stdout stays empty for scripts");
+    assert!(
+        text(&out.stderr).contains(&format!("wrote {}", file.display())),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(file.exists());
 
     let out = flux(&state, &["run", dag]);
@@ -1353,4 +1358,54 @@ fn the_cli_says_what_it_needs_and_what_it_did() {
     ] {
         assert!(help.contains(needed), "{needed}: {help}");
     }
+}
+
+/// A report section reading a task the report does not depend on cannot
+/// work (the report could run first): `validate` says so, at the field,
+/// with the `depends_on` to write, before anything runs.
+#[test]
+fn a_report_reading_a_task_it_does_not_wait_for_fails_validation() {
+    let s = Scratch::new();
+    let dag = s.write(
+        "report.toml",
+        r#"
+[dag]
+name = "reporting"
+
+[tasks.counts]
+type = "noop"
+
+[tasks.top]
+type = "noop"
+
+[tasks.report]
+type = "report"
+depends_on = ["counts"]
+output = "s3://lake/report.html"
+sections = [
+  { title = "Counts", from = "counts", chart = "table" },
+  { title = "Top", from = "top", chart = "table" },
+]
+"#,
+    );
+    let state = s.path("state");
+    let out = flux(&state, &["validate", dag.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let message = text(&out.stderr);
+    assert!(
+        message.contains("`sections[1].from` reads task `top`"),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"depends_on = ["counts", "top"]"#),
+        "{message}"
+    );
+    assert!(!message.contains("sections[0]"), "{message}");
+    assert!(
+        message.contains("report.toml:"),
+        "names the file and place: {message}"
+    );
+    // Nothing ran: `run` refuses the same DAG.
+    let out = flux(&state, &["run", dag.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }

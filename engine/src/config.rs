@@ -68,6 +68,13 @@ pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
         Ok(())
     }
 
+    /// The tasks the fields name as inputs, with the field that names each
+    /// (`sections[2].from`); validation checks they are dependencies, so
+    /// that a DAG that cannot work fails before anything runs.
+    fn references(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Help for a field that is missing or whose value does not
     /// deserialize; `None` for the engine's own ("add `NAME = \"...\"` to
     /// the task", or the kind's section of the README).

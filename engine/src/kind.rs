@@ -64,6 +64,11 @@ pub trait TaskKind: Send + Sync {
     /// Reads the kind's own fields (already substituted) and checks them.
     fn parse(&self, fields: &toml::Table) -> Result<Arc<dyn TaskAction>, FieldError>;
 
+    /// The tasks the fields name as inputs, each with the field naming it
+    /// (`sections[2].from`): validation requires each to be among the
+    /// task's `depends_on`. Empty when the fields do not parse.
+    fn references(&self, fields: &toml::Table) -> Vec<(String, String)>;
+
     /// See [`Kind::end_of_run`].
     fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
@@ -83,6 +88,12 @@ impl<K: Kind> TaskKind for K {
 
     fn parse(&self, fields: &toml::Table) -> Result<Arc<dyn TaskAction>, FieldError> {
         config::parse::<K::Config>(fields).map(|config| self.action(config))
+    }
+
+    fn references(&self, fields: &toml::Table) -> Vec<(String, String)> {
+        config::parse::<K::Config>(fields)
+            .map(|config| config.references())
+            .unwrap_or_default()
     }
 
     fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -798,7 +798,7 @@ impl<'a> Loader<'a> {
                 .collect();
             if !kind.is_empty() {
                 validation_vars.task_id = id.clone();
-                self.kind_fields(id, &kind, &fields, &validation_vars);
+                self.kind_fields(id, &kind, &fields, &validation_vars, &depends_on);
             }
             dag.tasks.push(TaskDef {
                 id: id.clone(),
@@ -814,7 +814,14 @@ impl<'a> Loader<'a> {
 
     /// Checks a task's own fields: substitution, the kind's parse, and
     /// fields the kind does not know.
-    fn kind_fields(&mut self, id: &str, kind: &str, fields: &toml::Table, vars: &Vars) {
+    fn kind_fields(
+        &mut self,
+        id: &str,
+        kind: &str,
+        fields: &toml::Table,
+        vars: &Vars,
+        depends_on: &[String],
+    ) {
         let Some(task_kind) = self.registry.get(kind).cloned() else {
             let at = self.locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key("type")], false);
             let near = nearest(kind, self.registry.names())
@@ -863,6 +870,34 @@ impl<'a> Loader<'a> {
                 at,
                 format!("task `{id}` (type `{kind}`): {message}"),
                 help.unwrap_or_else(|| format!("see the `{kind}` fields in the README")),
+            );
+        }
+        // Inputs named by the fields must be dependencies: a report section
+        // reading a query the report does not wait for can never work, and
+        // would fail only after everything before it ran.
+        for (field, dep) in task_kind.references(&substituted) {
+            if depends_on.iter().any(|d| d == &dep) {
+                continue;
+            }
+            let top = field.split(['[', '.']).next().unwrap_or(&field).to_string();
+            let at = self
+                .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&top)], false)
+                .or_else(|| self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true));
+            let mut wanted = depends_on.to_vec();
+            wanted.push(dep.clone());
+            self.error(
+                at,
+                format!(
+                    "task `{id}` (type `{kind}`): `{field}` reads task `{dep}`, which is not in its `depends_on`, so it would run before `{dep}` has a result"
+                ),
+                format!(
+                    "add it: depends_on = [{}]",
+                    wanted
+                        .iter()
+                        .map(|d| format!("\"{d}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
         }
         // Reported also when the parse failed: a misspelt field is the usual

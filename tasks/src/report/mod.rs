@@ -477,6 +477,20 @@ fn quarantine_threshold<'de, D: serde::Deserializer<'de>>(
 }
 
 impl TaskConfig for ReportSpec {
+    fn references(&self) -> Vec<(String, String)> {
+        let tiles = self
+            .tiles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("tiles[{i}].from"), t.from.clone()));
+        let sections = self
+            .sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sections[{i}].from"), s.from.clone()));
+        tiles.chain(sections).collect()
+    }
+
     fn check(&self) -> Result<(), FieldError> {
         if self.tiles.is_empty() && self.sections.is_empty() {
             return Err(FieldError::field(
