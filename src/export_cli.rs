@@ -60,8 +60,8 @@ fn write(text: &str, output: Option<&Path>) -> Result<u8, Exit> {
         Some(path) => {
             std::fs::write(path, text)
                 .map_err(|e| Exit::failure(format_args!("cannot write {}: {e}", path.display())))?;
-            // As `trace --html` does: the file written, on stdout.
-            println!("{}", path.display());
+            // Said on stderr: stdout stays empty for scripts, as before.
+            eprintln!("wrote {} ({} bytes)", path.display(), text.len());
         }
     }
     Ok(0)
