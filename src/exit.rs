@@ -85,6 +85,7 @@ impl From<EngineError> for Exit {
             | EngineError::Dag(_)
             | EngineError::UnknownTask { .. }
             | EngineError::NoRuns(_)
+            | EngineError::OtherDag { .. }
             | EngineError::RunActive(_)
             | EngineError::StateDirBusy { .. } => Exit::invalid(e),
             _ => Exit::failure(e),

@@ -81,6 +81,9 @@ enum Command {
         /// Record no trace of this part of the run (OTEL_SDK_DISABLED=true does the same)
         #[arg(long)]
         no_traces: bool,
+        /// Read the DAG from FILE (an edited copy of the same DAG) instead of the file the run started from; the run reads FILE from then on
+        #[arg(long, value_name = "FILE")]
+        dag: Option<PathBuf>,
     },
     /// List runs, newest first: local runs, runs on AWS and Step Functions executions
     Runs {
@@ -487,6 +490,7 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             from,
             max_parallel,
             no_traces: _,
+            dag: dag_file,
         } => {
             let local = Engine::new(registry.clone(), state_dir.clone());
             let record = match run_id {
@@ -513,7 +517,11 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
                 }
             };
             drive(runtime, &engine, max_parallel, |options| {
-                Box::pin(async { engine.resume(&run_id, &from, options).await })
+                Box::pin(async {
+                    engine
+                        .resume_from_file(&run_id, &from, dag_file.as_deref(), options)
+                        .await
+                })
             })
         }
         Command::Lambda {

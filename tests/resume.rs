@@ -450,3 +450,64 @@ fn resuming_a_run_whose_dag_became_invalid_reports_the_dag_errors() {
     assert!(err.contains("did you mean `extract`?"), "{err}");
     assert_eq!(f.counts(&id), before);
 }
+
+/// The edit-resume loop: a run that failed is resumed from an edited copy
+/// of its DAG file (`--dag`); the copy must be the same DAG; the run reads
+/// the copy from then on. Resuming the succeeded run again, unchanged,
+/// does nothing and leaves its record (status, end, resume count) as it
+/// was.
+#[test]
+fn an_edited_copy_resumes_the_run_and_a_succeeded_run_has_nothing_to_do() {
+    let s = Scratch::new();
+    let state = s.path("state");
+    let original = s.write(
+        "loop.toml",
+        "[dag]\nname = \"loop\"\n\n[tasks.a]\ntype = \"noop\"\n\n[tasks.b]\ntype = \"shell\"\ndepends_on = [\"a\"]\ncommand = \"exit 3\"\n",
+    );
+    let out = flux(&state, &["run", original.to_str().unwrap()]);
+    expect_code(&out, 1, "the first run fails at b");
+    let run_id = runs(&state)[0]["run_id"].as_str().unwrap().to_string();
+
+    let other = s.write(
+        "other.toml",
+        "[dag]\nname = \"other\"\n\n[tasks.b]\ntype = \"noop\"\n",
+    );
+    let out = flux(
+        &state,
+        &["resume", &run_id, "--dag", other.to_str().unwrap()],
+    );
+    expect_code(&out, 2, "another DAG's file");
+    assert!(
+        stderr(&out).contains("is of the DAG `loop`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let edited = s.write(
+        "edited.toml",
+        "[dag]\nname = \"loop\"\n\n[tasks.a]\ntype = \"noop\"\n\n[tasks.b]\ntype = \"shell\"\ndepends_on = [\"a\"]\ncommand = \"true\"\n",
+    );
+    let out = flux(
+        &state,
+        &["resume", &run_id, "--dag", edited.to_str().unwrap()],
+    );
+    expect_code(&out, 0, "the edited copy fixes b");
+    assert!(stderr(&out).contains("edited.toml"), "{}", stderr(&out));
+    let shown = show(&state, &run_id);
+    assert!(
+        shown["dag_path"].as_str().unwrap().ends_with("edited.toml"),
+        "{shown}"
+    );
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["resume_count"], 1);
+    let ended = shown["ended_at"].clone();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = flux(&state, &["resume", &run_id]);
+    expect_code(&out, 0, "nothing to do");
+    assert!(stderr(&out).contains("nothing to do"), "{}", stderr(&out));
+    let after = show(&state, &run_id);
+    assert_eq!(after["ended_at"], ended, "the record is untouched");
+    assert_eq!(after["resume_count"], 1);
+    assert_eq!(after["status"], "succeeded");
+}

@@ -904,6 +904,15 @@ impl Checkpoint {
             .optional()?)
     }
 
+    /// The DAG file a run reads from now on (`resume --dag FILE`).
+    pub fn set_dag_path(&mut self, run_id: &str, dag_path: &str) -> Result<(), CheckpointError> {
+        self.conn.execute(
+            "UPDATE runs SET dag_path = ?2 WHERE run_id = ?1",
+            params![run_id, dag_path],
+        )?;
+        Ok(())
+    }
+
     pub fn mark_resumed(&mut self, run_id: &str) -> Result<(), CheckpointError> {
         self.conn.execute(
             "UPDATE runs SET status = 'running', resume_count = resume_count + 1, ended_at = NULL, updated_at = ?2

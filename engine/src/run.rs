@@ -42,6 +42,15 @@ pub enum EngineError {
     #[error("no runs in {0}: start one with `flux-engine run DAG`")]
     NoRuns(String),
     #[error(
+        "run {run_id} is of the DAG `{recorded}`, but {file} defines `{found}`: resume it with a file of the same DAG, or start a new run"
+    )]
+    OtherDag {
+        run_id: String,
+        recorded: String,
+        file: String,
+        found: String,
+    },
+    #[error(
         "run `{run_id}` did its work with --target {recorded}; a resume keeps the run's target, so it cannot continue with --target {asked}"
     )]
     TargetMismatch {
@@ -190,6 +199,19 @@ impl Engine {
         from: &[String],
         options: RunOptions,
     ) -> Result<RunOutcome, EngineError> {
+        self.resume_from_file(run_id, from, None, options).await
+    }
+
+    /// [`Engine::resume`], reading the DAG from `dag_path` instead of the
+    /// file the run started from (an edited copy); the run then records
+    /// that file. It must define the same DAG (by name).
+    pub async fn resume_from_file(
+        &self,
+        run_id: &str,
+        from: &[String],
+        dag_path: Option<&std::path::Path>,
+        options: RunOptions,
+    ) -> Result<RunOutcome, EngineError> {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
         let record = checkpoint.run(run_id)?;
         if record.target != self.target {
@@ -201,7 +223,28 @@ impl Engine {
         }
         let _lock = self.lock(run_id)?;
         let _state = self.lock_state(run_id)?;
-        let (dag, mut notes) = self.reload_dag(&record)?;
+        let (dag, mut notes) = match dag_path {
+            None => self.reload_dag(&record)?,
+            Some(path) => {
+                let mut moved = record.clone();
+                moved.dag_path = path.display().to_string();
+                let (dag, mut notes) = self.reload_dag(&moved)?;
+                if dag.name != record.dag {
+                    return Err(EngineError::OtherDag {
+                        run_id: run_id.to_string(),
+                        recorded: record.dag.clone(),
+                        file: path.display().to_string(),
+                        found: dag.name.clone(),
+                    });
+                }
+                notes.push(format!(
+                    "the DAG is read from {} (the run started from {})",
+                    dag.path.display(),
+                    record.dag_path
+                ));
+                (dag, notes)
+            }
+        };
 
         let mut forced: BTreeSet<usize> = BTreeSet::new();
         for task in from {
@@ -303,8 +346,30 @@ impl Engine {
                 }
             }
         }
+        if record.status == RunStatus::Succeeded
+            && changes.is_empty()
+            && plans.iter().all(|p| p.status == TaskStatus::Succeeded)
+        {
+            // Nothing to run: the record (status, end, duration) stays
+            // what the run made it.
+            notes.push(
+                "nothing to do: every task succeeded and is as the DAG now defines it (`--from TASK` runs one again)"
+                    .into(),
+            );
+            for note in &notes {
+                options.observer.event(&RunEvent::Note(note.clone()));
+            }
+            return Ok(RunOutcome {
+                run_id: run_id.to_string(),
+                status: RunStatus::Succeeded,
+                notes,
+            });
+        }
         for note in &notes {
             options.observer.event(&RunEvent::Note(note.clone()));
+        }
+        if dag_path.is_some() {
+            checkpoint.set_dag_path(run_id, &dag.path.display().to_string())?;
         }
         checkpoint.mark_resumed(run_id)?;
         checkpoint.apply(run_id, &changes)?;
