@@ -85,6 +85,37 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The glibc of Amazon Linux 2023, which the `provided.al2023` runtime is.
+const LAMBDA_GLIBC: (u32, u32) = (2, 34);
+
+/// The newest glibc symbol version a dynamically linked binary asks for
+/// (`GLIBC_2.35` among its version needs), read from the strings of its
+/// dynamic section; `None` for a binary that names none (static, musl, a
+/// script).
+pub fn newest_glibc(binary: &[u8]) -> Option<(u32, u32)> {
+    const TAG: &[u8] = b"GLIBC_";
+    let mut newest = None;
+    let mut at = 0;
+    while let Some(found) = binary[at..].windows(TAG.len()).position(|w| w == TAG) {
+        let start = at + found + TAG.len();
+        let digits: Vec<u8> = binary[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b'.')
+            .copied()
+            .collect();
+        // A version string ends with its NUL in the string table.
+        let ends = binary.get(start + digits.len()) == Some(&0);
+        if ends && let Ok(text) = std::str::from_utf8(&digits) {
+            let mut parts = text.split('.').map(|p| p.parse::<u32>());
+            if let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) {
+                newest = newest.max(Some((major, minor)));
+            }
+        }
+        at = start;
+    }
+    newest
+}
+
 /// The report function's package for the `provided.al2023` runtime: the
 /// binary, and a `bootstrap` that runs its Runtime API loop. Entries
 /// carry a fixed time so that the same binary makes the same package.
@@ -92,6 +123,18 @@ pub fn report_package(binary: &Path) -> Result<Vec<u8>, String> {
     use zip::write::SimpleFileOptions;
     let bytes = std::fs::read(binary)
         .map_err(|e| format!("cannot read {} to package it: {e}", binary.display()))?;
+    if let Some((major, minor)) = newest_glibc(&bytes)
+        && (major, minor) > LAMBDA_GLIBC
+    {
+        return Err(format!(
+            "{} needs glibc {major}.{minor}, and Lambda's provided.al2023 runtime has {}.{}: the function would not start. Build the binary on a system with glibc {}.{} or older (Amazon Linux 2023, Debian 11) and name it with FLUX_REPORT_BINARY, or deploy the container image ([aws] report_image)",
+            binary.display(),
+            LAMBDA_GLIBC.0,
+            LAMBDA_GLIBC.1,
+            LAMBDA_GLIBC.0,
+            LAMBDA_GLIBC.1
+        ));
+    }
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -787,4 +830,45 @@ pub async fn destroy(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_glibc_a_binary_needs_is_read_from_its_strings() {
+        let binary = b"\x7fELF...\0GLIBC_2.2.5\0GLIBC_2.34\0memcpy\0GLIBC_2.35\0GLIBC_PRIVATE\0";
+        assert_eq!(newest_glibc(binary), Some((2, 35)));
+        // Text that only looks like it (no NUL after) is not a version.
+        assert_eq!(newest_glibc(b"see GLIBC_2.99 in the docs"), None);
+        assert_eq!(newest_glibc(b"#!/bin/sh\necho hi\n"), None);
+    }
+
+    #[test]
+    fn a_binary_newer_than_lambdas_glibc_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new");
+        std::fs::write(&new, b"\x7fELF\0GLIBC_2.35\0").unwrap();
+        let message = report_package(&new).unwrap_err();
+        assert!(
+            message.contains("glibc 2.35") && message.contains("2.34"),
+            "{message}"
+        );
+        assert!(
+            message.contains("FLUX_REPORT_BINARY") && message.contains("report_image"),
+            "{message}"
+        );
+        let old = dir.path().join("old");
+        std::fs::write(&old, b"\x7fELF\0GLIBC_2.34\0").unwrap();
+        let package = report_package(&old).unwrap();
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
+        let names: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"bootstrap".to_string()));
+        let mode = zip.by_name("bootstrap").unwrap().unix_mode().unwrap();
+        assert_eq!(mode & 0o777, 0o755);
+        // The same binary makes the same package.
+        assert_eq!(report_package(&old).unwrap(), report_package(&old).unwrap());
+    }
 }
