@@ -322,3 +322,33 @@ fn query_and_catalog_explain_what_is_missing() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("rentalz"), "{}", stderr(&out));
 }
+
+/// A query that cannot work (SQL that does not parse) fails its task at
+/// once, whatever its retry policy, saying why it was not retried; a
+/// transient failure would have been retried.
+#[test]
+fn a_configuration_error_is_not_retried() {
+    let s = Scratch::new();
+    let state = s.path("state");
+    let text = dag(&state, "{ min_rows = 1 }").replace(
+        &format!("sql = \"{KPI_SQL}\""),
+        "sql = \"SELEC count(*) FROM rentals\"\nretry = { max_attempts = 3, interval_seconds = 1, jitter = \"none\" }",
+    );
+    assert!(text.contains("SELEC count"), "{text}");
+    let dag_path = s.write("broken.toml", &text);
+    let (code, report) = run_dag(&state, &dag_path);
+    assert_eq!(code, Some(1), "{report}");
+    let kpis = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "kpis")
+        .unwrap();
+    assert_eq!(kpis["status"], "failed");
+    assert_eq!(kpis["attempts"], 1, "{kpis}");
+    let error = kpis["error"].as_str().unwrap();
+    assert!(
+        error.contains("SELEC") && error.contains("not retried"),
+        "{error}"
+    );
+}

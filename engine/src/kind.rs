@@ -158,12 +158,26 @@ pub struct Attempt {
 #[error("{message}")]
 pub struct TaskFailure {
     pub message: String,
+    /// Whether trying again may help. A configuration error (a query that
+    /// does not parse, a file that is not there, a report reading a task
+    /// it does not depend on) fails the same way every time: the task
+    /// fails at once whatever its retry policy.
+    pub retryable: bool,
 }
 
 impl TaskFailure {
     pub fn new(message: impl Into<String>) -> Self {
         TaskFailure {
             message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix (see [`TaskFailure::retryable`]).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+            retryable: false,
         }
     }
 }

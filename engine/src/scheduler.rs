@@ -532,7 +532,14 @@ impl Execution<'_> {
     ) {
         let task = &self.dag.tasks[index];
         let attempts_here = state.slots[index].attempts_here;
-        let retry = task.retry.allows_another(attempts_here);
+        let mut failure = failure;
+        let allowed = task.retry.allows_another(attempts_here);
+        if allowed && !failure.retryable {
+            failure.message.push_str(
+                "\n(not retried: this fails the same way every time; fix the DAG or its files, then resume)",
+            );
+        }
+        let retry = allowed && failure.retryable;
         let retry_in = retry.then(|| task.retry.delay(attempts_here, rand::random::<f64>()));
         self.observer.event(&RunEvent::AttemptFailed {
             task_id: task.id.clone(),

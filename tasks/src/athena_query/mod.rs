@@ -162,6 +162,16 @@ pub fn read_sql_file(path: &std::path::Path) -> Result<String, String> {
     })
 }
 
+/// A query's error as the attempt's failure: the user's (bad SQL, an
+/// unknown table or database) fails the same way on every try.
+fn sql_failure(e: crate::sql::SqlError) -> TaskFailure {
+    if e.is_user_error() {
+        TaskFailure::permanent(e.to_string())
+    } else {
+        TaskFailure::new(e.to_string())
+    }
+}
+
 /// The query's text: inline, or read from its `sql_file` now.
 async fn query_text(source: &QuerySource, attempt: &Attempt) -> Result<String, TaskFailure> {
     match source {
@@ -171,7 +181,7 @@ async fn query_text(source: &QuerySource, attempt: &Attempt) -> Result<String, T
             tokio::task::spawn_blocking(move || read_sql_file(&path))
                 .await
                 .map_err(|e| TaskFailure::new(format!("reading sql_file stopped: {e}")))?
-                .map_err(TaskFailure::new)
+                .map_err(TaskFailure::permanent)
         }
     }
 }
@@ -212,13 +222,13 @@ impl TaskAction for LocalAthenaQuery {
         })
         .await
         .map_err(|e| TaskFailure::new(format!("opening the catalog stopped: {e}")))?
-        .map_err(|e| TaskFailure::new(e.to_string()))?;
+        .map_err(sql_failure)?;
         let span = crate::steps::step(&tracing::Span::current(), "athena.query", &sql);
         let result = session
             .query(&sql)
             .instrument(span.clone())
             .await
-            .map_err(|e| TaskFailure::new(e.to_string()));
+            .map_err(sql_failure);
         crate::steps::finish(&span, &result);
         let result = result?;
         drop(session);

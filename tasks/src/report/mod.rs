@@ -686,7 +686,7 @@ pub(crate) fn missing_input<'a>(
     } else {
         format!("its inputs are: {}", inputs.join(", "))
     };
-    TaskFailure::new(format!(
+    TaskFailure::permanent(format!(
         "`{field}` = \"{from}\": task `{task}` has no input from `{from}` ({available}); add \"{from}\" to its `depends_on`"
     ))
 }
