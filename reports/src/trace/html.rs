@@ -7,7 +7,8 @@
 use std::fmt::Write;
 
 use super::{
-    RunInfo, Trace, error_messages, failed, format_duration, format_time, status_word, value_text,
+    RunInfo, Trace, display_name, error_messages, failed, format_duration, format_time,
+    status_word, value_text,
 };
 use crate::escape;
 use engine::spans::SpanRecord;
@@ -147,7 +148,7 @@ fn render_trace(out: &mut String, trace: &Trace, all: &[Trace]) {
             } else {
                 ""
             },
-            escape(&span.name),
+            escape(&display_name(span)),
             escape(&format_duration(span.duration_nanos())),
             status_word(&span.status),
         );

@@ -204,6 +204,23 @@ fn visit<'a>(
 }
 
 /// `ok`, `error` or `unset`, as the viewers show a span's status.
+/// The attribute a task kind's step span names what it acts on with (the
+/// object an `s3.put` writes, the query an `athena.query` runs).
+pub const STEP_TARGET: &str = "flux.step.target";
+
+/// How a span is labelled in the waterfall and the page: its name, and
+/// for a step what it acts on, so that four `s3.put` rows say which
+/// object each wrote.
+pub fn display_name(span: &SpanRecord) -> String {
+    match span.attribute(STEP_TARGET).and_then(|v| v.as_str()) {
+        Some(target) if !target.is_empty() => {
+            let target = target.lines().next().unwrap_or(target);
+            format!("{} {target}", span.name)
+        }
+        _ => span.name.clone(),
+    }
+}
+
 pub fn status_word(status: &SpanStatus) -> &'static str {
     match status {
         SpanStatus::Unset => "unset",

@@ -437,3 +437,40 @@ fn spans_of_other_resources_and_scopes_get_groups_of_their_own() {
     assert_eq!(otlp::span_kind("SPAN_KIND_SERVER"), 2);
     assert_eq!(otlp::span_kind("mystery"), 0);
 }
+
+/// Steps are labelled with what they act on: four uploads are four
+/// different rows, in the waterfall and on the page.
+#[test]
+fn step_rows_say_which_object_they_wrote() {
+    let mut spans = vec![span(TRACE_A, 1, None, "run rental", 0, 1_000)];
+    for (i, file) in [
+        "locations.csv",
+        "users.csv",
+        "vehicles.csv",
+        "rental_transactions.csv",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut put = span(TRACE_A, 2 + i as u32, Some(1), "s3.put", 10, 20);
+        put.attributes.push((
+            STEP_TARGET.to_string(),
+            json!(format!("s3://flux-rental/raw/{file}")),
+        ));
+        spans.push(put);
+    }
+    let text = waterfall(info(), &spans, 160);
+    let page = html(info(), &spans);
+    for file in [
+        "locations.csv",
+        "users.csv",
+        "vehicles.csv",
+        "rental_transactions.csv",
+    ] {
+        let label = format!("s3.put s3://flux-rental/raw/{file}");
+        assert!(text.contains(&label), "{label} in\n{text}");
+        assert!(page.contains(&escape(&label)), "{label} on the page");
+    }
+    // A span without a target keeps its name alone.
+    assert!(text.contains("run rental"));
+}

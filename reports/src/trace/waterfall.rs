@@ -6,7 +6,9 @@
 
 use std::fmt::Write;
 
-use super::{RunInfo, Trace, error_messages, failed, format_duration, format_time, status_word};
+use super::{
+    RunInfo, Trace, display_name, error_messages, failed, format_duration, format_time, status_word,
+};
 use engine::spans::SpanRecord;
 
 /// The width the CLI asks for: a terminal's default.
@@ -121,7 +123,7 @@ fn render_trace(out: &mut String, run: RunInfo, trace: &Trace, all: &[Trace], wi
         let indent = "  ".repeat(row.depth.min(MAX_INDENT_DEPTH));
         let marker = if row.orphan { "?" } else { "" };
         let name = fit(
-            &format!("{indent}{marker}{}", one_line(&span.name)),
+            &format!("{indent}{marker}{}", one_line(&display_name(span))),
             layout.name,
         );
         let line = format!(
