@@ -184,6 +184,7 @@ svg .dot{fill:#fff;stroke:var(--accent);stroke-width:1.5}
 svg .dot.extreme{fill:var(--accent)}
 svg .extreme{fill:var(--fg);font-weight:600}
 .table-wrap{overflow-x:auto}
+.table-wrap td:first-child{white-space:nowrap}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:var(--panel);font-weight:600}
@@ -317,11 +318,22 @@ fn row_counts_html(out: &mut String, counts: &RowCounts) {
         out.push_str(chart::NO_ROWS);
         return;
     }
+    // The reasons column only when some row has something to say: with
+    // nothing quarantined it would be a blank column.
+    let adds_up = |f: &FileCounts| f.clean.checked_add(f.quarantined) == Some(f.read);
+    let with_reasons = counts
+        .files
+        .iter()
+        .any(|f| !f.reasons.is_empty() || !adds_up(f));
     out.push_str(
         "<div class=\"table-wrap\"><table>\n<thead><tr><th>file</th><th class=\"num\">read</th>\
          <th class=\"num\">clean</th><th class=\"num\">quarantined</th>\
-         <th class=\"num\">quarantine ratio</th><th>quarantine reasons</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">quarantine ratio</th>",
     );
+    if with_reasons {
+        out.push_str("<th>quarantine reasons</th>");
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
     let mut over = 0;
     let (mut read, mut clean, mut quarantined) = (0u64, 0u64, 0u64);
     for file in &counts.files {
@@ -345,14 +357,21 @@ fn row_counts_html(out: &mut String, counts: &RowCounts) {
             out.push_str(" <span class=\"flag\">over threshold</span>");
         }
         out.push_str("</td>");
+        if !with_reasons {
+            out.push_str("</tr>\n");
+            continue;
+        }
         let mut reasons = reasons_text(&file.reasons);
         // Every line read must end up clean or quarantined; say so when the
         // counts disagree rather than show numbers that do not add up.
-        if file.clean.checked_add(file.quarantined) != Some(file.read) {
+        if !adds_up(file) {
             if !reasons.is_empty() {
                 reasons.push_str("; ");
             }
             reasons.push_str("read ≠ clean + quarantined");
+        }
+        if reasons.is_empty() {
+            reasons.push_str("none");
         }
         let _ = writeln!(out, "<td class=\"reasons\">{}</td></tr>", escape(&reasons));
     }
@@ -367,7 +386,11 @@ fn row_counts_html(out: &mut String, counts: &RowCounts) {
         quarantined as f64 / read as f64
     };
     cell(out, "td", true, &format_percent(total_ratio));
-    out.push_str("<td></td></tr></tfoot>\n</table></div>\n");
+    out.push_str(if with_reasons {
+        "<td></td></tr></tfoot>\n</table></div>\n"
+    } else {
+        "</tr></tfoot>\n</table></div>\n"
+    });
     let _ = writeln!(
         out,
         "<p class=\"note\">Threshold: {} of rows read quarantined. {}</p>",

@@ -384,3 +384,49 @@ fn the_page_loads_nothing_from_the_network() {
     assert!(!html.contains("<link"));
     assert!(!html.contains("url("));
 }
+
+/// Nothing quarantined: no blank reasons column. Some files with reasons
+/// and one without: the column is there and the clean file says "none".
+#[test]
+fn the_reasons_column_appears_only_when_there_are_reasons() {
+    let clean_file = |name: &str| FileCounts {
+        file: name.into(),
+        read: 10,
+        clean: 10,
+        quarantined: 0,
+        reasons: vec![],
+    };
+    let html = to_html(&report_of(vec![section(
+        "quality",
+        SectionBody::RowCounts(RowCounts {
+            files: vec![clean_file("users.csv"), clean_file("vehicles.csv")],
+            reasons: vec![],
+            threshold: 0.05,
+        }),
+    )]));
+    assert!(!html.contains("quarantine reasons"), "{html}");
+    assert!(!html.contains("class=\"reasons\""), "{html}");
+    assert!(
+        html.contains("<th class=\"num\">quarantine ratio</th></tr></thead>"),
+        "the ratio is the last column: {html}"
+    );
+
+    let mut dirty = clean_file("rental_transactions.csv");
+    dirty.clean = 8;
+    dirty.quarantined = 2;
+    dirty.reasons = vec![("bad_amount".into(), 2)];
+    let html = to_html(&report_of(vec![section(
+        "quality",
+        SectionBody::RowCounts(RowCounts {
+            files: vec![clean_file("users.csv"), dirty],
+            reasons: vec![("bad_amount".into(), 2)],
+            threshold: 0.05,
+        }),
+    )]));
+    assert!(html.contains("<th>quarantine reasons</th>"), "{html}");
+    assert!(html.contains("<td class=\"reasons\">none</td>"), "{html}");
+    assert!(
+        html.contains("<td class=\"reasons\">bad_amount 2</td>"),
+        "{html}"
+    );
+}
