@@ -213,14 +213,14 @@ fn execution_arn(checkpoint: &Checkpoint, run_id: &str) -> Result<String, Exit> 
 }
 
 /// What a command about a recorded execution works with.
-struct Execution {
+struct RecordedExecution {
     arn: String,
     dag: Dag,
     runtime: tokio::runtime::Runtime,
     aws: Arc<AwsRun>,
 }
 
-impl Execution {
+impl RecordedExecution {
     /// The run's execution ARN and DAG (with the parameters it ran with),
     /// connected to AWS.
     fn of(state_dir: &StateDir, registry: &Registry, record: &RunRecord) -> Result<Self, Exit> {
@@ -228,7 +228,7 @@ impl Execution {
         let dag = dag_of(state_dir, registry, record)?;
         let runtime = crate::async_runtime()?;
         let aws = connect(&runtime, &dag, registry)?;
-        Ok(Execution {
+        Ok(RecordedExecution {
             arn,
             dag,
             runtime,
@@ -365,12 +365,12 @@ pub fn follow(
     record: &RunRecord,
     following: Following,
 ) -> Result<u8, Exit> {
-    let Execution {
+    let RecordedExecution {
         arn,
         dag,
         runtime,
         aws,
-    } = Execution::of(state_dir, registry, record)?;
+    } = RecordedExecution::of(state_dir, registry, record)?;
     follow_execution(
         &runtime,
         state_dir,
@@ -390,12 +390,12 @@ pub fn refresh(
     record: &RunRecord,
     spans: bool,
 ) -> Result<(), Exit> {
-    let Execution {
+    let RecordedExecution {
         arn,
         dag,
         runtime,
         aws,
-    } = Execution::of(state_dir, registry, record)?;
+    } = RecordedExecution::of(state_dir, registry, record)?;
     let observed = runtime
         .block_on(executions::observe(
             &aws,
@@ -484,12 +484,12 @@ pub fn resume(
     record: &RunRecord,
     following: Following,
 ) -> Result<u8, Exit> {
-    let Execution {
+    let RecordedExecution {
         arn,
         dag,
         runtime,
         aws,
-    } = Execution::of(state_dir, registry, record)?;
+    } = RecordedExecution::of(state_dir, registry, record)?;
     let refusal = runtime.block_on(async {
         let execution = executions::describe(&aws, &arn).await?;
         let ran = executions::definition(&aws, &arn).await?;

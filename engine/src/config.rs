@@ -68,6 +68,10 @@ pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`TaskConfig::references`] can name anything: validation
+    /// parses a kind's fields a second time only for kinds that say so.
+    const READS_TASKS: bool = false;
+
     /// The tasks the fields name as inputs, with the field that names each
     /// (`sections[2].from`); validation checks they are dependencies, so
     /// that a DAG that cannot work fails before anything runs.

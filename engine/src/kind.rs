@@ -91,6 +91,9 @@ impl<K: Kind> TaskKind for K {
     }
 
     fn references(&self, fields: &toml::Table) -> Vec<(String, String)> {
+        if !<K::Config as TaskConfig>::READS_TASKS {
+            return Vec::new();
+        }
         config::parse::<K::Config>(fields)
             .map(|config| config.references())
             .unwrap_or_default()

@@ -3,7 +3,6 @@
 //! definition, redriving it, and the trace its history gives.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use aws_sdk_sfn::types::HistoryEvent;
 use engine::Dag;
@@ -567,9 +566,4 @@ pub fn cannot_redrive(
         ));
     }
     None
-}
-
-/// The connection a command about executions needs.
-pub async fn connect(dag: &Dag, registry: &engine::Registry) -> Result<Arc<AwsRun>, String> {
-    AwsRun::connect(dag, registry).await
 }

@@ -477,6 +477,8 @@ fn quarantine_threshold<'de, D: serde::Deserializer<'de>>(
 }
 
 impl TaskConfig for ReportSpec {
+    const READS_TASKS: bool = true;
+
     fn references(&self) -> Vec<(String, String)> {
         let tiles = self
             .tiles
