@@ -860,3 +860,140 @@ fn a_stored_trace_is_sent_later_as_it_was_recorded() {
         text(&refused.stderr)
     );
 }
+
+/// A run's stored spans in a form two runs can be compared by: per span
+/// its name, kind, parent's name, status, attributes and events (without
+/// ids, times and the run id), and how many links it has; sorted.
+fn comparable_spans(s: &Scratch, run_id: &str) -> Vec<String> {
+    let file = s.path("spans.json");
+    let shown = common::command(&s.path("state"))
+        .args(["trace", run_id, "--otlp-json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let request: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut spans = Vec::new();
+    for resource in request["resourceSpans"].as_array().unwrap() {
+        for scope in resource["scopeSpans"].as_array().unwrap() {
+            spans.extend(scope["spans"].as_array().unwrap().iter().cloned());
+        }
+    }
+    let s_root = s
+        .path("")
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    let name_of: BTreeMap<String, String> = spans
+        .iter()
+        .map(|s| {
+            (
+                s["spanId"].as_str().unwrap().to_string(),
+                s["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let attributes = |value: &serde_json::Value| -> Vec<String> {
+        let mut out: Vec<String> = value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|kv| kv["key"] != "flux.run_id")
+            .map(|kv| format!("{}={}", kv["key"], kv["value"]))
+            .collect();
+        out.sort();
+        out
+    };
+    let mut out: Vec<String> = spans
+        .iter()
+        .map(|span| {
+            let parent = span["parentSpanId"]
+                .as_str()
+                .and_then(|p| name_of.get(p))
+                .cloned()
+                .unwrap_or_default();
+            let events: Vec<String> = span["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{} {:?}", e["name"], attributes(&e["attributes"])))
+                .collect();
+            format!(
+                "{} kind={} parent={parent:?} status={} attributes={:?} events={events:?} links={}",
+                span["name"],
+                span["kind"],
+                span["status"],
+                attributes(&span["attributes"]),
+                span["links"].as_array().map_or(0, Vec::len)
+            )
+            // Messages name the attempt's log, under this run's folder.
+            .replace(s_root.as_str(), "SCRATCH")
+            .replace(run_id, "RUN")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Without a collector a lighter layer records the spans (issue 11: the
+/// cost of recording); with one, tracing-opentelemetry and the SDK do.
+/// The same run and resume, once each way, store the same spans; and
+/// without a collector the task's TRACEPARENT is its attempt's span.
+#[test]
+fn the_checkpoint_holds_the_same_spans_with_or_without_a_collector() {
+    let receiver = Receiver::start();
+    let mut stored = Vec::new();
+    for endpoint in [Some(format!("http://127.0.0.1:{}", receiver.port)), None] {
+        let s = Scratch::new();
+        let dir = dag_dir(&s, DAG);
+        let env: Vec<(&str, String)> = endpoint
+            .iter()
+            .map(|e| ("OTEL_EXPORTER_OTLP_ENDPOINT", e.clone()))
+            .collect();
+        let (first, _) = run(&s, &dir, &env);
+        assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+        let run_id = the_run_id(&s);
+        let mut resume = common::command(&s.path("state"));
+        resume
+            .current_dir(&dir)
+            .args(["resume", &run_id])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        for (k, v) in &env {
+            resume.env(k, v);
+        }
+        let resumed = resume.output().unwrap();
+        assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed.stderr));
+        let spans = comparable_spans(&s, &run_id);
+        if endpoint.is_none() {
+            // The attempt of `first` is the parent the task was given.
+            let traceparent = std::fs::read_to_string(dir.join("traceparent.txt")).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(s.path("spans.json")).unwrap())
+                    .unwrap();
+            let attempt = json["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|sp| {
+                    sp["name"] == "attempt 1"
+                        && sp["attributes"].as_array().unwrap().iter().any(|kv| {
+                            kv["key"] == "flux.task_id" && kv["value"]["stringValue"] == "first"
+                        })
+                })
+                .cloned()
+                .expect("first's attempt span");
+            assert_eq!(
+                traceparent,
+                format!(
+                    "00-{}-{}-01",
+                    attempt["traceId"].as_str().unwrap(),
+                    attempt["spanId"].as_str().unwrap()
+                )
+            );
+        }
+        stored.push(spans);
+    }
+    assert!(stored[0].len() > 10, "{:#?}", stored[0]);
+    assert_eq!(stored[0], stored[1]);
+}

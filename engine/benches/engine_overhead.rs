@@ -14,11 +14,15 @@
 //! Repetitions are interleaved (wide off, wide checkpoint, wide collector,
 //! chain off, ...) so that drift in the machine's speed spreads over all.
 //!
-//! Tracing modes (issue 5): `off` (no OpenTelemetry layer: the baseline),
-//! `checkpoint` (spans kept in the checkpoint, as every `flux-engine run`
-//! does), `collector` (also sent over OTLP/HTTP to a receiver the parent
-//! runs on 127.0.0.1, which answers 200 and counts what it gets). The run
-//! time includes flushing the spans at the end.
+//! Tracing modes (issue 5): `off` (no span layer: the baseline),
+//! `checkpoint` (spans kept in the checkpoint by the recorder layer, as
+//! every `flux-engine run` without a collector does), `collector` (sent
+//! over OTLP/HTTP through tracing-opentelemetry and the SDK to a receiver
+//! the parent runs on 127.0.0.1, which answers 200 and counts what it
+//! gets, and kept in the checkpoint too). The run time includes flushing
+//! the spans at the end (`flush ms`); `paired` is the median of each
+//! repetition's ratio to the `off` run of the same repetition.
+//! `FLUX_BENCH_REPETITIONS=N` runs N repetitions instead of 5.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -31,7 +35,17 @@ use engine::{
     Attempt, Engine, Kind, Registry, RunOptions, RunStatus, TaskAction, TaskConfig, TaskFailure,
 };
 
+/// Runs per scenario and mode, unless `FLUX_BENCH_REPETITIONS` says
+/// otherwise (more on a busy machine: the medians settle).
 const REPETITIONS: usize = 5;
+
+fn repetitions() -> usize {
+    std::env::var("FLUX_BENCH_REPETITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(REPETITIONS)
+}
 
 const MODES: &[&str] = &["off", "checkpoint", "collector"];
 
@@ -158,14 +172,16 @@ fn child(scenario: &str, mode: &str) {
     let outcome = runtime
         .block_on(engine.run_with_id(&dag, "bench-run", options))
         .expect("the run completes");
+    let flush_start = Instant::now();
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
+    let flush_s = flush_start.elapsed().as_secs_f64();
     let run_s = run_start.elapsed().as_secs_f64();
     assert_eq!(outcome.status, RunStatus::Succeeded, "{scenario}");
 
     println!(
-        "RESULT scenario={scenario} tasks={tasks} load_s={load_s:.6} run_s={run_s:.6} hwm_kib={}",
+        "RESULT scenario={scenario} tasks={tasks} load_s={load_s:.6} run_s={run_s:.6} flush_s={flush_s:.6} hwm_kib={}",
         vm_hwm_kib()
     );
 }
@@ -173,6 +189,8 @@ fn child(scenario: &str, mode: &str) {
 struct Sample {
     load_s: f64,
     run_s: f64,
+    /// Of `run_s`: writing and sending the spans still queued at the end.
+    flush_s: f64,
     hwm_kib: u64,
 }
 
@@ -207,6 +225,7 @@ fn sample(scenario: &str, mode: &str, collector: &str) -> Sample {
     Sample {
         load_s: field("load_s").parse().expect("load_s"),
         run_s: field("run_s").parse().expect("run_s"),
+        flush_s: field("flush_s").parse().expect("flush_s"),
         hwm_kib: field("hwm_kib").parse().expect("hwm_kib"),
     }
 }
@@ -236,8 +255,9 @@ fn main() {
     }
     let (collector, received) = receiver();
 
+    let repetitions = repetitions();
     println!(
-        "engine_overhead: noop tasks, durable SQLite checkpoint, max_parallel = {}, {REPETITIONS} runs per scenario, one process per run",
+        "engine_overhead: noop tasks, durable SQLite checkpoint, max_parallel = {}, {repetitions} runs per scenario, one process per run",
         cores()
     );
     let cases: Vec<(&str, usize, &str)> = SCENARIOS
@@ -245,11 +265,11 @@ fn main() {
         .flat_map(|&(name, tasks)| MODES.iter().map(move |&mode| (name, tasks, mode)))
         .collect();
     let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
-    for rep in 0..REPETITIONS {
+    for rep in 0..repetitions {
         for (c, (name, _, mode)) in cases.iter().enumerate() {
             let got = sample(name, mode, &collector);
             eprintln!(
-                "  run {}/{REPETITIONS} {name:<7} {mode:<10} load {:7.1} ms  run {:7.3} s  peak {:6.1} MiB",
+                "  run {}/{repetitions} {name:<7} {mode:<10} load {:7.1} ms  run {:7.3} s  peak {:6.1} MiB",
                 rep + 1,
                 got.load_s * 1e3,
                 got.run_s,
@@ -261,7 +281,7 @@ fn main() {
 
     println!();
     println!(
-        "{:<8} {:<10} {:>6} {:>14} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "{:<8} {:<10} {:>6} {:>14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
         "scenario",
         "tracing",
         "tasks",
@@ -269,10 +289,13 @@ fn main() {
         "min",
         "max",
         "vs off",
+        "paired",
+        "flush ms",
         "load ms",
         "peak MiB"
     );
     let mut baseline = 0.0;
+    let mut baseline_runs: &[Sample] = &[];
     for ((name, tasks, mode), runs) in cases.iter().zip(&samples) {
         let rates: Vec<f64> = runs.iter().map(|r| *tasks as f64 / r.run_s).collect();
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
@@ -282,9 +305,20 @@ fn main() {
         let rate = median(rates);
         if *mode == "off" {
             baseline = rate;
+            baseline_runs = runs;
         }
+        // Each repetition's run against the `off` run of the same
+        // repetition (minutes apart at most): steadier than the ratio of
+        // the medians when the machine's speed drifts.
+        let paired = median(
+            runs.iter()
+                .zip(baseline_runs)
+                .map(|(r, off)| off.run_s / r.run_s)
+                .collect(),
+        );
+        let flush_ms = median(runs.iter().map(|r| r.flush_s * 1e3).collect());
         println!(
-            "{name:<8} {mode:<10} {tasks:>6} {rate:>14.0} {min:>8.0} {max:>8.0} {:>8.2} {load_ms:>8.1} {rss:>12.1}",
+            "{name:<8} {mode:<10} {tasks:>6} {rate:>14.0} {min:>8.0} {max:>8.0} {:>8.2} {paired:>8.2} {flush_ms:>8.1} {load_ms:>8.1} {rss:>12.1}",
             rate / baseline
         );
     }

@@ -24,6 +24,7 @@ pub mod read_limit;
 pub mod retry;
 pub mod run;
 pub mod scheduler;
+pub mod span_recorder;
 pub mod spans;
 pub mod state_dir;
 pub mod telemetry;

@@ -679,24 +679,11 @@ impl Execution<'_> {
     /// A resumed run is a new trace: its root links to the root span of
     /// every earlier trace of the run, so a viewer can go back to them.
     fn link_to_earlier_traces(&self, run_span: &Span) {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let Ok(roots) = self.checkpoint.root_spans(self.run_id) else {
             return;
         };
         for (trace_id, span_id) in &roots {
-            let (Ok(trace_id), Ok(span_id)) =
-                (TraceId::from_hex(trace_id), SpanId::from_hex(span_id))
-            else {
-                continue;
-            };
-            run_span.add_link(SpanContext::new(
-                trace_id,
-                span_id,
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
-            ));
+            crate::telemetry::add_link(run_span, trace_id, span_id);
         }
     }
 

@@ -1,7 +1,10 @@
 //! Traces of runs: the scheduler's `tracing` spans (run, task, attempt,
-//! and the steps task kinds open) become OpenTelemetry spans through
-//! `tracing-opentelemetry` and the OpenTelemetry SDK. Every finished span
-//! goes two ways:
+//! and the steps task kinds open) become OpenTelemetry spans. With a
+//! collector they go through `tracing-opentelemetry` and the
+//! OpenTelemetry SDK; without one (the usual development run) the lighter
+//! [`crate::span_recorder`] layer records them for the checkpoint alone,
+//! at a fraction of the cost on the scheduler's thread. Every finished
+//! span goes two ways:
 //!
 //! * into the checkpoint (`spans` table), so `flux-engine trace RUN_ID`
 //!   works later without any collector;
@@ -34,6 +37,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::checkpoint::Checkpoint;
+use crate::span_recorder::{self, RecordedSpan, Recorder, SpanIds, SpanSink};
 use crate::spans::{SpanEvent, SpanLink, SpanRecord, SpanStatus, attr};
 
 /// The `tracing` target of events that exist for the trace only (an
@@ -68,11 +72,18 @@ const STORE_CHUNK: usize = 128;
 /// A partial batch goes after this long.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
 
-/// The tracer provider and its two outlets; dropping it without
-/// [`Telemetry::shutdown`] loses what is still queued.
+/// The tracer provider (with a collector) and the two outlets; dropping
+/// it without [`Telemetry::shutdown`] loses what is still queued.
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
     outlets: Arc<Outlets>,
+}
+
+/// A finished span on its way to the checkpoint: from the SDK (with a
+/// collector, which gets it too) or from the recorder layer.
+enum Ended {
+    Sdk(SpanData),
+    Recorded(RecordedSpan),
 }
 
 impl Telemetry {
@@ -115,10 +126,12 @@ impl Telemetry {
             endpoint,
             otlp,
         });
-        let provider = SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_span_processor(Processor(outlets.clone()))
-            .build();
+        let provider = outlets.otlp.is_some().then(|| {
+            SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_span_processor(Processor(outlets.clone()))
+                .build()
+        });
         Telemetry { provider, outlets }
     }
 
@@ -127,26 +140,36 @@ impl Telemetry {
         self.outlets.otlp.is_some()
     }
 
-    /// The `tracing` layer that turns spans into OpenTelemetry spans.
+    /// The `tracing` layer that records spans: tracing-opentelemetry's
+    /// with a collector, the recorder's without.
     pub fn layer<S>(&self) -> impl Layer<S> + use<S>
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer(SCOPE))
-            .with_error_records_to_exceptions(true)
-            // The flux.* attributes say where a span belongs; source
-            // locations and thread names would only add bytes per span.
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
+        let sdk = self.provider.as_ref().map(|provider| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SCOPE))
+                .with_error_records_to_exceptions(true)
+                // The flux.* attributes say where a span belongs; source
+                // locations and thread names would only add bytes per span.
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+        });
+        let recorder = self
+            .provider
+            .is_none()
+            .then(|| Recorder::new(self.outlets.clone()));
+        Layer::and_then(sdk, recorder)
     }
 
     /// Flushes the checkpoint and the collector, then stops both threads.
     pub fn shutdown(self) {
         // Ends the provider first, so that no span arrives after the flush.
-        let _ = self.provider.shutdown_with_timeout(FLUSH_DEADLINE);
+        if let Some(provider) = &self.provider {
+            let _ = provider.shutdown_with_timeout(FLUSH_DEADLINE);
+        }
         self.outlets.close(FLUSH_DEADLINE);
     }
 }
@@ -368,7 +391,7 @@ impl<T: Send + 'static> Outlet<T> {
 }
 
 struct Outlets {
-    store: Outlet<SpanData>,
+    store: Outlet<Ended>,
     /// The collector, for messages.
     endpoint: String,
     otlp: Option<Arc<Outlet<SpanData>>>,
@@ -409,6 +432,12 @@ impl Outlets {
     }
 }
 
+impl SpanSink for Outlets {
+    fn ended(&self, span: RecordedSpan) {
+        self.store.send(Ended::Recorded(span));
+    }
+}
+
 /// The SDK's span processor: hands each finished span to both outlets.
 struct Processor(Arc<Outlets>);
 
@@ -422,7 +451,7 @@ impl SpanProcessor for Processor {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        self.0.store.send(span);
+        self.0.store.send(Ended::Sdk(span));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -450,7 +479,7 @@ fn store_spans(
     checkpoint: PathBuf,
     resource: Vec<(String, serde_json::Value)>,
     forward: Option<Arc<Outlet<SpanData>>>,
-    inbox: Inbox<SpanData>,
+    inbox: Inbox<Ended>,
 ) {
     let mut db: Option<Checkpoint> = None;
     // The resource is the same for every span of this process: it is
@@ -504,11 +533,17 @@ fn store_spans(
     loop {
         let mut delivery = inbox.take(BATCH_DELAY);
         let mut sent = Vec::new();
-        for data in delivery.items.drain(..) {
-            let span = record(&data, Vec::new());
-            if forward.is_some() {
-                sent.push(data);
-            }
+        for ended in delivery.items.drain(..) {
+            let span = match ended {
+                Ended::Recorded(recorded) => recorded.into_record(Vec::new(), SCOPE),
+                Ended::Sdk(data) => {
+                    let span = record(&data, Vec::new());
+                    if forward.is_some() {
+                        sent.push(data);
+                    }
+                    span
+                }
+            };
             let run = span
                 .attribute(attr::RUN_ID)
                 .and_then(|v| v.as_str())
@@ -710,6 +745,10 @@ fn unix_nanos(time: SystemTime) -> u64 {
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(ids) = span_recorder::ids(span) {
+        // Sampled: every span is recorded.
+        return Some(format!("00-{}-{}-01", ids.trace_hex(), ids.span_hex()));
+    }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| {
@@ -720,6 +759,32 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
             span_context.trace_flags().to_u8()
         )
     })
+}
+
+/// Links `span` to the span `span_id` of trace `trace_id` (hex; invalid
+/// ids are ignored): a resumed run's root to the roots of earlier traces.
+pub fn add_link(span: &tracing::Span, trace_id: &str, span_id: &str) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (Ok(trace), Ok(id)) = (
+        u128::from_str_radix(trace_id, 16),
+        u64::from_str_radix(span_id, 16),
+    ) else {
+        return;
+    };
+    if trace == 0 || id == 0 {
+        return;
+    }
+    if span_recorder::add_link(span, SpanIds { trace, span: id }) {
+        return;
+    }
+    span.add_link(SpanContext::new(
+        TraceId::from(trace),
+        SpanId::from(id),
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    ));
 }
 
 /// Sends stored spans (`flux-engine trace RUN --send`) to the collector
