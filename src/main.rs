@@ -737,7 +737,7 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
         }
         SparkAction::Start => {
             let say = |line: &str| eprintln!("flux-engine: {line}");
-            let spark = runtime::ensure(&say).map_err(Exit::failure)?;
+            let spark = runtime::resolve(true, &say).map_err(Exit::failure)?;
             let started = async_runtime()?
                 .block_on(connect::start_persistent(&spark, root, &say))
                 .map_err(Exit::failure)?;
