@@ -283,3 +283,69 @@ fn doctor_reports_the_environment_a_run_would_use() {
         "{line}"
     );
 }
+
+/// A Python on this machine that has pyspark (the one the Spark tests
+/// use), as the interpreter itself rather than a shim.
+fn python_with_pyspark(cwd: &Path) -> PathBuf {
+    let found = Command::new("python3")
+        .args(["-c", "import sys, pyspark; print(sys.executable)"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "these tests need a python3 with pyspark on PATH: {}",
+        text(&found.stderr)
+    );
+    PathBuf::from(text(&found.stdout).trim())
+}
+
+#[test]
+fn with_no_pyspark_on_path_the_provisioned_environment_runs_the_jobs() {
+    use sha2::Digest;
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    // What provisioning makes, without its 400 MB download: a venv in the
+    // cache folder named after the requirements' hash, marked complete,
+    // that sees the machine's pyspark through its system site-packages.
+    let cache = work.path().join("cache");
+    let requirements = std::fs::read(common::root().join("pyspark/requirements.txt")).unwrap();
+    let hash = format!("{:x}", sha2::Sha256::digest(&requirements));
+    let provisioned = cache.join("spark").join(&hash[..12]);
+    let made = Command::new(python_with_pyspark(work.path()))
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&provisioned)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    std::fs::write(provisioned.join(".complete"), &requirements).unwrap();
+    // A PATH with the bare venv and the system's tools only: no pyspark,
+    // no spark-submit (java stays, from /usr/bin or JAVA_HOME).
+    let path = std::env::join_paths([venv.join("bin"), "/usr/bin".into(), "/bin".into()]).unwrap();
+
+    let output = flux(&state)
+        .env("PATH", &path)
+        .env("FLUX_CACHE_DIR", &cache)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", report(&output));
+    assert!(
+        text(&output.stderr).contains("(provisioned by flux-engine, pyspark "),
+        "{}",
+        report(&output)
+    );
+    let used = std::fs::read_to_string(work.path().join("executable.txt")).unwrap();
+    assert_eq!(Path::new(&used), provisioned.join("bin/python"));
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let environment = &show(&state, &run_id)["environment"];
+    assert_eq!(
+        environment["flux.spark.python_origin"], "provisioned by flux-engine",
+        "{environment}"
+    );
+}
