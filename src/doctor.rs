@@ -37,7 +37,10 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
         Ok((path, version)) => Check {
             name: "python",
             ok: true,
-            detail: format!("{version} at {}", path.display()),
+            detail: format!(
+                "{version} at {} (builds the virtualenv flux-engine provisions when no Python here has pyspark)",
+                path.display()
+            ),
         },
         Err(e) => Check {
             name: "python",

@@ -349,3 +349,51 @@ fn with_no_pyspark_on_path_the_provisioned_environment_runs_the_jobs() {
         "{environment}"
     );
 }
+
+#[test]
+fn a_spark_home_no_python_here_matches_is_reported_not_half_used() {
+    let work = tempfile::tempdir().unwrap();
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    // A Spark 3.5 folder (as far as its layout tells) beside this
+    // machine's pyspark 4: the client and the server would not agree.
+    let home = work.path().join("spark-3.5.1");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::create_dir_all(home.join("jars")).unwrap();
+    std::fs::write(home.join("bin/spark-submit"), "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::write(home.join("jars/spark-core_2.13-3.5.1.jar"), "").unwrap();
+    let ours = python_with_pyspark(work.path());
+    let ours_version = Command::new(&ours)
+        .args(["-c", "import pyspark; print(pyspark.__version__)"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let ours_version = text(&ours_version.stdout).trim().to_string();
+    assert!(
+        !ours_version.starts_with("3.5."),
+        "the premise: {ours_version}"
+    );
+    let output = flux(&state)
+        .env("SPARK_HOME", &home)
+        // No provisioned venv: it would not match 3.5 either.
+        .env("FLUX_CACHE_DIR", work.path().join("cache"))
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} (from SPARK_HOME) is Spark 3.5.1",
+            home.display()
+        )) && stderr.contains(&format!(
+            "pyspark {ours_version} does not match Spark 3.5.1"
+        )),
+        "{}",
+        report(&output)
+    );
+    assert!(
+        !work.path().join("cache").exists(),
+        "nothing is provisioned for a Spark it could not match"
+    );
+}

@@ -638,7 +638,18 @@ pub fn resolve(
             dir: provisioned_dir().display().to_string(),
         });
     }
-    let python = provision(say)?;
+    // Said with the failure: what was passed over may be the easier fix
+    // (a Python with pyspark but without the Connect client runs the
+    // jobs with FLUX_SPARK_MODE=submit).
+    let python = provision(say).map_err(|e| match e {
+        SparkSetupError::Provision { dir, message } => SparkSetupError::Provision {
+            dir,
+            message: format!(
+                "{message} (it was needed because no Python here can run the jobs: {tried_text})"
+            ),
+        },
+        other => other,
+    })?;
     let found =
         pair(&python, PythonOrigin::Provisioned).map_err(|problem| SparkSetupError::Provision {
             dir: provisioned_dir().display().to_string(),
