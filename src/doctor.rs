@@ -2,7 +2,7 @@
 //! to fix what is missing. It changes nothing unless asked to (`--fix`).
 
 use engine::state_dir::StateDir;
-use tasks::emr_spark::runtime::{self, Origin};
+use tasks::emr_spark::runtime;
 
 struct Check {
     name: &'static str,
@@ -37,7 +37,10 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
         Ok((path, version)) => Check {
             name: "python",
             ok: true,
-            detail: format!("{version} at {}", path.display()),
+            detail: format!(
+                "{version} at {} (builds the virtualenv flux-engine provisions when no Python here has pyspark)",
+                path.display()
+            ),
         },
         Err(e) => Check {
             name: "python",
@@ -45,61 +48,27 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
             detail: e.to_string(),
         },
     });
-    let spark = if fix {
-        runtime::ensure(&|line| eprintln!("flux-engine: {line}")).map(Some)
-    } else {
-        Ok(runtime::locate())
-    };
-    let warm = if let Ok(Some(found)) = &spark {
-        let python = runtime::client_python(found);
-        Some(match runtime::check_connect_client(&python) {
-            Ok(()) => Check {
-                name: "warm spark",
+    // The environment a run would resolve: the same function, so what
+    // doctor says is what `run` does. Without --fix nothing is installed.
+    let say = |line: &str| eprintln!("flux-engine: {line}");
+    checks.push(match runtime::resolve(fix, &say) {
+        Ok(found) => {
+            let mut detail = found.summary();
+            if let Some(note) = &found.note {
+                detail.push_str(&format!("\n{:18} note: {note}", ""));
+            }
+            Check {
+                name: "spark",
                 ok: true,
-                detail: format!(
-                    "{} can run jobs on a warm Spark Connect server (the default; FLUX_SPARK_MODE=submit for a cold spark-submit per job)",
-                    python.display()
-                ),
-            },
-            Err(e) => Check {
-                name: "warm spark",
-                ok: false,
-                detail: e,
-            },
-        })
-    } else {
-        None
-    };
-    checks.push(match spark {
-        Ok(Some(found)) => Check {
-            name: "spark",
-            ok: true,
-            detail: format!(
-                "{} ({})",
-                found.spark_submit.display(),
-                match found.origin {
-                    Origin::SparkHome => "from SPARK_HOME",
-                    Origin::Path => "on PATH",
-                    Origin::Provisioned => "provisioned by flux-engine",
-                }
-            ),
-        },
-        Ok(None) => Check {
-            name: "spark",
-            ok: false,
-            detail: format!(
-                "not found (SPARK_HOME, PATH); the first emr_spark task provisions {} into {}, or run `flux-engine doctor --fix` now",
-                runtime::pinned(),
-                runtime::provisioned_dir().display()
-            ),
-        },
+                detail,
+            }
+        }
         Err(e) => Check {
             name: "spark",
             ok: false,
             detail: e.to_string(),
         },
     });
-    checks.extend(warm);
     let writable = std::fs::create_dir_all(state_dir.root()).and_then(|_| {
         let probe = state_dir.root().join(".doctor-probe");
         std::fs::write(&probe, b"ok")?;

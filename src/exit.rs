@@ -87,7 +87,8 @@ impl From<EngineError> for Exit {
             | EngineError::NoRuns(_)
             | EngineError::OtherDag { .. }
             | EngineError::RunActive(_)
-            | EngineError::StateDirBusy { .. } => Exit::invalid(e),
+            | EngineError::StateDirBusy { .. }
+            | EngineError::Preflight { .. } => Exit::invalid(e),
             _ => Exit::failure(e),
         }
     }

@@ -282,7 +282,8 @@ Environment:
   RUST_LOG                      log detail on stderr (warn by default)
   OTEL_EXPORTER_OTLP_ENDPOINT   also send the run's spans to this OTLP collector
   OTEL_SDK_DISABLED=true        record no spans (as --no-traces)
-  SPARK_HOME, FLUX_SPARK_MODE   the Spark the emr_spark tasks use, warm or cold (see doctor)
+  SPARK_HOME, PYSPARK_PYTHON    the Spark and the Python the emr_spark tasks use (see doctor)
+  FLUX_SPARK_MODE               warm (one Spark Connect server, the default) or submit
   AWS_PROFILE, AWS_REGION, ...  with --target aws: the usual AWS configuration
 
 The run id, a summary and the report's path are printed at the end; exit 0 if
@@ -737,7 +738,7 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
         }
         SparkAction::Start => {
             let say = |line: &str| eprintln!("flux-engine: {line}");
-            let spark = runtime::ensure(&say).map_err(Exit::failure)?;
+            let spark = runtime::resolve(true, &say).map_err(Exit::failure)?;
             let started = async_runtime()?
                 .block_on(connect::start_persistent(&spark, root, &say))
                 .map_err(Exit::failure)?;

@@ -103,6 +103,9 @@ pub struct RunReport {
     tasks: Vec<TaskRecord>,
     attempts: Vec<AttemptRecord>,
     external_work: Vec<engine::checkpoint::ExternalWork>,
+    /// What the kinds' preflight recorded on the run's span (the Spark
+    /// environment), `flux.`-prefixed keys with their values.
+    environment: Vec<(String, serde_json::Value)>,
 }
 
 impl RunReport {
@@ -117,6 +120,14 @@ impl RunReport {
             tasks: checkpoint.tasks(run_id)?,
             attempts: checkpoint.attempts(run_id)?,
             external_work: checkpoint.external_work(run_id)?,
+            environment: checkpoint
+                .run_span_attributes(run_id)?
+                .into_iter()
+                .filter(|(key, _)| {
+                    key.starts_with("flux.")
+                        && !engine::spans::attr::ENGINE_OWN.contains(&key.as_str())
+                })
+                .collect(),
             run,
         })
     }
@@ -152,6 +163,7 @@ impl RunReport {
             "tasks": tasks,
             "attempts": self.attempts,
             "external_work": self.external_work,
+            "environment": self.environment.iter().cloned().collect::<serde_json::Map<_, _>>(),
         })
     }
 
@@ -186,10 +198,31 @@ impl RunReport {
             &["TASK", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
             &self.task_rows(self.tasks.iter()),
         ));
+        out.push_str(&self.environment());
         out.push_str(&self.row_counts());
         out.push_str(&self.external_work());
         out.push_str(&self.artifacts());
         out
+    }
+
+    /// The environment the run's tasks ran in, as their kinds recorded it
+    /// on the run's span (nothing for a run without such kinds, or not
+    /// traced).
+    fn environment(&self) -> String {
+        if self.environment.is_empty() {
+            return String::new();
+        }
+        let rows: Vec<Vec<String>> = self
+            .environment
+            .iter()
+            .map(|(key, value)| {
+                vec![
+                    key.trim_start_matches("flux.").to_string(),
+                    value.as_str().map_or(value.to_string(), str::to_string),
+                ]
+            })
+            .collect();
+        format!("\nenvironment:\n{}", table(&["WHAT", "VALUE"], &rows))
     }
 
     /// The work the run started in AWS, by the ids the services gave it,

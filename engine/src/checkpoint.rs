@@ -1193,6 +1193,43 @@ impl Checkpoint {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// The attributes of the run's root spans (one per trace: the run and
+    /// each resume), a later trace's value replacing an earlier one's:
+    /// what the run recorded about itself, such as the environment its
+    /// kinds' preflight found. Empty for a run that was not traced.
+    pub fn run_span_attributes(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, CheckpointError> {
+        if self.schema < SPANS_SCHEMA {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, trace_id, span_id, parent_span_id, name,
+                    start_unix_nano, end_unix_nano, detail_json
+             FROM spans WHERE run_id = ?1 AND parent_span_id IS NULL
+             ORDER BY start_unix_nano, rowid",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok(span_from_row(r)))?;
+        let mut merged: Vec<(String, serde_json::Value)> = Vec::new();
+        for row in rows {
+            let (row, span_id, span) = row?;
+            let span = span.map_err(|reason| CheckpointError::CorruptSpan {
+                run_id: run_id.to_string(),
+                row,
+                span_id,
+                reason,
+            })?;
+            for (key, value) in span.attributes {
+                match merged.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => merged.push((key, value)),
+                }
+            }
+        }
+        Ok(merged)
+    }
+
     pub fn spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
         // A checkpoint from before spans were stored, read without being
         // migrated: its runs have none.

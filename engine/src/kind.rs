@@ -49,6 +49,30 @@ pub trait Kind: Send + Sync + 'static {
     fn end_of_run(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Called once before a run (or resume) starts its first task, and
+    /// only when the run has tasks of this kind to run: checks that the
+    /// kind can do its work here, so that a machine problem (a missing
+    /// tool, a broken environment) stops the run at once, with its fix,
+    /// instead of failing every task after its retries. What it found is
+    /// recorded on the run's span ([`Preflight::attributes`]) and told to
+    /// the person watching ([`Preflight::notes`]). An `Err` is a message
+    /// for that person and ends the run before anything is recorded.
+    fn preflight(&self) -> impl Future<Output = Result<Preflight, String>> + Send {
+        async { Ok(Preflight::default()) }
+    }
+}
+
+/// What a kind's [`Kind::preflight`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// `flux.`-prefixed keys and their values, set on the run's span (and
+    /// so kept in the checkpoint's trace): what `show` reports about the
+    /// environment the run used.
+    pub attributes: Vec<(String, String)>,
+    /// One line each, said before the first task starts (a choice the
+    /// kind made that the user may not expect).
+    pub notes: Vec<String>,
 }
 
 /// A kind as the engine uses it (object-safe); every [`Kind`] is one.
@@ -71,6 +95,9 @@ pub trait TaskKind: Send + Sync {
 
     /// See [`Kind::end_of_run`].
     fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// See [`Kind::preflight`].
+    fn preflight(&self) -> Pin<Box<dyn Future<Output = Result<Preflight, String>> + Send + '_>>;
 }
 
 impl<K: Kind> TaskKind for K {
@@ -101,6 +128,10 @@ impl<K: Kind> TaskKind for K {
 
     fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(Kind::end_of_run(self))
+    }
+
+    fn preflight(&self) -> Pin<Box<dyn Future<Output = Result<Preflight, String>> + Send + '_>> {
+        Box::pin(Kind::preflight(self))
     }
 }
 

@@ -34,6 +34,6 @@ pub mod work_journal;
 pub use checkpoint::{RunStatus, TaskStatus};
 pub use config::TaskConfig;
 pub use dag::Dag;
-pub use kind::{Attempt, FieldError, Kind, Registry, TaskAction, TaskFailure, TaskKind};
+pub use kind::{Attempt, FieldError, Kind, Preflight, Registry, TaskAction, TaskFailure, TaskKind};
 pub use run::{Engine, EngineError, RunOptions, RunOutcome};
 pub use work_journal::WorkJournal;

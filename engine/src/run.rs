@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::checkpoint::{Change, CheckpointError, RunRecord, RunStatus, TaskStatus};
 use crate::dag::{self, Dag};
 use crate::diagnostic::{Diagnostics, nearest};
-use crate::kind::Registry;
+use crate::kind::{Preflight, Registry};
 use crate::scheduler::{Execution, Observer, RunEvent, TaskPlan};
 use crate::state_dir::StateDir;
 
@@ -50,6 +50,10 @@ pub enum EngineError {
         file: String,
         found: String,
     },
+    /// A kind's [`crate::Kind::preflight`] found that its tasks cannot
+    /// run here; nothing was started or recorded.
+    #[error("the `{kind}` tasks cannot run on this machine: {message}")]
+    Preflight { kind: String, message: String },
     #[error(
         "run `{run_id}` did its work with --target {recorded}; a resume keeps the run's target, so it cannot continue with --target {asked}"
     )]
@@ -124,6 +128,15 @@ impl Engine {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
         let _state = self.lock_state(run_id)?;
         let _lock = self.lock(run_id)?;
+        let mut cancel = options.cancel.clone();
+        let preflight = tokio::select! {
+            checked = self.preflight(dag, |_| true) => checked?,
+            _ = crate::scheduler::wait_cancel(&mut cancel) => return Ok(cancelled_before_start(run_id)),
+        };
+        for note in &preflight.notes {
+            options.observer.event(&RunEvent::Note(note.clone()));
+        }
+        let notes = preflight.notes.clone();
         let plans: Vec<TaskPlan> = (0..dag.tasks.len())
             .map(|i| TaskPlan {
                 status: TaskStatus::Pending,
@@ -154,8 +167,38 @@ impl Engine {
             &self.target,
             &rows,
         )?;
-        self.execute(dag, run_id, checkpoint, plans, options, Vec::new())
+        self.execute(dag, run_id, checkpoint, plans, options, notes, preflight)
             .await
+    }
+
+    /// Runs the [`crate::Kind::preflight`] of every kind that has a task
+    /// for which `will_run` holds, once each, in registration order: a
+    /// DAG without such a kind's tasks does not pay for its checks.
+    async fn preflight(
+        &self,
+        dag: &Dag,
+        will_run: impl Fn(usize) -> bool,
+    ) -> Result<Preflight, EngineError> {
+        let used: BTreeSet<&str> = dag
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| will_run(*i))
+            .map(|(_, t)| t.kind.as_str())
+            .collect();
+        let mut all = Preflight::default();
+        for kind in self.registry.kinds().filter(|k| used.contains(k.name())) {
+            let found = kind
+                .preflight()
+                .await
+                .map_err(|message| EngineError::Preflight {
+                    kind: kind.name().to_string(),
+                    message,
+                })?;
+            all.attributes.extend(found.attributes);
+            all.notes.extend(found.notes);
+        }
+        Ok(all)
     }
 
     /// The newest run in the state dir.
@@ -365,6 +408,12 @@ impl Engine {
                 notes,
             });
         }
+        let mut cancel = options.cancel.clone();
+        let preflight = tokio::select! {
+            checked = self.preflight(&dag, |i| plans[i].status == TaskStatus::Pending) => checked?,
+            _ = crate::scheduler::wait_cancel(&mut cancel) => return Ok(cancelled_before_start(run_id)),
+        };
+        notes.extend(preflight.notes.iter().cloned());
         for note in &notes {
             options.observer.event(&RunEvent::Note(note.clone()));
         }
@@ -373,10 +422,11 @@ impl Engine {
         }
         checkpoint.mark_resumed(run_id)?;
         checkpoint.apply(run_id, &changes)?;
-        self.execute(&dag, run_id, checkpoint, plans, options, notes)
+        self.execute(&dag, run_id, checkpoint, plans, options, notes, preflight)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         dag: &Dag,
@@ -385,6 +435,7 @@ impl Engine {
         plans: Vec<TaskPlan>,
         options: RunOptions,
         notes: Vec<String>,
+        preflight: Preflight,
     ) -> Result<RunOutcome, EngineError> {
         let status = Execution {
             dag,
@@ -394,6 +445,7 @@ impl Engine {
             max_parallel: options.max_parallel,
             observer: options.observer,
             cancel: options.cancel,
+            run_attributes: preflight.attributes,
         }
         .run(plans)
         .await?;
@@ -431,6 +483,16 @@ impl Engine {
                 source,
             }),
         }
+    }
+}
+
+/// A Ctrl-C while the kinds were checking the machine: nothing started and
+/// nothing was recorded.
+fn cancelled_before_start(run_id: &str) -> RunOutcome {
+    RunOutcome {
+        run_id: run_id.to_string(),
+        status: RunStatus::Cancelled,
+        notes: Vec::new(),
     }
 }
 

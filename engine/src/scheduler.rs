@@ -147,6 +147,9 @@ pub struct Execution<'a> {
     pub observer: Arc<dyn Observer>,
     /// Becomes `true` when the run must stop (Ctrl-C).
     pub cancel: watch::Receiver<bool>,
+    /// What the kinds' preflight found (the Spark environment), set on the
+    /// run's span.
+    pub run_attributes: Vec<(String, String)>,
 }
 
 enum Event {
@@ -230,6 +233,12 @@ impl Execution<'_> {
             otel.status_description = field::Empty,
         );
         self.link_to_earlier_traces(&run_span);
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            for (key, value) in std::mem::take(&mut self.run_attributes) {
+                run_span.set_attribute(key, value);
+            }
+        }
         let mut state = self.take_over(plan, run_span)?;
         let max_parallel = self.max_parallel.max(1);
         let mut cancelled = *self.cancel.borrow();
@@ -817,7 +826,7 @@ fn slots_output(slots: &[Slot], index: usize) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-async fn wait_cancel(cancel: &mut watch::Receiver<bool>) {
+pub(crate) async fn wait_cancel(cancel: &mut watch::Receiver<bool>) {
     loop {
         if *cancel.borrow_and_update() {
             return;

@@ -85,6 +85,10 @@ pub mod attr {
     pub const STATUS: &str = "flux.status";
     /// On a resumed run's root span: how many times the run was resumed.
     pub const RESUME: &str = "flux.resume";
+
+    /// The keys the engine itself sets; any other `flux.` key on a run's
+    /// span comes from a kind's preflight (`flux.spark.version`).
+    pub const ENGINE_OWN: &[&str] = &[RUN_ID, DAG, TASK_ID, TASK_TYPE, ATTEMPT, STATUS, RESUME];
 }
 
 /// Span names: `run <dag>`, `task <id>`, `attempt <n>`; steps inside a

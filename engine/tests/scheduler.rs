@@ -346,3 +346,120 @@ async fn an_attempt_over_its_timeout_fails_and_is_retried() {
         "{task:?}"
     );
 }
+
+/// `type = "checked"`: a probe whose kind has a preflight, answering
+/// what the test set and counting its calls.
+struct Checked {
+    journal: Arc<Journal>,
+    answer: Result<engine::Preflight, String>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Kind for Checked {
+    const NAME: &'static str = "checked";
+    const SUMMARY: &'static str = "test probe with a preflight";
+    type Config = ProbeConfig;
+
+    fn action(&self, config: ProbeConfig) -> Arc<dyn TaskAction> {
+        Probe(self.journal.clone()).action(config)
+    }
+
+    async fn preflight(&self) -> Result<engine::Preflight, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.answer.clone()
+    }
+}
+
+fn checked_fixture(answer: Result<engine::Preflight, String>) -> (Fixture, Arc<AtomicUsize>) {
+    let mut f = fixture();
+    let calls = Arc::new(AtomicUsize::new(0));
+    f.engine.registry.register(Arc::new(Checked {
+        journal: f.journal.clone(),
+        answer,
+        calls: calls.clone(),
+    }));
+    (f, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kinds_preflight_runs_once_and_only_for_a_dag_that_uses_the_kind() {
+    let (f, calls) = checked_fixture(Err("never asked".into()));
+    let toml = r#"
+        [dag]
+        name = "unchecked"
+        [tasks.a]
+        type = "probe"
+    "#;
+    let (status, _) = run(&f, toml, 1).await;
+    assert_eq!(status, RunStatus::Succeeded);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no `checked` task, no check"
+    );
+
+    let found = engine::Preflight {
+        attributes: vec![("flux.test.env".into(), "here".into())],
+        notes: vec!["chose the working one".into()],
+    };
+    let (f, calls) = checked_fixture(Ok(found));
+    let dag = engine::dag::load_str(
+        &f._dir.path().join("dag.toml"),
+        r#"
+        [dag]
+        name = "checked"
+        [tasks.a]
+        type = "checked"
+        [tasks.b]
+        type = "checked"
+        depends_on = ["a"]
+    "#,
+        &[],
+        &f.engine.registry,
+    )
+    .unwrap();
+    let outcome = f.engine.run(&dag, options(1)).await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "once per run, not per task"
+    );
+    assert_eq!(outcome.notes, ["chose the working one"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_preflight_stops_the_run_before_any_task_or_record() {
+    let (f, calls) = checked_fixture(Err("no Spark here; install it".into()));
+    let dag = engine::dag::load_str(
+        &f._dir.path().join("dag.toml"),
+        r#"
+        [dag]
+        name = "checked"
+        [tasks.first]
+        type = "probe"
+        [tasks.spark]
+        type = "checked"
+        retry = { max_attempts = 3, interval_seconds = 1 }
+    "#,
+        &[],
+        &f.engine.registry,
+    )
+    .unwrap();
+    let err = f.engine.run(&dag, options(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, engine::EngineError::Preflight { kind, message }
+            if kind == "checked" && message == "no Spark here; install it"),
+        "{err:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        f.journal.starts.lock().unwrap().is_empty(),
+        "no task starts, not even one of another kind"
+    );
+    let checkpoint = f.engine.state_dir.open_checkpoint().unwrap();
+    assert!(
+        checkpoint.latest_run().unwrap().is_none(),
+        "no run recorded"
+    );
+}

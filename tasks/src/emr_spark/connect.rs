@@ -177,6 +177,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The `FLUX_SPARK_MODE` value that selects it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Warm => "warm",
+            Mode::Submit => "submit",
+        }
+    }
+
     pub fn from_env() -> Result<Mode, String> {
         match std::env::var("FLUX_SPARK_MODE").as_deref() {
             Err(_) | Ok("") | Ok("warm") | Ok("connect") => Ok(Mode::Warm),
@@ -367,11 +375,7 @@ async fn spawn_server(
     for setting in server_conf() {
         command.arg("--conf").arg(setting);
     }
-    if let Some(python) = &runtime.python {
-        command
-            .env("PYSPARK_PYTHON", python)
-            .env("PYSPARK_DRIVER_PYTHON", python);
-    }
+    runtime.apply_to(&mut command);
     command
         .stdout(log_file)
         .stderr(log_err)

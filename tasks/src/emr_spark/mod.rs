@@ -32,7 +32,8 @@
 //! for the rest of the process; `submit` starts each job with its own cold
 //! `spark-submit`, as EMR does.
 //!
-//! Spark is found or provisioned by [`runtime`]. In Step Functions ([`sfn`])
+//! The Spark and the Python the jobs run with are chosen together, once
+//! per run before its first task, by [`runtime`] (the kind's preflight). In Step Functions ([`sfn`])
 //! the same config becomes an EMR step (`command-runner.jar spark-submit`)
 //! on a cluster the state machine creates and terminates, or an EMR
 //! Serverless job run.
@@ -48,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engine::{Attempt, Kind, TaskAction, TaskFailure};
+use engine::{Attempt, Kind, Preflight, TaskAction, TaskFailure};
 use tracing::Instrument;
 
 use crate::process::{Logs, failure, run_watched};
@@ -73,6 +74,21 @@ impl Kind for EmrSpark {
     /// engine's exit.
     async fn end_of_run(&self) {
         connect::shutdown().await;
+    }
+
+    /// Resolves the Spark environment (provisioning it on first use)
+    /// before the run's first task, so that a machine that cannot run
+    /// the jobs stops the run at once with the fix, and every job of the
+    /// run uses the same Spark and Python.
+    async fn preflight(&self) -> Result<Preflight, String> {
+        let found = tokio::task::spawn_blocking(|| runtime::resolve_for_run(&say))
+            .await
+            .map_err(|e| format!("checking the Spark environment: {e}"))?
+            .map_err(|e| e.to_string())?;
+        Ok(Preflight {
+            attributes: found.attributes(),
+            notes: found.note.iter().cloned().collect(),
+        })
     }
 }
 
@@ -178,11 +194,7 @@ fn submit_command(
         command.arg("--py-files").arg(files.join(","));
     }
     command.arg(script).args(args);
-    if let Some(python) = &runtime.python {
-        command
-            .env("PYSPARK_PYTHON", python)
-            .env("PYSPARK_DRIVER_PYTHON", python);
-    }
+    runtime.apply_to(&mut command);
     command
 }
 
@@ -197,7 +209,7 @@ fn warm_command(
     py_files: &[PathBuf],
     args: &[String],
 ) -> Result<tokio::process::Command, TaskFailure> {
-    let python = runtime::client_python(runtime);
+    let python = &runtime.python;
     let mut path: Vec<PathBuf> = Vec::new();
     for file in py_files {
         let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -239,10 +251,13 @@ impl TaskAction for LocalSpark {
                 script.display()
             )));
         }
-        let runtime = tokio::task::spawn_blocking(|| runtime::ensure(&say))
+        // Resolved by the run's preflight: a job never looks for its own
+        // Spark, and an environment that does not work is no reason to
+        // try again.
+        let runtime = tokio::task::spawn_blocking(|| runtime::current(&say))
             .await
             .map_err(|e| failure("finding Spark", e))?
-            .map_err(|e| TaskFailure::new(e.to_string()))?;
+            .map_err(|e| TaskFailure::permanent(e.to_string()))?;
 
         let store = LocalS3::new(&attempt.state_root);
         let mut staging: Vec<PrefixWrite> = Vec::new();
@@ -264,7 +279,7 @@ impl TaskAction for LocalSpark {
             .collect::<Result<_, _>>()
             .map_err(|e| TaskFailure::new(format!("field `args`: {e}")))?;
 
-        let mode = Mode::from_env().map_err(TaskFailure::new)?;
+        let mode = runtime.mode;
         let py_files: Vec<PathBuf> = job
             .py_files
             .iter()

@@ -1,21 +1,42 @@
-//! Finding Spark on this machine, or provisioning it.
+//! The Spark environment the `emr_spark` jobs run in: a Spark together
+//! with a Python that can import the matching `pyspark` (and its Spark
+//! Connect client, for the warm mode), chosen, checked and reported as
+//! one unit. Taking `spark-submit` from one installation and `python3`
+//! from another (a project virtualenv first on `PATH`) fails every job
+//! with `No module named 'pyspark'`, after its retries; so a run resolves
+//! the pair once, before its first task ([`resolve_for_run`]), and every
+//! job, the warm server and `doctor` use that pair.
 //!
-//! Order: `$SPARK_HOME/bin/spark-submit`, then `spark-submit` on `PATH`,
-//! then a virtualenv that flux-engine provisions once from the
-//! `pyspark/requirements.txt` it was built with, cached under
-//! `$FLUX_CACHE_DIR` (default `$XDG_CACHE_HOME/flux-engine`, else
-//! `~/.cache/flux-engine`) in a folder named after the file's hash, so a
-//! change of the pinned version provisions anew. Java and Python are
-//! checked first, with an error that says how to install them.
+//! How it is chosen:
+//! 1. The Spark is `$SPARK_HOME` when set (it must hold
+//!    `bin/spark-submit` and `jars/`; a folder without Spark is an error,
+//!    not a reason to look elsewhere), else a Spark distribution whose
+//!    `bin/spark-submit` is on `PATH`, else the Spark bundled in the
+//!    chosen Python's `pyspark` (a pip-installed pyspark is a whole Spark).
+//! 2. The Python is `$PYSPARK_PYTHON` when set (it must work: an error
+//!    names the variable), else the first that can run the jobs of:
+//!    `python3` on `PATH`, the Python beside `spark-submit` on `PATH`
+//!    (the installation that `spark-submit` belongs to), and the
+//!    virtualenv flux-engine provisions once from the
+//!    `pyspark/requirements.txt` it was built with, cached under
+//!    `$FLUX_CACHE_DIR` (default `$XDG_CACHE_HOME/flux-engine`, else
+//!    `~/.cache/flux-engine`) in a folder named after the file's hash.
+//!    A Python passed over is named in a one-line note.
+//! 3. The Spark's version and the Python's `pyspark` must agree on
+//!    major.minor: a `SPARK_HOME` that no Python here matches is
+//!    reported, not half-used.
 //!
-//! This module only finds and installs; it never runs a job.
+//! This module only finds, checks and installs; it never runs a job.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use engine::file_lock::FileLock;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use super::connect::Mode;
 
 /// The PySpark version the jobs are written and tested for.
 pub const REQUIREMENTS: &str = include_str!("../../../pyspark/requirements.txt");
@@ -38,23 +59,156 @@ pub enum SparkSetupError {
         "provisioning PySpark into {dir} failed: {message}; fix the cause, or install Spark yourself and set SPARK_HOME"
     )]
     Provision { dir: String, message: String },
+    #[error("{0}")]
+    Mode(String),
+    #[error(
+        "SPARK_HOME={home} {problem}: point SPARK_HOME at a Spark installation (the folder holding bin/spark-submit and jars/), or unset it to let flux-engine use the pyspark of your Python or provision its own"
+    )]
+    SparkHome { home: String, problem: String },
+    #[error(
+        "PYSPARK_PYTHON={python} cannot run the Spark jobs: {problem}; install what they need into it (`{python} -m pip install '{pinned}'`), point PYSPARK_PYTHON at a Python that has it, or unset PYSPARK_PYTHON to let flux-engine choose one"
+    )]
+    PysparkPython {
+        python: String,
+        problem: String,
+        pinned: String,
+    },
+    #[error(
+        "{spark} is Spark {version}, but no Python here has a matching pyspark to run the jobs with ({tried}); install one (`python3 -m pip install 'pyspark[connect]=={version}'`), set PYSPARK_PYTHON to a Python that has it, or unset SPARK_HOME to let flux-engine use its own pyspark"
+    )]
+    Mismatch {
+        spark: String,
+        version: String,
+        tried: String,
+    },
+    #[error(
+        "no Python here can run the Spark jobs ({tried}); `flux-engine doctor --fix` provisions {pinned} into {dir} (a run does so on first use), or install it into your Python (`python3 -m pip install '{pinned}'`)"
+    )]
+    NotProvisioned {
+        tried: String,
+        pinned: String,
+        dir: String,
+    },
 }
 
-/// How `spark-submit` was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the Spark came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// `$SPARK_HOME`.
     SparkHome,
+    /// A Spark distribution whose `bin/spark-submit` is on `PATH`.
     Path,
+    /// The Spark a pip-installed `pyspark` bundles, in the chosen Python.
+    Pyspark,
+    /// The virtualenv flux-engine provisioned.
     Provisioned,
 }
 
+impl Origin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Origin::SparkHome => "from SPARK_HOME",
+            Origin::Path => "on PATH",
+            Origin::Pyspark => "bundled with the Python's pyspark",
+            Origin::Provisioned => "provisioned by flux-engine",
+        }
+    }
+}
+
+/// Why that Python.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PythonOrigin {
+    /// `$PYSPARK_PYTHON`.
+    PysparkPython,
+    /// `python3` on `PATH`.
+    Path,
+    /// The Python in the folder of the `spark-submit` on `PATH`.
+    BesideSparkSubmit,
+    /// The virtualenv flux-engine provisioned.
+    Provisioned,
+}
+
+impl PythonOrigin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            PythonOrigin::PysparkPython => "from PYSPARK_PYTHON",
+            PythonOrigin::Path => "python3 on PATH",
+            PythonOrigin::BesideSparkSubmit => "beside spark-submit on PATH",
+            PythonOrigin::Provisioned => "provisioned by flux-engine",
+        }
+    }
+}
+
+/// The resolved Spark environment: what every job, the warm server and
+/// `doctor` use.
 #[derive(Debug, Clone)]
 pub struct SparkRuntime {
+    /// The Spark's folder: jobs get it as `SPARK_HOME`, so that a
+    /// pip-installed `spark-submit` does not go looking for one with
+    /// whatever `python3` comes first on `PATH`.
+    pub spark_home: PathBuf,
     pub spark_submit: PathBuf,
-    /// The Python the driver and executors must use (`PYSPARK_PYTHON`):
-    /// the provisioned virtualenv's, so its packages are importable.
-    pub python: Option<PathBuf>,
+    pub spark_version: String,
     pub origin: Origin,
+    /// The Python the drivers, executors and warm-mode clients run
+    /// (`PYSPARK_PYTHON`, `PYSPARK_DRIVER_PYTHON`): the interpreter
+    /// itself (`sys.executable`), not a shim that may pick another later.
+    pub python: PathBuf,
+    pub pyspark_version: String,
+    pub python_origin: PythonOrigin,
+    pub mode: Mode,
+    /// One line for the person at the terminal when the Python they may
+    /// expect (the first `python3` on `PATH`) was passed over, and why.
+    pub note: Option<String>,
+}
+
+impl SparkRuntime {
+    /// What the trace records on the run's span, and `show` reports.
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "flux.spark.home".into(),
+                self.spark_home.display().to_string(),
+            ),
+            ("flux.spark.version".into(), self.spark_version.clone()),
+            ("flux.spark.origin".into(), self.origin.describe().into()),
+            (
+                "flux.spark.python".into(),
+                self.python.display().to_string(),
+            ),
+            (
+                "flux.spark.pyspark_version".into(),
+                self.pyspark_version.clone(),
+            ),
+            (
+                "flux.spark.python_origin".into(),
+                self.python_origin.describe().into(),
+            ),
+            ("flux.spark.mode".into(), self.mode.name().into()),
+        ]
+    }
+
+    /// One line: Spark, Python, mode.
+    pub fn summary(&self) -> String {
+        format!(
+            "Spark {} at {} ({}); Python {} ({}) with pyspark {}; mode {}",
+            self.spark_version,
+            self.spark_home.display(),
+            self.origin.describe(),
+            self.python.display(),
+            self.python_origin.describe(),
+            self.pyspark_version,
+            self.mode.name()
+        )
+    }
+
+    /// Sets what a `spark-submit` of this environment needs to stay in it.
+    pub fn apply_to(&self, command: &mut tokio::process::Command) {
+        command
+            .env("SPARK_HOME", &self.spark_home)
+            .env("PYSPARK_PYTHON", &self.python)
+            .env("PYSPARK_DRIVER_PYTHON", &self.python);
+    }
 }
 
 /// The requirement lines without comments, for messages.
@@ -65,42 +219,6 @@ pub fn pinned() -> String {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The Python that runs warm-mode jobs: the provisioned virtualenv's, else
-/// `PYSPARK_PYTHON`, else `python3`.
-pub fn client_python(runtime: &SparkRuntime) -> PathBuf {
-    runtime
-        .python
-        .clone()
-        .or_else(|| std::env::var_os("PYSPARK_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-/// Checks that `python` can be a Spark Connect client (pyspark with its
-/// `connect` extra: pandas, pyarrow, grpcio).
-pub fn check_connect_client(python: &Path) -> Result<(), String> {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import pyspark.sql.connect.session, pandas, pyarrow, grpc, google.protobuf",
-        ])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Err(format!(
-        "{} cannot run Spark Connect clients ({last}); install the client with `pip install '{}'`, or run each job with its own spark-submit: FLUX_SPARK_MODE=submit",
-        python.display(),
-        pinned()
-    ))
 }
 
 /// Where flux-engine keeps what it downloads.
@@ -128,34 +246,6 @@ fn on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-}
-
-/// Spark already on this machine, without installing anything.
-pub fn locate() -> Option<SparkRuntime> {
-    if let Some(home) = std::env::var_os("SPARK_HOME").filter(|v| !v.is_empty()) {
-        let submit = PathBuf::from(home).join("bin").join("spark-submit");
-        if submit.is_file() {
-            return Some(SparkRuntime {
-                spark_submit: submit,
-                python: None,
-                origin: Origin::SparkHome,
-            });
-        }
-    }
-    if let Some(submit) = on_path("spark-submit") {
-        return Some(SparkRuntime {
-            spark_submit: submit,
-            python: None,
-            origin: Origin::Path,
-        });
-    }
-    let venv = provisioned_dir();
-    let submit = venv.join("bin").join("spark-submit");
-    (venv.join(".complete").is_file() && submit.is_file()).then(|| SparkRuntime {
-        spark_submit: submit,
-        python: Some(venv.join("bin").join("python")),
-        origin: Origin::Provisioned,
-    })
 }
 
 /// `java -version`'s version string, checked to be 17 or newer.
@@ -210,12 +300,19 @@ pub fn check_python() -> Result<(PathBuf, String), SparkSetupError> {
     Ok((python, version))
 }
 
-/// Finds Spark, or provisions it into the cache (once per requirements
-/// file; concurrent callers wait on a lock). `say` receives progress lines.
-pub fn ensure(say: &dyn Fn(&str)) -> Result<SparkRuntime, SparkSetupError> {
-    check_java()?;
-    if let Some(found) = locate() {
-        return Ok(found);
+/// The provisioned virtualenv's Python, if a provisioning completed.
+fn provisioned_python() -> Option<PathBuf> {
+    let venv = provisioned_dir();
+    let python = venv.join("bin").join("python");
+    (venv.join(".complete").is_file() && python.is_file()).then_some(python)
+}
+
+/// Provisions the virtualenv (once per requirements file; concurrent
+/// callers wait on a lock) and gives its Python. `say` receives progress
+/// lines.
+fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
+    if let Some(python) = provisioned_python() {
+        return Ok(python);
     }
     let (python, _) = check_python()?;
     let dir = provisioned_dir();
@@ -227,8 +324,8 @@ pub fn ensure(say: &dyn Fn(&str)) -> Result<SparkRuntime, SparkSetupError> {
     let _lock =
         FileLock::create_exclusive(&dir.with_extension("lock")).map_err(|e| fail(e.to_string()))?;
     // Another process may have finished while we waited for the lock.
-    if let Some(found) = locate() {
-        return Ok(found);
+    if let Some(python) = provisioned_python() {
+        return Ok(python);
     }
     say(&format!(
         "provisioning PySpark into {} (first use only; this downloads about 400 MB)",
@@ -247,7 +344,348 @@ pub fn ensure(say: &dyn Fn(&str)) -> Result<SparkRuntime, SparkSetupError> {
     .map_err(fail)?;
     std::fs::write(dir.join(".complete"), REQUIREMENTS).map_err(|e| fail(e.to_string()))?;
     say("PySpark is ready");
-    locate().ok_or_else(|| fail("spark-submit is missing after installing pyspark".into()))
+    provisioned_python()
+        .ok_or_else(|| fail("the virtualenv has no bin/python after installing pyspark".into()))
+}
+
+/// What a Python said about its pyspark ([`PROBE`]).
+#[derive(Debug, Clone)]
+struct Probe {
+    /// `sys.executable`: the interpreter behind a shim or a symlink.
+    executable: PathBuf,
+    pyspark: String,
+    /// The `pyspark` package's folder: a whole Spark when pip-installed.
+    package: PathBuf,
+}
+
+/// Prints what the Python can do, as JSON; warm mode also needs the
+/// Connect client (`pyspark[connect]`: pandas, pyarrow, grpcio).
+const PROBE: &str = r#"
+import json, os, sys
+out = {"executable": sys.executable}
+try:
+    import pyspark
+    out["pyspark"] = pyspark.__version__
+    out["package"] = os.path.dirname(os.path.abspath(pyspark.__file__))
+    if sys.argv[1] == "warm":
+        try:
+            import pyspark.sql.connect.session, pandas, pyarrow, grpc, google.protobuf
+        except Exception as e:
+            out["problem"] = "it has pyspark %s but not its Spark Connect client, which the warm mode needs (%s: %s)" % (pyspark.__version__, type(e).__name__, e)
+except Exception as e:
+    out["problem"] = "it has no pyspark (%s: %s)" % (type(e).__name__, e)
+print(json.dumps(out))
+"#;
+
+/// Asks `python` whether it can run the jobs in `mode`; the problem, in
+/// words, if not.
+fn probe(python: &Path, mode: Mode) -> Result<Probe, String> {
+    let out = Command::new(python)
+        .args(["-c", PROBE, mode.name()])
+        // `python -c` imports from its working folder first, and the
+        // repository's root holds the jobs' folder `pyspark/`: from
+        // there, a Python without pyspark would seem to have one.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .map_err(|e| format!("it cannot be started ({e})"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found: serde_json::Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            format!(
+                "it does not run Python 3 code ({})",
+                last.unwrap_or("no output").trim()
+            )
+        })?;
+    if let Some(problem) = found["problem"].as_str() {
+        return Err(problem.to_string());
+    }
+    let field = |key: &str| found[key].as_str().unwrap_or_default().to_string();
+    Ok(Probe {
+        executable: PathBuf::from(field("executable")),
+        pyspark: field("pyspark"),
+        package: PathBuf::from(field("package")),
+    })
+}
+
+/// The version of the Spark in `home`, from its `jars/spark-core_*.jar`
+/// (asking `spark-submit --version` would start a JVM).
+pub fn spark_version(home: &Path) -> Option<String> {
+    std::fs::read_dir(home.join("jars"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .find_map(|name| {
+            // spark-core_2.13-4.0.5.jar
+            let rest = name.strip_prefix("spark-core_")?.strip_suffix(".jar")?;
+            Some(rest.split_once('-')?.1.to_string())
+        })
+}
+
+/// Whether two versions agree on major.minor: a Spark Connect client
+/// talks to a server of its own minor version, and a driver's pyspark
+/// must be its Spark's.
+fn same_minor(a: &str, b: &str) -> bool {
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    minor(a) == minor(b)
+}
+
+/// A Spark installation in `home`, with its version; the problem if not.
+fn spark_at(home: &Path) -> Result<(PathBuf, String), String> {
+    if !home.is_dir() {
+        return Err("is not a folder".into());
+    }
+    let submit = home.join("bin").join("spark-submit");
+    if !submit.is_file() {
+        return Err(format!("holds no Spark ({} is missing)", submit.display()));
+    }
+    let version = spark_version(home).ok_or_else(|| {
+        format!(
+            "holds no Spark jars ({} has no spark-core_*.jar)",
+            home.join("jars").display()
+        )
+    })?;
+    Ok((submit, version))
+}
+
+/// A Spark distribution whose `spark-submit` is on `PATH` (its folder
+/// holds `jars/`); a pip-installed `spark-submit` is found through its
+/// Python instead.
+fn distribution_on_path() -> Option<PathBuf> {
+    let submit = std::fs::canonicalize(on_path("spark-submit")?).ok()?;
+    let home = submit.parent()?.parent()?.to_path_buf();
+    spark_version(&home).map(|_| home)
+}
+
+/// The Python in the folder of the `spark-submit` on `PATH`: the
+/// installation it belongs to (a virtualenv's, a pyenv's).
+fn python_beside_spark_submit() -> Option<PathBuf> {
+    let bin = on_path("spark-submit")?.parent()?.to_path_buf();
+    ["python3", "python"]
+        .iter()
+        .map(|name| bin.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Spark a Python's pyspark bundles, when it is pip-installed whole.
+fn bundled_spark(probe: &Probe) -> Result<(PathBuf, String), String> {
+    spark_at(&probe.package).map_err(|problem| {
+        format!(
+            "its pyspark {} at {} {problem} (a client-only install?)",
+            probe.pyspark,
+            probe.package.display()
+        )
+    })
+}
+
+/// The process's resolved environment: [`resolve`]d once (a run's
+/// preflight), then shared by every job of the process.
+static RESOLVED: Mutex<Option<Arc<SparkRuntime>>> = Mutex::new(None);
+
+/// The environment this process resolved, resolving it (and provisioning
+/// if need be) if it has not yet.
+pub fn current(say: &dyn Fn(&str)) -> Result<Arc<SparkRuntime>, SparkSetupError> {
+    if let Some(found) = RESOLVED.lock().ok().and_then(|r| r.clone()) {
+        return Ok(found);
+    }
+    let found = Arc::new(resolve(true, say)?);
+    if let Ok(mut slot) = RESOLVED.lock() {
+        *slot = Some(found.clone());
+    }
+    Ok(found)
+}
+
+/// Resolves the environment afresh and keeps it for the process's jobs.
+pub fn resolve_for_run(say: &dyn Fn(&str)) -> Result<Arc<SparkRuntime>, SparkSetupError> {
+    let found = Arc::new(resolve(true, say)?);
+    if let Ok(mut slot) = RESOLVED.lock() {
+        *slot = Some(found.clone());
+    }
+    Ok(found)
+}
+
+/// Chooses the Spark environment (see the module's doc), provisioning
+/// the virtualenv when nothing else works and `provision` allows it.
+pub fn resolve(
+    provision_allowed: bool,
+    say: &dyn Fn(&str),
+) -> Result<SparkRuntime, SparkSetupError> {
+    let mode = Mode::from_env().map_err(SparkSetupError::Mode)?;
+    check_java()?;
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+
+    // A Spark named outright: SPARK_HOME, else a distribution on PATH.
+    let distribution: Option<(PathBuf, PathBuf, String, Origin)> = match env("SPARK_HOME") {
+        Some(home) => {
+            let home = PathBuf::from(home);
+            let (submit, version) =
+                spark_at(&home).map_err(|problem| SparkSetupError::SparkHome {
+                    home: home.display().to_string(),
+                    problem,
+                })?;
+            Some((home, submit, version, Origin::SparkHome))
+        }
+        None => distribution_on_path().and_then(|home| {
+            let (submit, version) = spark_at(&home).ok()?;
+            Some((home, submit, version, Origin::Path))
+        }),
+    };
+    // The environment `python` makes, or why it cannot run the jobs.
+    let pair = |python: &Path, origin: PythonOrigin| -> Result<SparkRuntime, String> {
+        let probe = probe(python, mode)?;
+        let (spark_home, spark_submit, spark_version, spark_origin) = match &distribution {
+            Some((home, submit, version, origin)) => {
+                if !same_minor(version, &probe.pyspark) {
+                    return Err(format!(
+                        "its pyspark {} does not match Spark {version} at {}",
+                        probe.pyspark,
+                        home.display()
+                    ));
+                }
+                (home.clone(), submit.clone(), version.clone(), *origin)
+            }
+            None => {
+                let (submit, version) = bundled_spark(&probe)?;
+                let origin = if origin == PythonOrigin::Provisioned {
+                    Origin::Provisioned
+                } else {
+                    Origin::Pyspark
+                };
+                (probe.package.clone(), submit, version, origin)
+            }
+        };
+        Ok(SparkRuntime {
+            spark_home,
+            spark_submit,
+            spark_version,
+            origin: spark_origin,
+            python: probe.executable,
+            pyspark_version: probe.pyspark,
+            python_origin: origin,
+            mode,
+            note: None,
+        })
+    };
+
+    if let Some(python) = env("PYSPARK_PYTHON") {
+        let python = PathBuf::from(python);
+        return pair(&python, PythonOrigin::PysparkPython).map_err(|problem| {
+            SparkSetupError::PysparkPython {
+                python: python.display().to_string(),
+                problem,
+                pinned: pinned(),
+            }
+        });
+    }
+
+    let mut candidates: Vec<(PathBuf, PythonOrigin)> = Vec::new();
+    candidates.extend(on_path("python3").map(|p| (p, PythonOrigin::Path)));
+    candidates.extend(python_beside_spark_submit().map(|p| (p, PythonOrigin::BesideSparkSubmit)));
+    candidates.extend(provisioned_python().map(|p| (p, PythonOrigin::Provisioned)));
+    let mut passed_over: Vec<String> = Vec::new();
+    let mut tried: Vec<&Path> = Vec::new();
+    for (python, origin) in &candidates {
+        if tried.contains(&python.as_path()) {
+            continue;
+        }
+        tried.push(python);
+        match pair(python, *origin) {
+            Ok(found) => return Ok(with_note(found, &passed_over)),
+            Err(problem) => passed_over.push(format!(
+                "{} ({}): {problem}",
+                python.display(),
+                origin.describe()
+            )),
+        }
+    }
+
+    // Nothing here works: the provisioned virtualenv, if it can match.
+    let tried_text = if passed_over.is_empty() {
+        "no python3 on PATH".to_string()
+    } else {
+        passed_over.join("; ")
+    };
+    let pinned_version = pinned_version();
+    if let Some((home, _, version, _)) = &distribution
+        && !same_minor(version, &pinned_version)
+    {
+        return Err(SparkSetupError::Mismatch {
+            spark: format!(
+                "{} ({})",
+                home.display(),
+                distribution_origin(&distribution)
+            ),
+            version: version.clone(),
+            tried: tried_text,
+        });
+    }
+    if provisioned_python().is_some() {
+        // It was tried above and did not work: a broken provisioning.
+        return Err(SparkSetupError::Provision {
+            dir: provisioned_dir().display().to_string(),
+            message: format!(
+                "the provisioned virtualenv cannot run the jobs ({tried_text}); delete the folder to provision it again"
+            ),
+        });
+    }
+    if !provision_allowed {
+        return Err(SparkSetupError::NotProvisioned {
+            tried: tried_text,
+            pinned: pinned(),
+            dir: provisioned_dir().display().to_string(),
+        });
+    }
+    // Said with the failure: what was passed over may be the easier fix
+    // (a Python with pyspark but without the Connect client runs the
+    // jobs with FLUX_SPARK_MODE=submit).
+    let python = provision(say).map_err(|e| match e {
+        SparkSetupError::Provision { dir, message } => SparkSetupError::Provision {
+            dir,
+            message: format!(
+                "{message} (it was needed because no Python here can run the jobs: {tried_text})"
+            ),
+        },
+        other => other,
+    })?;
+    let found =
+        pair(&python, PythonOrigin::Provisioned).map_err(|problem| SparkSetupError::Provision {
+            dir: provisioned_dir().display().to_string(),
+            message: format!("its Python cannot run the jobs: {problem}"),
+        })?;
+    Ok(with_note(found, &passed_over))
+}
+
+fn distribution_origin(distribution: &Option<(PathBuf, PathBuf, String, Origin)>) -> &'static str {
+    distribution
+        .as_ref()
+        .map_or("", |(_, _, _, origin)| origin.describe())
+}
+
+/// The note for Pythons passed over (the first only: it is the one the
+/// user expects, `python3` on `PATH`).
+fn with_note(mut found: SparkRuntime, passed_over: &[String]) -> SparkRuntime {
+    if let Some(first) = passed_over.first() {
+        found.note = Some(format!(
+            "Spark jobs run with {} ({}, pyspark {}), not {first}",
+            found.python.display(),
+            found.python_origin.describe(),
+            found.pyspark_version
+        ));
+    }
+    found
+}
+
+/// The pinned pyspark version (`pyspark[connect]==4.0.5` gives `4.0.5`).
+fn pinned_version() -> String {
+    pinned()
+        .split("==")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
@@ -264,5 +702,49 @@ fn run(command: &mut Command) -> Result<(), String> {
             out.status,
             last.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spark_folder_is_told_by_its_jars_and_its_version_read_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        assert_eq!(spark_at(&home.join("nope")).unwrap_err(), "is not a folder");
+        assert!(
+            spark_at(home)
+                .unwrap_err()
+                .contains("bin/spark-submit is missing")
+        );
+        std::fs::create_dir_all(home.join("bin")).unwrap();
+        std::fs::write(home.join("bin/spark-submit"), "#!/bin/sh\n").unwrap();
+        assert!(spark_at(home).unwrap_err().contains("no spark-core_*.jar"));
+        std::fs::create_dir_all(home.join("jars")).unwrap();
+        std::fs::write(home.join("jars/spark-sql_2.13-3.5.1.jar"), "").unwrap();
+        std::fs::write(home.join("jars/spark-core_2.13-3.5.1.jar"), "").unwrap();
+        let (submit, version) = spark_at(home).unwrap();
+        assert_eq!(submit, home.join("bin/spark-submit"));
+        assert_eq!(version, "3.5.1");
+    }
+
+    #[test]
+    fn versions_match_on_major_and_minor() {
+        assert!(same_minor("4.0.5", "4.0.1"));
+        assert!(same_minor("4.0.5", "4.0.5.dev0"));
+        assert!(!same_minor("3.5.1", "4.0.5"));
+        assert!(!same_minor("4.1.0", "4.0.5"));
+    }
+
+    #[test]
+    fn the_pinned_version_comes_from_the_requirements_file() {
+        let line = REQUIREMENTS
+            .lines()
+            .find(|l| l.trim_start().starts_with("pyspark"))
+            .unwrap();
+        let expected = line.rsplit("==").next().unwrap().trim();
+        assert_eq!(pinned_version(), expected);
     }
 }

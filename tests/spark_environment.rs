@@ -1,0 +1,399 @@
+//! How a run chooses the Spark environment, through the real binary with
+//! real virtualenvs on `PATH`: a project venv without pyspark first on
+//! `PATH` does not break the run, and an environment that cannot work
+//! (`PYSPARK_PYTHON` or `SPARK_HOME` pointing at the wrong thing) stops
+//! the run before any task, with exit 2 and the variable named.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{show, text};
+
+/// A virtualenv without pyspark, as `python3 -m venv .venv` makes one.
+fn bare_venv(dir: &Path) -> PathBuf {
+    let venv = dir.join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .expect("python3 runs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    // The premise: this venv's Python cannot import pyspark.
+    // (From the scratch folder: the repository's `pyspark/` folder of
+    // jobs would pass for a package from the test's working folder.)
+    let import = Command::new(venv.join("bin/python3"))
+        .args(["-c", "import pyspark"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!import.status.success(), "the new venv has pyspark?");
+    venv
+}
+
+/// `PATH` with `venv/bin` first, as `. venv/bin/activate` makes it.
+fn activated(venv: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![venv.join("bin")];
+    dirs.extend(std::env::split_paths(&rest));
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// The binary with the environment variables that choose Spark removed,
+/// so that each test sets only the ones it is about.
+fn flux(state: &Path) -> Command {
+    let mut command = common::command(state);
+    command
+        .env_remove("SPARK_HOME")
+        .env_remove("PYSPARK_PYTHON")
+        .env_remove("PYSPARK_DRIVER_PYTHON")
+        .env_remove("FLUX_SPARK_MODE");
+    command
+}
+
+/// A DAG of one small `emr_spark` job that writes the path of the Python
+/// it ran with to `executable.txt` beside the DAG, and a shell task that
+/// runs after it.
+fn spark_dag(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("job.py"),
+        r#"import sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+assert spark.range(3).count() == 3
+with open(sys.argv[1], "w") as f:
+    f.write(sys.executable)
+"#,
+    )
+    .unwrap();
+    let out = dir.join("executable.txt");
+    let dag = format!(
+        r#"[dag]
+name = "spark_environment"
+
+[tasks.job]
+type = "emr_spark"
+script = "job.py"
+args = ["{}"]
+retry = {{ max_attempts = 3, interval_seconds = 1 }}
+
+[tasks.after]
+type = "shell"
+command = "true"
+depends_on = ["job"]
+"#,
+        out.display()
+    );
+    let path = dir.join("dag.toml");
+    std::fs::write(&path, dag).unwrap();
+    path
+}
+
+fn report(output: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+/// Exit 2 with nothing run or recorded: the environment was refused
+/// before the first task.
+fn assert_refused_before_any_task(state: &Path, output: &Output) {
+    assert_eq!(output.status.code(), Some(2), "{}", report(output));
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("attempt 1"),
+        "a task started: {}",
+        report(output)
+    );
+    assert!(
+        common::runs(state).is_empty(),
+        "a run was recorded: {}",
+        report(output)
+    );
+}
+
+#[test]
+fn a_venv_without_pyspark_first_on_path_runs_with_a_python_that_has_it() {
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    let output = flux(&state)
+        .env("PATH", activated(&venv))
+        .env("VIRTUAL_ENV", &venv)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", report(&output));
+    let stderr = text(&output.stderr);
+    // One line says which Python is used instead of the venv's, and why.
+    let venv_python = venv.join("bin/python3");
+    let note = stderr
+        .lines()
+        .find(|l| l.contains("note: Spark jobs run with"))
+        .unwrap_or_else(|| panic!("no note: {}", report(&output)));
+    assert!(
+        note.contains(&format!("not {}", venv_python.display())) && note.contains("no pyspark"),
+        "{note}"
+    );
+
+    // The job ran with a Python that is not the venv's and has pyspark,
+    // and the run recorded that Python on its span, for `show`.
+    let used = std::fs::read_to_string(work.path().join("executable.txt")).unwrap();
+    assert!(!used.starts_with(&venv.display().to_string()), "{used}");
+    let import = Command::new(&used)
+        .args(["-c", "import pyspark; print(pyspark.__version__)"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{used}: {}", text(&import.stderr));
+    let version = text(&import.stdout).trim().to_string();
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let environment = &show(&state, &run_id)["environment"];
+    assert_eq!(
+        environment["flux.spark.python"],
+        used.as_str(),
+        "{environment}"
+    );
+    assert_eq!(environment["flux.spark.pyspark_version"], version.as_str());
+    assert_eq!(environment["flux.spark.mode"], "warm");
+    let home = environment["flux.spark.home"].as_str().unwrap();
+    assert!(
+        Path::new(home).join("bin/spark-submit").is_file(),
+        "{environment}"
+    );
+    // Every task ran once: nothing burnt a retry on the environment.
+    let tasks = common::tasks_by_id(&show(&state, &run_id));
+    assert_eq!(tasks["job"]["attempts"], 1, "{tasks:?}");
+}
+
+#[test]
+fn pyspark_python_without_pyspark_stops_the_run_before_any_task_naming_the_variable() {
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    let python = venv.join("bin/python3");
+    let output = flux(&state)
+        .env("PYSPARK_PYTHON", &python)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "PYSPARK_PYTHON={} cannot run the Spark jobs: it has no pyspark",
+            python.display()
+        )) && stderr.contains("unset PYSPARK_PYTHON"),
+        "{}",
+        report(&output)
+    );
+}
+
+#[test]
+fn spark_home_without_spark_stops_the_run_before_any_task() {
+    let work = tempfile::tempdir().unwrap();
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    let empty = work.path().join("not-spark");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = flux(&state)
+        .env("SPARK_HOME", &empty)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("SPARK_HOME={} holds no Spark", empty.display()))
+            && stderr.contains("bin/spark-submit is missing"),
+        "{}",
+        report(&output)
+    );
+}
+
+#[test]
+fn a_dag_without_spark_tasks_does_not_check_spark() {
+    let work = tempfile::tempdir().unwrap();
+    let dag = work.path().join("dag.toml");
+    std::fs::write(
+        &dag,
+        "[dag]\nname = \"no_spark\"\n\n[tasks.hello]\ntype = \"shell\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let state = work.path().join("state");
+    // An environment every Spark task would be refused in.
+    let output = flux(&state)
+        .env("SPARK_HOME", work.path().join("nowhere"))
+        .env("PYSPARK_PYTHON", work.path().join("no-python"))
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", report(&output));
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report_json = show(&state, &run_id);
+    assert_eq!(report_json["environment"], serde_json::json!({}));
+}
+
+#[test]
+fn doctor_reports_the_environment_a_run_would_use() {
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let state = work.path().join("state");
+    let spark_line = |output: &Output| -> String {
+        text(&output.stdout)
+            .lines()
+            .skip_while(|l| !l.contains(" spark "))
+            .take_while(|l| !l.contains("state dir"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // As the machine is: no note, the whole environment on one line.
+    let plain = flux(&state).arg("doctor").output().unwrap();
+    let line = spark_line(&plain);
+    assert!(line.starts_with("ok"), "{}", report(&plain));
+    for part in ["Spark ", " at ", "Python ", "with pyspark ", "mode warm"] {
+        assert!(line.contains(part), "{part:?} missing: {line}");
+    }
+    assert!(!line.contains("note:"), "{line}");
+
+    // From inside the venv: the same environment is found, with a note.
+    let inside = flux(&state)
+        .env("PATH", activated(&venv))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let line = spark_line(&inside);
+    assert!(line.starts_with("ok"), "{}", report(&inside));
+    assert!(
+        line.contains(&format!("not {}", venv.join("bin/python3").display())),
+        "{line}"
+    );
+}
+
+/// A Python on this machine that has pyspark (the one the Spark tests
+/// use), as the interpreter itself rather than a shim.
+fn python_with_pyspark(cwd: &Path) -> PathBuf {
+    let found = Command::new("python3")
+        .args(["-c", "import sys, pyspark; print(sys.executable)"])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "these tests need a python3 with pyspark on PATH: {}",
+        text(&found.stderr)
+    );
+    PathBuf::from(text(&found.stdout).trim())
+}
+
+#[test]
+fn with_no_pyspark_on_path_the_provisioned_environment_runs_the_jobs() {
+    use sha2::Digest;
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    // What provisioning makes, without its 400 MB download: a venv in the
+    // cache folder named after the requirements' hash, marked complete,
+    // that sees the machine's pyspark through its system site-packages.
+    let cache = work.path().join("cache");
+    let requirements = std::fs::read(common::root().join("pyspark/requirements.txt")).unwrap();
+    let hash = format!("{:x}", sha2::Sha256::digest(&requirements));
+    let provisioned = cache.join("spark").join(&hash[..12]);
+    let made = Command::new(python_with_pyspark(work.path()))
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&provisioned)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    std::fs::write(provisioned.join(".complete"), &requirements).unwrap();
+    // A PATH with the bare venv and the system's tools only: no pyspark,
+    // no spark-submit (java stays, from /usr/bin or JAVA_HOME).
+    let path = std::env::join_paths([venv.join("bin"), "/usr/bin".into(), "/bin".into()]).unwrap();
+
+    let output = flux(&state)
+        .env("PATH", &path)
+        .env("FLUX_CACHE_DIR", &cache)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", report(&output));
+    assert!(
+        text(&output.stderr).contains("(provisioned by flux-engine, pyspark "),
+        "{}",
+        report(&output)
+    );
+    let used = std::fs::read_to_string(work.path().join("executable.txt")).unwrap();
+    assert_eq!(Path::new(&used), provisioned.join("bin/python"));
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let environment = &show(&state, &run_id)["environment"];
+    assert_eq!(
+        environment["flux.spark.python_origin"], "provisioned by flux-engine",
+        "{environment}"
+    );
+}
+
+#[test]
+fn a_spark_home_no_python_here_matches_is_reported_not_half_used() {
+    let work = tempfile::tempdir().unwrap();
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    // A Spark 3.5 folder (as far as its layout tells) beside this
+    // machine's pyspark 4: the client and the server would not agree.
+    let home = work.path().join("spark-3.5.1");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::create_dir_all(home.join("jars")).unwrap();
+    std::fs::write(home.join("bin/spark-submit"), "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::write(home.join("jars/spark-core_2.13-3.5.1.jar"), "").unwrap();
+    let ours = python_with_pyspark(work.path());
+    let ours_version = Command::new(&ours)
+        .args(["-c", "import pyspark; print(pyspark.__version__)"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let ours_version = text(&ours_version.stdout).trim().to_string();
+    assert!(
+        !ours_version.starts_with("3.5."),
+        "the premise: {ours_version}"
+    );
+    let output = flux(&state)
+        .env("SPARK_HOME", &home)
+        // No provisioned venv: it would not match 3.5 either.
+        .env("FLUX_CACHE_DIR", work.path().join("cache"))
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} (from SPARK_HOME) is Spark 3.5.1",
+            home.display()
+        )) && stderr.contains(&format!(
+            "pyspark {ours_version} does not match Spark 3.5.1"
+        )),
+        "{}",
+        report(&output)
+    );
+    assert!(
+        !work.path().join("cache").exists(),
+        "nothing is provisioned for a Spark it could not match"
+    );
+}
