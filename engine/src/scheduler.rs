@@ -233,11 +233,8 @@ impl Execution<'_> {
             otel.status_description = field::Empty,
         );
         self.link_to_earlier_traces(&run_span);
-        {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            for (key, value) in std::mem::take(&mut self.run_attributes) {
-                run_span.set_attribute(key, value);
-            }
+        for (key, value) in std::mem::take(&mut self.run_attributes) {
+            crate::telemetry::set_attribute(&run_span, &key, &value);
         }
         let mut state = self.take_over(plan, run_span)?;
         let max_parallel = self.max_parallel.max(1);

@@ -93,6 +93,9 @@ pub struct RecordedSpan {
     end_unix_nano: u64,
     status: SpanStatus,
     attributes: Fields,
+    /// Attributes whose keys are only known at run time (what a kind's
+    /// preflight found), after the fields.
+    named_attributes: Vec<(String, FieldValue)>,
     events: Vec<RecordedEvent>,
     links: Vec<SpanIds>,
 }
@@ -119,7 +122,14 @@ impl RecordedSpan {
             start_unix_nano: self.start_unix_nano,
             end_unix_nano: self.end_unix_nano,
             status: self.status,
-            attributes: fields(self.attributes),
+            attributes: fields(self.attributes)
+                .into_iter()
+                .chain(
+                    self.named_attributes
+                        .into_iter()
+                        .map(|(k, v)| (k, v.json())),
+                )
+                .collect(),
             events: self
                 .events
                 .into_iter()
@@ -357,6 +367,7 @@ where
             end_unix_nano: 0,
             status: SpanStatus::Unset,
             attributes: Vec::with_capacity(attrs.fields().len()),
+            named_attributes: Vec::new(),
             events: Vec::new(),
             links: Vec::new(),
         };
@@ -443,6 +454,25 @@ pub fn add_link(span: &tracing::Span, to: SpanIds) -> bool {
         let mut extensions = span.extensions_mut();
         let recorded = extensions.get_mut::<RecordedSpan>()?;
         recorded.links.push(to);
+        Some(())
+    })
+    .flatten()
+    .is_some()
+}
+
+/// Sets attribute `key` of `span` (which this layer records); false when
+/// it does not record it.
+pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(id)?;
+        let mut extensions = span.extensions_mut();
+        let recorded = extensions.get_mut::<RecordedSpan>()?;
+        let value = FieldValue::Str(value.to_string());
+        match recorded.named_attributes.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => recorded.named_attributes.push((key.to_string(), value)),
+        }
         Some(())
     })
     .flatten()

@@ -787,6 +787,15 @@ pub fn add_link(span: &tracing::Span, trace_id: &str, span_id: &str) {
     ));
 }
 
+/// Sets attribute `key` of `span` to `value`, whichever layer records
+/// it: for keys known only at run time (a kind's preflight findings).
+pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !span_recorder::set_attribute(span, key, value) {
+        span.set_attribute(key.to_string(), value.to_string());
+    }
+}
+
 /// Sends stored spans (`flux-engine trace RUN --send`) to the collector
 /// the OTLP variables name, as the run's own exporter would; the endpoint
 /// and how many were sent.
