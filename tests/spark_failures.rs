@@ -112,7 +112,10 @@ if not os.path.exists(marker):
     with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.rename(marker + ".tmp", marker)
-    spark.range(0, 10**13, 1, 2).selectExpr("sum(id * id) AS s").collect()
+    # Long enough to be killed in; `id % 7` keeps the sum within a long
+    # (`id * id` overflowed past 3e9 rows under ANSI mode and failed the
+    # job on its own before the test killed the server).
+    spark.range(0, 10**13, 1, 2).selectExpr("sum(id % 7) AS s").collect()
     sys.exit(3)
 print(spark.range(1000).count())
 "#;
