@@ -1,6 +1,11 @@
 //! Inline SVG charts with a fixed-width `viewBox`: the browser scales them
 //! to the page, and every label is fitted (cut with `…`, the full text in a
 //! `<title>` tooltip) so that nothing overflows the chart at any width.
+//!
+//! Each chart is drawn twice, for a wide and for a narrow frame, and the
+//! page's style shows the one that suits the screen: a 720-unit chart
+//! scaled down to a phone's 350 px would draw its 12-unit labels at 6 px,
+//! the 330-unit one draws them at 10 px or more from 320 px up.
 
 use std::fmt::Write;
 
@@ -8,24 +13,47 @@ use crate::format::{NOT_A_NUMBER, grouped};
 use crate::text::{escape, fit, one_line, text_width};
 use crate::{BarChart, LineChart};
 
-/// Width of every chart's `viewBox`.
-pub const WIDTH: f64 = 720.0;
+/// The `viewBox` a chart is drawn for, and how much of it labels may take.
+pub(crate) struct Frame {
+    /// The `class` of the `<svg>`, which the page's style shows or hides.
+    class: &'static str,
+    width: f64,
+    /// At most this much of a bar chart's width goes to the bar labels.
+    max_label_width: f64,
+    /// At most this much goes to the value written next to a bar.
+    max_value_width: f64,
+    /// Longer x labels are cut, so that long ones still leave room for a few.
+    max_x_label_width: f64,
+}
+
+/// Screens 640 px wide and more (the page's style says where it switches).
+pub(crate) const WIDE: Frame = Frame {
+    class: "wide",
+    width: 720.0,
+    max_label_width: 220.0,
+    max_value_width: 150.0,
+    max_x_label_width: 160.0,
+};
+
+/// Phones.
+pub(crate) const NARROW: Frame = Frame {
+    class: "narrow",
+    width: 330.0,
+    max_label_width: 120.0,
+    max_value_width: 100.0,
+    max_x_label_width: 100.0,
+};
+
 /// Font size of chart labels, in `viewBox` units.
 const FONT: f64 = 12.0;
 /// What bold labels are estimated at: bold glyphs are about a tenth wider.
 const BOLD_FONT: f64 = FONT * 1.1;
 const PAD: f64 = 8.0;
 
-/// At most this much of a bar chart's width goes to the bar labels.
-const MAX_LABEL_WIDTH: f64 = 220.0;
-/// At most this much goes to the value written next to a bar.
-const MAX_VALUE_WIDTH: f64 = 150.0;
 const ROW_HEIGHT: f64 = 26.0;
 const BAR_HEIGHT: f64 = 18.0;
 
 const LINE_HEIGHT: f64 = 300.0;
-/// Longer x labels are cut, so that long ones still leave room for a few.
-const MAX_X_LABEL_WIDTH: f64 = 160.0;
 /// Above this many points a line chart marks only its minimum and maximum.
 const MAX_MARKED_POINTS: usize = 60;
 
@@ -41,12 +69,13 @@ fn n(x: f64) -> String {
     }
 }
 
-fn svg_open(out: &mut String, height: f64, title: &str) {
+fn svg_open(out: &mut String, frame: &Frame, height: f64, title: &str) {
     let title = escape(title);
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{title}\">\n<title>{title}</title>\n",
-        n(WIDTH),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{title}\">\n<title>{title}</title>\n",
+        frame.class,
+        n(frame.width),
         n(height)
     );
 }
@@ -103,11 +132,15 @@ fn write_text(
 }
 
 /// Horizontal bars in the order given, with a zero line; negative values
-/// extend left of it.
+/// extend left of it. Both frames.
 pub(crate) fn bar_chart(chart: &BarChart, title: &str) -> String {
     if chart.bars.is_empty() {
         return NO_ROWS.to_string();
     }
+    bar_chart_in(chart, title, &WIDE) + &bar_chart_in(chart, title, &NARROW)
+}
+
+fn bar_chart_in(chart: &BarChart, title: &str, frame: &Frame) -> String {
     let finite: Vec<f64> = chart
         .bars
         .iter()
@@ -130,14 +163,15 @@ pub(crate) fn bar_chart(chart: &BarChart, title: &str) -> String {
             .fold(0.0, f64::max)
     };
     let label_width = widest(&mut chart.bars.iter().map(|b| b.label.as_str()))
-        .clamp(40.0, MAX_LABEL_WIDTH)
+        .clamp(40.0, frame.max_label_width)
         + 2.0 * PAD;
-    let value_width =
-        widest(&mut values.iter().map(String::as_str)).clamp(24.0, MAX_VALUE_WIDTH) + 2.0 * PAD;
+    let value_width = widest(&mut values.iter().map(String::as_str))
+        .clamp(24.0, frame.max_value_width)
+        + 2.0 * PAD;
     // Values are written past the tip of each bar: room for them on the
     // right, and on the left too when some bars point left.
     let plot_left = label_width + if lo < 0.0 { value_width } else { 0.0 };
-    let plot_right = WIDTH - value_width;
+    let plot_right = frame.width - value_width;
     let span = if hi > lo { hi - lo } else { 1.0 };
     let x_of = |v: f64| plot_left + (v - lo) / span * (plot_right - plot_left);
     let zero = x_of(0.0);
@@ -145,7 +179,7 @@ pub(crate) fn bar_chart(chart: &BarChart, title: &str) -> String {
     let top = PAD;
     let height = top + chart.bars.len() as f64 * ROW_HEIGHT + PAD;
     let mut out = String::new();
-    svg_open(&mut out, height, title);
+    svg_open(&mut out, frame, height, title);
     let _ = writeln!(
         out,
         "<line class=\"axis\" x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\"/>",
@@ -245,8 +279,16 @@ fn value_range(min: f64, max: f64) -> (f64, f64) {
 }
 
 /// A line through the points in the order given, with y ticks, the x
-/// labels that fit, and the minimum and maximum marked.
+/// labels that fit, and the minimum and maximum marked. Both frames.
 pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
+    if !chart.points.iter().any(|p| p.y.is_finite()) {
+        return NO_ROWS.to_string();
+    }
+    line_chart_in(chart, title, &WIDE) + &line_chart_in(chart, title, &NARROW)
+}
+
+fn line_chart_in(chart: &LineChart, title: &str, frame: &Frame) -> String {
+    let width = frame.width;
     let finite: Vec<(usize, f64)> = chart
         .points
         .iter()
@@ -280,7 +322,7 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
         .map(|t| text_width(t, FONT))
         .fold(0.0, f64::max)
         + 2.0 * PAD;
-    let right = WIDTH - 3.0 * PAD;
+    let right = width - 3.0 * PAD;
     let top = 3.0 * PAD;
     let bottom = LINE_HEIGHT - 4.0 * PAD;
     let count = chart.points.len();
@@ -294,7 +336,7 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
     let y_of = |v: f64| bottom - (v - lo) / (hi - lo) * (bottom - top);
 
     let mut out = String::new();
-    svg_open(&mut out, LINE_HEIGHT, title);
+    svg_open(&mut out, frame, LINE_HEIGHT, title);
     for (tick, text) in ticks.iter().zip(&tick_texts) {
         let y = y_of(*tick);
         let class = if *tick == 0.0 { "axis" } else { "grid" };
@@ -332,8 +374,8 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
         .iter()
         .map(|p| text_width(&one_line(&p.x), FONT))
         .fold(0.0, f64::max)
-        .clamp(FONT, MAX_X_LABEL_WIDTH);
-    let edge_move = (widest / 2.0 + PAD / 2.0 - left.min(WIDTH - right)).max(0.0);
+        .clamp(FONT, frame.max_x_label_width);
+    let edge_move = (widest / 2.0 + PAD / 2.0 - left.min(width - right)).max(0.0);
     let spacing = widest + 2.0 * PAD + edge_move;
     let fits = ((right - left) / spacing).floor() as usize + 1;
     let shown = count.min(fits.max(2));
@@ -346,7 +388,7 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
     };
     labelled.dedup();
     let room = if count == 1 {
-        WIDTH - 2.0 * PAD
+        width - 2.0 * PAD
     } else {
         widest
     };
@@ -366,7 +408,7 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
             "tick",
             &chart.points[i].x,
             room,
-            (PAD, WIDTH - PAD),
+            (PAD, width - PAD),
             FONT,
         );
     }
@@ -432,7 +474,7 @@ pub(crate) fn line_chart(chart: &LineChart, title: &str) -> String {
             "extreme",
             &text,
             right - left,
-            (left, WIDTH - PAD),
+            (left, width - PAD),
             BOLD_FONT,
         );
     }

@@ -171,6 +171,8 @@ h3{font-size:14px;margin:16px 0 6px}
 section{margin:0 0 36px;break-inside:avoid}
 .note{color:var(--muted);font-size:12px;margin:6px 0 0}
 .empty{color:var(--muted);font-style:italic}
+svg.narrow{display:none;max-width:480px}
+@media (max-width:639px){svg.wide{display:none}svg.narrow{display:block}}
 svg{display:block;width:100%;height:auto;font-family:system-ui,-apple-system,\"Segoe UI\",Roboto,Arial,sans-serif;font-size:12px}
 svg .bar{fill:var(--accent)}
 svg .bar.neg{fill:var(--neg)}

@@ -53,6 +53,14 @@ fn svgs(html: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The charts drawn for wide screens (each has a narrow twin for phones).
+fn wide_svgs(html: &str) -> Vec<&str> {
+    svgs(html)
+        .into_iter()
+        .filter(|svg| svg.contains("class=\"wide\""))
+        .collect()
+}
+
 /// The numbers of every geometry attribute in `svg`.
 fn coordinates(svg: &str) -> Vec<f64> {
     let mut numbers = Vec::new();
@@ -229,7 +237,7 @@ fn a_line_chart_with_one_point() {
         "daily",
         line(&[("2024-01-01", 42.0)]),
     )]));
-    let charts = svgs(&html);
+    let charts = wide_svgs(&html);
     assert_eq!(charts.len(), 1);
     let svg = charts[0];
     assert!(!svg.contains("<polyline"), "no line through one point");
@@ -280,10 +288,14 @@ fn a_flat_zero_line_chart_and_missing_values() {
         section("flat", line(&[("a", 0.0), ("b", 0.0), ("c", 0.0)])),
         section("gap", line(&[("a", 1.0), ("b", f64::NAN), ("c", 2.0)])),
     ]));
-    assert_eq!(svgs(&html).len(), 2);
+    // Each chart twice: for a wide screen and for a phone.
+    assert_eq!(svgs(&html).len(), 4);
+    assert!(svgs(&html)[0].contains("class=\"wide\" viewBox=\"0 0 720 "));
+    assert!(svgs(&html)[1].contains("class=\"narrow\" viewBox=\"0 0 330 "));
     assert!(!html.contains("NaN") && !html.contains("inf"), "{html}");
     // The gap breaks the line: two one-point runs draw no polyline.
-    assert_eq!(svgs(&html)[1].matches("<polyline").count(), 0);
+    assert_eq!(svgs(&html)[2].matches("<polyline").count(), 0);
+    assert_eq!(svgs(&html)[3].matches("<polyline").count(), 0);
     assert_inside_view_box(&html);
 }
 
@@ -303,6 +315,47 @@ fn long_labels_are_cut_with_the_full_text_in_a_title() {
     assert_inside_view_box(&html);
 }
 
+/// Every chart comes twice, for a wide screen (720 units) and for a phone
+/// (330 units, so that its 12-unit labels are drawn at 10 px or more from
+/// a 320 px screen up), with the same bars, values and labels.
+#[test]
+fn each_chart_has_a_wide_and_a_narrow_frame_with_the_same_content() {
+    let html = to_html(&report_of(vec![
+        section("bars", bars(&[("Fresno", 10.0), ("Irvine", 4.0)])),
+        section("line", line(&[("2024-01-01", 1.0), ("2024-01-02", 3.0)])),
+    ]));
+    let all = svgs(&html);
+    assert_eq!(all.len(), 4);
+    for pair in all.chunks(2) {
+        assert!(
+            pair[0].contains("class=\"wide\" viewBox=\"0 0 720 "),
+            "{}",
+            pair[0]
+        );
+        assert!(
+            pair[1].contains("class=\"narrow\" viewBox=\"0 0 330 "),
+            "{}",
+            pair[1]
+        );
+        let texts = |svg: &str| -> Vec<String> {
+            svg.split("</text>")
+                .filter_map(|t| t.rsplit('>').next().map(str::to_string))
+                .filter(|t| !t.trim().is_empty())
+                .collect()
+        };
+        assert_eq!(texts(pair[0]), texts(pair[1]));
+        assert_eq!(
+            pair[0].matches("<rect").count() + pair[0].matches("<circle").count(),
+            pair[1].matches("<rect").count() + pair[1].matches("<circle").count()
+        );
+    }
+    // The page shows one of the two, by the screen's width.
+    assert!(
+        html.contains("@media (max-width:639px){svg.wide{display:none}svg.narrow{display:block}}")
+    );
+    assert_inside_view_box(&html);
+}
+
 #[test]
 fn negative_and_zero_bars() {
     let html = to_html(&report_of(vec![
@@ -312,7 +365,7 @@ fn negative_and_zero_bars() {
         ),
         section("zeros", bars(&[("a", 0.0), ("b", 0.0)])),
     ]));
-    let charts = svgs(&html);
+    let charts = wide_svgs(&html);
     assert_eq!(charts.len(), 2);
     assert_eq!(charts[0].matches("class=\"bar neg\"").count(), 1);
     assert!(charts[0].contains(">-5</text>"), "{}", charts[0]);

@@ -398,3 +398,64 @@ pub fn checker_missing(message: &str) {
     }
     eprintln!("\n!!!!!!!! {message}\n");
 }
+
+/// Checks `pages` in headless Chromium at 1280 and 390 px wide
+/// (tests/browser/check_pages.py): screenshots go to `shots`; returns one
+/// JSON object per page and width, or `None` (after [`checker_missing`])
+/// when no browser can be started here.
+pub fn check_in_browser(pages: &[&Path], shots: &Path) -> Option<Vec<serde_json::Value>> {
+    let script = root().join("tests/browser/check_pages.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg("--out")
+        .arg(shots)
+        .args(pages)
+        .output()
+        .expect("python3 runs");
+    match output.status.code() {
+        Some(0) => {}
+        Some(2) => {
+            checker_missing(&format!(
+                "the pages cannot be checked in a browser: {}",
+                text(&output.stderr).trim()
+            ));
+            return None;
+        }
+        _ => panic!(
+            "check_pages.py failed: {}\n{}",
+            output.status,
+            text(&output.stderr)
+        ),
+    }
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("check_pages.py prints JSON");
+    assert_eq!(results.len(), pages.len() * 2, "{results:?}");
+    Some(results)
+}
+
+/// What a person would see wrong in a page at one width: something wider
+/// than the screen, or text drawn below 10 px. Empty when nothing.
+pub fn page_problems(result: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let width = &result["width"];
+    let page = result["page"].as_str().unwrap_or("?");
+    if result["page_scroll_width"].as_f64() > result["viewport"].as_f64() {
+        problems.push(format!(
+            "{page} at {width} px scrolls sideways ({} px wide)",
+            result["page_scroll_width"]
+        ));
+    }
+    if result["overflow_count"].as_u64() != Some(0) {
+        problems.push(format!(
+            "{page} at {width} px: {} elements stick out of the screen, first {}",
+            result["overflow_count"], result["overflow"]
+        ));
+    }
+    if result["small_text_count"].as_u64() != Some(0) {
+        problems.push(format!(
+            "{page} at {width} px: {} texts drawn below 10 px, first {}",
+            result["small_text_count"], result["small_text"]
+        ));
+    }
+    problems
+}

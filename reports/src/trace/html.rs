@@ -25,7 +25,11 @@ h2{font-size:17px;margin:0 0 4px;overflow-wrap:anywhere}
 h3{font-size:14px;margin:14px 0 6px}
 .sub,.meta{color:var(--muted);margin:0 0 10px;overflow-wrap:anywhere}
 section.trace{margin:0 0 40px}
-.grid{display:grid;grid-template-columns:minmax(180px,32%) 1fr 80px 56px;gap:0 10px;align-items:center}
+.grid{display:grid;grid-template-columns:minmax(180px,32%) 1fr 80px 56px;grid-template-areas:\"name track dur st\";gap:0 10px;align-items:center}
+.grid>.name{grid-area:name}.grid>.track,.grid>.axis,.grid>.timeline{grid-area:track}.grid>.dur{grid-area:dur}.grid>.st{grid-area:st}
+.axis{position:relative;height:16px;font-size:11px;color:var(--muted);border-bottom:1px solid var(--line)}
+.axis .tick{position:absolute;top:0;transform:translateX(-50%);white-space:nowrap;font-variant-numeric:tabular-nums}
+.axis .tick.first{transform:none}.axis .tick.last{transform:translateX(-100%)}
 .head{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em;border-bottom:1px solid var(--line);padding:2px 4px}
 details.span{border-bottom:1px solid var(--line)}
 details.span>summary{list-style:none;cursor:pointer;padding:2px 4px}
@@ -48,6 +52,8 @@ pre.error{white-space:pre-wrap;overflow-wrap:anywhere;color:var(--bad);backgroun
 .errors{margin-top:14px;background:var(--bad-bg);border-radius:6px;padding:8px 14px}
 .errors h3{margin-top:0;color:var(--bad)}
 .empty{color:var(--muted);font-style:italic}
+/* Phones: the timeline gets a row of its own under the span's name. */
+@media (max-width:639px){body{padding:20px 12px 40px}.grid{grid-template-columns:1fr auto auto;grid-template-areas:\"name dur st\" \"track track track\";gap:2px 8px}.head>.timeline{display:none}.axis-row>.name,.axis-row>.dur,.axis-row>.st{display:none}.body{padding:6px 4px 10px 8px}}
 @media print{body{max-width:none;padding:0}details.span{break-inside:avoid}}
 ";
 
@@ -127,8 +133,9 @@ fn render_trace(out: &mut String, trace: &Trace, all: &[Trace]) {
         out.push_str("</details>\n");
     }
     out.push_str(
-        "<div class=\"grid head\"><span>span</span><span>timeline</span><span class=\"dur\">duration</span><span>status</span></div>\n",
+        "<div class=\"grid head\"><span class=\"name\">span</span><span class=\"timeline\">timeline</span><span class=\"dur\">duration</span><span class=\"st\">status</span></div>\n",
     );
+    time_axis(out, trace.duration());
     for (i, row) in trace.rows.iter().enumerate() {
         let span = row.span;
         let total = trace.duration() as f64;
@@ -227,6 +234,33 @@ fn render_trace(out: &mut String, trace: &Trace, all: &[Trace]) {
         out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
+}
+
+/// The time axis over the timeline column: offsets from the trace's
+/// start at a quarter of its length each.
+fn time_axis(out: &mut String, total_nanos: u64) {
+    out.push_str(
+        "<div class=\"grid axis-row\" aria-hidden=\"true\"><span class=\"name\"></span><span class=\"axis\">",
+    );
+    for quarter in 0..=4u64 {
+        let class = match quarter {
+            0 => "tick first",
+            4 => "tick last",
+            _ => "tick",
+        };
+        let at = total_nanos / 4 * quarter + total_nanos % 4 * quarter / 4;
+        let _ = write!(
+            out,
+            "<span class=\"{class}\" style=\"left:{}%\">{}</span>",
+            quarter * 25,
+            escape(&if quarter == 0 {
+                "0s".to_string()
+            } else {
+                format!("+{}", format_duration(at))
+            })
+        );
+    }
+    out.push_str("</span><span class=\"dur\"></span><span class=\"st\"></span></div>\n");
 }
 
 fn attributes_table(out: &mut String, attributes: &[(String, serde_json::Value)]) {

@@ -349,8 +349,15 @@ async fn renders_the_rental_report_to_s3() {
     days.dedup();
     assert!(html.contains(&tile("Second day", days[1])));
 
-    // One chart per bar or line section, none for tables.
-    assert_eq!(html.matches("<svg").count(), 2, "{html}");
+    // One chart per bar or line section (drawn for a wide screen and for
+    // a phone), none for tables.
+    assert_eq!(html.matches("<svg").count(), 4, "{html}");
+    assert_eq!(
+        html.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"wide\"")
+            .count(),
+        2,
+        "{html}"
+    );
     // Every city is a bar with its revenue, and the largest comes first.
     let fresno: i64 = rentals
         .iter()
@@ -563,7 +570,8 @@ value = "total_revenue"
         "{html}"
     );
     assert!(html.contains("class=\"bar neg\""));
-    assert_eq!(html.matches("<svg").count(), 2);
+    // Two charts, each for a wide screen and for a phone.
+    assert_eq!(html.matches("<svg").count(), 4);
 }
 
 #[test]
