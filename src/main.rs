@@ -220,6 +220,12 @@ enum Command {
         /// Same seed and N give byte-identical files
         #[arg(long, value_name = "S", default_value_t = 42)]
         seed: u64,
+        /// Also mix bad lines into each file, one of every kind the
+        /// cleaning job quarantines, up to this share of the file's lines
+        /// (0.05 stays within the default quarantine gate); they are listed
+        /// in DIR/dirty_rows.csv
+        #[arg(long, value_name = "RATIO", value_parser = dirty_ratio)]
+        dirty: Option<f64>,
     },
     /// Run SQL on the local catalog's tables (DataFusion here, Athena in
     /// production); tables are DATABASE.TABLE, or TABLE when the catalog
@@ -315,6 +321,20 @@ enum Format {
 enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+/// `--dirty`: a share of a file's lines, above 0 and below 1.
+fn dirty_ratio(text: &str) -> Result<f64, String> {
+    let ratio: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number; give a share such as 0.05"))?;
+    if ratio > 0.0 && ratio < 1.0 {
+        Ok(ratio)
+    } else {
+        Err(format!(
+            "{text} is not a share of the lines; give a number above 0 and below 1, such as 0.05"
+        ))
+    }
 }
 
 fn transactions_range() -> clap::builder::RangedU64ValueParser {
@@ -543,9 +563,34 @@ fn dispatch(cli: Cli) -> Result<u8, Exit> {
             out,
             transactions,
             seed,
+            dirty,
         } => {
             let summary = sample_data::generate(&out, transactions, seed)?;
             println!("{summary}");
+            if let Some(ratio) = dirty {
+                let added = tasks::dirty_rows::add(&out, ratio)?;
+                let mut by_file: Vec<(&str, usize)> = Vec::new();
+                for row in &added {
+                    match by_file.iter_mut().find(|(f, _)| *f == row.file) {
+                        Some(slot) => slot.1 += 1,
+                        None => by_file.push((row.file, 1)),
+                    }
+                }
+                let listed: Vec<String> = by_file
+                    .iter()
+                    .map(|(file, n)| format!("{file} {n}"))
+                    .collect();
+                println!(
+                    "added {} bad lines ({}), listed in {}",
+                    added.len(),
+                    if listed.is_empty() {
+                        "the files are too small for any at this ratio".to_string()
+                    } else {
+                        listed.join(", ")
+                    },
+                    out.join(tasks::dirty_rows::MANIFEST).display()
+                );
+            }
             Ok(0)
         }
         Command::Runs {

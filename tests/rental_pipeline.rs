@@ -487,6 +487,28 @@ fn reference_data_catalog_query_and_report() {
     }
 }
 
+/// The report and the trace page of the reference run, as a person sees
+/// them: in headless Chromium on a desktop (1280 px) and a phone (390 px),
+/// nothing wider than the screen and no text drawn below 10 px (a chart
+/// made for 720 px and scaled to a phone drew its labels at 6 px).
+/// Screenshots: `target/tmp/pages/`.
+#[test]
+fn the_report_and_the_trace_page_read_on_a_phone_and_a_desktop() {
+    let Some(reference) = reference() else { return };
+    let run = &reference.run;
+    run.assert_succeeded();
+    let report = run.local(run.tasks["report"]["output"]["report"].as_str().unwrap());
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
+    std::fs::create_dir_all(&shots).unwrap();
+    let trace_page = shots.join("trace.html");
+    run.cli(&["trace", &run.run_id, "--html", trace_page.to_str().unwrap()]);
+    let Some(results) = common::check_in_browser(&[&report, &trace_page], &shots) else {
+        return;
+    };
+    let problems: Vec<String> = results.iter().flat_map(common::page_problems).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // ---------------------------------------------------------------------
 // Dirty data
 // ---------------------------------------------------------------------
@@ -797,6 +819,190 @@ fn dirty_rows_are_quarantined_with_reasons_and_clean_kpis_hold() {
     assert_eq!(got, want);
 
     assert_kpis(&run, &clean_kpis);
+}
+
+/// `sample-data --dirty 0.05`: the clean lines are the ones the same seed
+/// gives without `--dirty`, every kind of bad line is there, and the
+/// cleaning job quarantines exactly the lines dirty_rows.csv lists, with
+/// the reason it gives; `show`, the counts and the report agree, and the
+/// KPIs are those of the clean files.
+#[test]
+fn sample_data_dirty_rows_are_quarantined_line_for_line() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let (input, plain) = (work.path().join("input"), work.path().join("plain"));
+    for (dir, dirty) in [(&input, true), (&plain, false)] {
+        let mut args = vec!["sample-data", "--out", dir.to_str().unwrap()];
+        if dirty {
+            args.extend(["--dirty", "0.05"]);
+        }
+        let made = flux(&work.path().join("gen"), &args);
+        assert!(made.status.success(), "{}", text(&made));
+    }
+    let manifest = read_csv(&input.join("dirty_rows.csv"));
+    let files = [
+        "locations.csv",
+        "users.csv",
+        "vehicles.csv",
+        "rental_transactions.csv",
+    ];
+    let mut listed: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut bad_lines: BTreeSet<(String, u64)> = BTreeSet::new();
+    for row in &manifest {
+        let file = files
+            .iter()
+            .find(|f| **f == row["file"])
+            .unwrap_or_else(|| panic!("{row:?}"));
+        *listed
+            .entry(file)
+            .or_default()
+            .entry(row["reason"].clone())
+            .or_default() += 1;
+        bad_lines.insert((row["file"].clone(), row["line_number"].parse().unwrap()));
+    }
+    // Every reason of the cleaning rules that applies to a file.
+    let every = |extra: &[&str]| -> BTreeSet<String> {
+        [
+            "control_character",
+            "unparseable_line",
+            "ragged_line",
+            "duplicate_key",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|r| r.to_string())
+        .collect()
+    };
+    let kinds = |file: &str| listed[file].keys().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(
+        kinds("locations.csv"),
+        every(&["missing_key", "bad_key", "bad_value"])
+    );
+    assert_eq!(kinds("users.csv"), every(&["missing_key", "bad_value"]));
+    assert_eq!(kinds("vehicles.csv"), every(&["missing_key", "bad_value"]));
+    assert_eq!(
+        kinds("rental_transactions.csv"),
+        every(&[
+            "missing_field",
+            "bad_timestamp",
+            "bad_location_id",
+            "bad_amount",
+            "negative_amount",
+            "end_before_start",
+            "unknown_user",
+            "unknown_vehicle",
+            "unknown_pickup_location",
+            "unknown_dropoff_location",
+        ])
+    );
+    // Without the listed lines, each file is the plain one, byte for byte,
+    // and the bad share stays within the clean job's default gate (0.05).
+    let mut read: BTreeMap<&str, u64> = BTreeMap::new();
+    for file in files {
+        let dirty = std::fs::read(input.join(file)).unwrap();
+        let kept: Vec<&[u8]> = dirty
+            .split_inclusive(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(i, _)| !bad_lines.contains(&(file.to_string(), *i as u64 + 1)))
+            .map(|(_, line)| line)
+            .collect();
+        assert_eq!(
+            kept.concat(),
+            std::fs::read(plain.join(file)).unwrap(),
+            "{file}"
+        );
+        let data_lines = dirty.split_inclusive(|b| *b == b'\n').count() as u64 - 1;
+        let bad: u64 = listed[file].values().sum();
+        assert!(
+            bad as f64 / data_lines as f64 <= 0.05,
+            "{file}: {bad} of {data_lines}"
+        );
+        read.insert(file, data_lines);
+    }
+
+    let run = Run::start(&state, &input);
+    run.assert_succeeded();
+    let counts = &run.tasks["clean"]["output"];
+    for file in files {
+        let bad: u64 = listed[file].values().sum();
+        let c = &counts["files"][file];
+        assert_eq!(
+            (
+                c["read"].as_u64(),
+                c["quarantined"].as_u64(),
+                c["clean"].as_u64()
+            ),
+            (Some(read[file]), Some(bad), Some(read[file] - bad)),
+            "{file}: {counts}"
+        );
+        assert_eq!(
+            counts["quarantine_reasons_by_file"][file],
+            serde_json::to_value(&listed[file]).unwrap(),
+            "{file}"
+        );
+    }
+    // Line for line.
+    let csv = run.cli(&[
+        "query",
+        "--format",
+        "csv",
+        "SELECT dataset, line_number, reason FROM quarantine",
+    ]);
+    let mut got: Vec<(String, u64, String)> = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[1].parse().unwrap(), r[2].to_string())
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, u64, String)> = manifest
+        .iter()
+        .map(|r| {
+            (
+                r["file"].clone(),
+                r["line_number"].parse().unwrap(),
+                r["reason"].clone(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // `show` prints read, clean and quarantined per file.
+    let shown = run.cli(&["show", &run.run_id]);
+    for file in files {
+        let bad: u64 = listed[file].values().sum();
+        let row = shown
+            .lines()
+            .find(|l| l.trim_start().starts_with(file))
+            .unwrap_or_else(|| panic!("show lists no row for {file}:\n{shown}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..4],
+            [
+                read[file].to_string(),
+                (read[file] - bad).to_string(),
+                bad.to_string()
+            ],
+            "{row}"
+        );
+    }
+    // The report's quality table names every reason with its count.
+    let report = std::fs::read_to_string(
+        run.local(run.tasks["report"]["output"]["report"].as_str().unwrap()),
+    )
+    .unwrap();
+    for reasons in listed.values() {
+        for (reason, n) in reasons {
+            assert!(
+                report.contains(&format!("{reason} {n}"))
+                    || report.contains(&format!("{reason}: {n}")),
+                "the report does not say {reason} {n}"
+            );
+        }
+    }
+    assert_kpis(&run, &Kpis::of(&plain));
 }
 
 #[test]

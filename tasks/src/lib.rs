@@ -16,6 +16,7 @@ pub mod athena_query;
 pub mod aws;
 pub mod cancel;
 pub mod catalog;
+pub mod dirty_rows;
 pub mod emr_spark;
 pub mod glue_crawler;
 pub mod noop;
