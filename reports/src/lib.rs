@@ -17,6 +17,7 @@
 //! let report = Report {
 //!     title: "Rentals".into(),
 //!     subtitle: Some("generated 2024-06-01 12:00 UTC".into()),
+//!     about: vec![("Amounts in".into(), "USD".into())],
 //!     tiles: vec![Tile { label: "Revenue".into(), value: reports::format_money(1234.5) }],
 //!     sections: vec![Section {
 //!         title: "Revenue by city".into(),
@@ -54,6 +55,10 @@ pub struct Report {
     /// One line under the title, such as when and from which run the
     /// report was generated.
     pub subtitle: Option<String>,
+    /// What the report was made from, as label and value (the run's
+    /// inputs and parameters, the currency): a small table under the
+    /// subtitle.
+    pub about: Vec<(String, String)>,
     /// Key figures, shown as tiles at the top.
     pub tiles: Vec<Tile>,
     pub sections: Vec<Section>,
@@ -163,7 +168,10 @@ body{margin:0 auto;max-width:980px;padding:28px 20px 48px;color:var(--fg);backgr
 h1{font-size:26px;line-height:1.25;margin:0 0 4px;overflow-wrap:anywhere}
 h2{font-size:17px;margin:0 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line);overflow-wrap:anywhere}
 h3{font-size:14px;margin:16px 0 6px}
-.subtitle{color:var(--muted);margin:0 0 24px}
+.subtitle{color:var(--muted);margin:0 0 12px}
+table.about{width:auto;margin:0 0 24px;font-size:13px}
+table.about th,table.about td{padding:1px 12px 1px 0;border:0;background:none;overflow-wrap:anywhere}
+table.about th{color:var(--muted);font-weight:400;white-space:nowrap}
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px;margin:0 0 32px}
 .tile{background:var(--panel);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
 .tile .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em;overflow-wrap:anywhere}
@@ -211,6 +219,18 @@ pub fn to_html(report: &Report) -> String {
     );
     if let Some(subtitle) = &report.subtitle {
         let _ = writeln!(out, "<p class=\"subtitle\">{}</p>", escape(subtitle));
+    }
+    if !report.about.is_empty() {
+        out.push_str("<table class=\"about\">\n");
+        for (label, value) in &report.about {
+            let _ = writeln!(
+                out,
+                "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+                escape(label),
+                escape(value)
+            );
+        }
+        out.push_str("</table>\n");
     }
     out.push_str("</header>\n");
     if !report.tiles.is_empty() {

@@ -12,6 +12,7 @@ fn report_of(sections: Vec<Section>) -> Report {
     Report {
         title: "Rentals".into(),
         subtitle: None,
+        about: Vec::new(),
         tiles: Vec::new(),
         sections,
     }
@@ -159,6 +160,7 @@ fn all_text_is_escaped_in_html_and_svg() {
     let report = Report {
         title: nasty.into(),
         subtitle: Some(nasty.into()),
+        about: vec![(nasty.into(), nasty.into())],
         tiles: vec![Tile {
             label: nasty.into(),
             value: nasty.into(),

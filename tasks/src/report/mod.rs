@@ -151,8 +151,17 @@ pub(crate) struct TileSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Chart {
-    Bar { label: String, value: String },
-    Line { label: String, value: String },
+    Bar {
+        label: String,
+        value: String,
+    },
+    /// `weekly`: the values summed per week (Monday to Sunday) of the
+    /// dates in `label`.
+    Line {
+        label: String,
+        value: String,
+        weekly: bool,
+    },
     Table,
     RowCounts,
 }
@@ -182,6 +191,18 @@ pub struct ReportSpec {
         deserialize_with = "quarantine_threshold"
     )]
     pub(crate) quarantine_threshold: f64,
+    /// Label and value pairs shown under the title: what the report was
+    /// made from (`${params.input_dir}`, the currency, ...).
+    #[serde(default)]
+    pub(crate) about: Vec<AboutItem>,
+}
+
+/// One line of the report's `about` table.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AboutItem {
+    pub label: String,
+    pub value: String,
 }
 
 /// A tile as written in TOML; checked into a [`TileSpec`].
@@ -206,6 +227,8 @@ struct SectionToml {
     value: Option<String>,
     format: Option<String>,
     limit: Option<i64>,
+    /// `"week"`: a line chart of the values summed per week.
+    bucket: Option<String>,
 }
 
 const TILE_FORMATS: &str = "\"number\", \"money\", \"hours\" or \"text\"";
@@ -330,6 +353,16 @@ fn section_spec(i: usize, section: SectionToml) -> Result<SectionSpec, FieldErro
             Ok(())
         }
     };
+    if section.bucket.is_some() && section.chart != "line" {
+        return Err(FieldError::field(
+            "sections",
+            format!(
+                "`{at}.bucket` is for line charts, not chart = \"{}\"",
+                section.chart
+            ),
+        )
+        .help("remove `bucket`, or use chart = \"line\""));
+    }
     let chart = match section.chart.as_str() {
         "bar" => {
             let (label, value) = columns("bar")?;
@@ -337,7 +370,22 @@ fn section_spec(i: usize, section: SectionToml) -> Result<SectionSpec, FieldErro
         }
         "line" => {
             let (label, value) = columns("line")?;
-            Chart::Line { label, value }
+            let weekly = match section.bucket.as_deref() {
+                None => false,
+                Some("week") => true,
+                Some(other) => {
+                    return Err(FieldError::field(
+                        "sections",
+                        format!("`{at}.bucket` `{other}` is not a bucket"),
+                    )
+                    .help("use bucket = \"week\" (values summed per week of the `label` dates), or leave it out"));
+                }
+            };
+            Chart::Line {
+                label,
+                value,
+                weekly,
+            }
         }
         "table" => {
             takes_no_columns("table")?;
@@ -996,10 +1044,62 @@ impl ReportSpec {
         Ok(reports::Report {
             title: self.title.clone().unwrap_or_else(|| task.to_string()),
             subtitle: Some(format!("Generated {generated} by run {run}, task {task}")),
+            about: self
+                .about
+                .iter()
+                .map(|item| (item.label.clone(), item.value.clone()))
+                .collect(),
             tiles,
             sections,
         })
     }
+}
+
+/// Daily points summed per week, Monday to Sunday, each week labelled by
+/// its Monday (`YYYY-MM-DD`), in date order; a day without a value adds
+/// nothing, a week without any value is a gap. Also the weeks with fewer
+/// than 7 days present (`2024-05-27 (5 days)`). A label that is not a
+/// date is an error naming the section.
+fn weekly_sums(
+    field: &str,
+    label: &str,
+    points: &[(String, Option<f64>)],
+) -> Result<(Vec<Point>, Vec<String>), TaskFailure> {
+    use chrono::{Datelike, NaiveDate};
+    // Monday -> (sum, days present, days with a value)
+    let mut weeks: BTreeMap<NaiveDate, (f64, u32, u32)> = BTreeMap::new();
+    for (row, (x, y)) in points.iter().enumerate() {
+        let day = x
+            .get(..10)
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .ok_or_else(|| {
+                TaskFailure::new(format!(
+                    "`{field}.bucket = \"week\"` sums the values per week of the dates in `{label}`, but row {row} holds `{x}`, which is not a date (YYYY-MM-DD)"
+                ))
+            })?;
+        let monday = day - chrono::Days::new(u64::from(day.weekday().num_days_from_monday()));
+        let week = weeks.entry(monday).or_insert((0.0, 0, 0));
+        week.1 += 1;
+        if let Some(y) = y {
+            week.0 += y;
+            week.2 += 1;
+        }
+    }
+    let partial = weeks
+        .iter()
+        .filter(|(_, (_, days, _))| *days < 7)
+        .map(|(monday, (_, days, _))| {
+            format!("{monday} ({days} day{})", if *days == 1 { "" } else { "s" })
+        })
+        .collect();
+    let points = weeks
+        .into_iter()
+        .map(|(monday, (sum, _, valued))| Point {
+            x: monday.to_string(),
+            y: if valued == 0 { f64::NAN } else { sum },
+        })
+        .collect();
+    Ok((points, partial))
 }
 
 fn tile_value(result: &QueryResult, i: usize, tile: &TileSpec) -> Result<Tile, TaskFailure> {
@@ -1037,7 +1137,7 @@ fn query_section(
     let total = result.rows.len();
     let mut notes = vec![format!("Source: task `{}`", section.from)];
     let body = match &section.chart {
-        Chart::Bar { label, value } | Chart::Line { label, value } => {
+        Chart::Bar { label, value } | Chart::Line { label, value, .. } => {
             let is_bar = matches!(section.chart, Chart::Bar { .. });
             let label_at = result.column(&format!("{field}.label"), label)?;
             let value_at = result.column(&format!("{field}.value"), value)?;
@@ -1079,14 +1179,31 @@ fn query_section(
                     format: section.format,
                 })
             } else {
-                SectionBody::Line(LineChart {
-                    points: points
+                let points = if matches!(section.chart, Chart::Line { weekly: true, .. }) {
+                    let (weeks, partial) = weekly_sums(field, label, &points)?;
+                    if !partial.is_empty() {
+                        notes.push(format!(
+                            "{} with fewer than 7 days of data: {}",
+                            if partial.len() == 1 {
+                                "a week"
+                            } else {
+                                "weeks"
+                            },
+                            partial.join(", ")
+                        ));
+                    }
+                    weeks
+                } else {
+                    points
                         .into_iter()
                         .map(|(x, y)| Point {
                             x,
                             y: y.unwrap_or(f64::NAN),
                         })
-                        .collect(),
+                        .collect()
+                };
+                SectionBody::Line(LineChart {
+                    points,
                     format: section.format,
                 })
             }

@@ -722,3 +722,95 @@ fn the_kind_is_registered() {
         "renders a self-contained HTML report from query results"
     );
 }
+
+/// `bucket = "week"`: daily values summed per Monday-to-Sunday week,
+/// labelled by the Monday, partial weeks named; the `about` lines shown
+/// under the title; a label that is not a date is an error naming the
+/// section.
+#[tokio::test]
+async fn weekly_buckets_and_the_about_lines() {
+    let mut lake = rental_lake();
+    // 2024-01-01 is a Monday. Week 1: 7 days of 10; week 2: 7 days, one
+    // of them NULL, the others 1; week 3: 2 days (5 + 6).
+    let mut rows = Vec::new();
+    for day in 1..=7 {
+        rows.push(vec![some(format!("2024-01-{day:02}")), some("10")]);
+    }
+    for day in 8..=14 {
+        let value = if day == 10 { None } else { some("1") };
+        rows.push(vec![some(format!("2024-01-{day:02}")), value]);
+    }
+    rows.push(vec![some("2024-01-15"), some("5")]);
+    rows.push(vec![some("2024-01-16"), some("6")]);
+    lake.query(
+        "days",
+        &[("rental_date", "varchar"), ("total_revenue", "double")],
+        rows,
+    );
+    lake.query(
+        "not_dates",
+        &[("rental_date", "varchar"), ("total_revenue", "double")],
+        vec![vec![some("Fresno"), some("1")]],
+    );
+    let output = lake
+        .run(
+            r#"
+output = "s3://lake/reports/r.html"
+about = [{ label = "Amounts in", value = "USD" }]
+[[sections]]
+title = "Weekly"
+from = "days"
+chart = "line"
+label = "rental_date"
+value = "total_revenue"
+bucket = "week"
+"#,
+        )
+        .await
+        .unwrap();
+    let html = std::fs::read_to_string(output["local_path"].as_str().unwrap()).unwrap();
+    assert!(
+        html.contains("<tr><th scope=\"row\">Amounts in</th><td>USD</td></tr>"),
+        "{html}"
+    );
+    // Three points: 70, 6 and 11, each week by its Monday.
+    for (monday, sum) in [
+        ("2024-01-01", "70"),
+        ("2024-01-08", "6"),
+        ("2024-01-15", "11"),
+    ] {
+        assert!(
+            html.contains(&format!("<title>{monday}: {sum}</title>")),
+            "{monday} {sum}: {html}"
+        );
+    }
+    assert_eq!(
+        html.matches("<circle").count(),
+        3 * 2,
+        "three points, two frames"
+    );
+    assert!(
+        html.contains("a week with fewer than 7 days of data: 2024-01-15 (2 days)"),
+        "{html}"
+    );
+
+    let message = lake
+        .failure(
+            r#"
+output = "s3://lake/reports/r.html"
+sections = [{ title = "W", from = "not_dates", chart = "line", label = "rental_date", value = "total_revenue", bucket = "week" }]
+"#,
+        )
+        .await;
+    assert!(
+        message.contains("`sections[0].bucket = \"week\"`") && message.contains("`Fresno`"),
+        "{message}"
+    );
+    let refused = parse_err(
+        r#"
+output = "s3://lake/reports/r.html"
+sections = [{ title = "W", from = "days", chart = "bar", label = "rental_date", value = "total_revenue", bucket = "week" }]
+"#,
+    );
+    assert!(refused.to_string().contains("for line charts"), "{refused}");
+}
