@@ -332,7 +332,17 @@ impl RunReport {
                 output.get("report").and_then(|v| v.as_str()),
                 output.get("local_path").and_then(|v| v.as_str()),
             ) {
-                out.push_str(&format!("\nreport ({}): {path}\n  ({uri})\n", task.id));
+                // The run's own copy when it kept one: the shared location
+                // holds whichever run wrote it last.
+                match output.get("run_copy").and_then(|v| v.as_str()) {
+                    Some(copy) => out.push_str(&format!(
+                        "\nreport ({}): {copy}\n  (this run's copy; the latest run's is {path}, {uri})\n",
+                        task.id
+                    )),
+                    None => {
+                        out.push_str(&format!("\nreport ({}): {path}\n  ({uri})\n", task.id))
+                    }
+                }
             }
         }
         out

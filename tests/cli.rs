@@ -1409,3 +1409,68 @@ sections = [
     let out = flux(&state, &["run", dag.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Two runs in one state dir write the same report object; each run keeps
+/// its own copy beside its logs, and `show` of the first run names the
+/// first run's copy (which says it was made by the first run), not the
+/// shared file the second run replaced.
+#[test]
+fn each_run_keeps_its_own_report_and_show_names_it() {
+    let s = Scratch::new();
+    s.write("one.csv", "n\n1\n");
+    let dag = s.write(
+        "twice.toml",
+        r#"[dag]
+name = "twice"
+
+[tasks.land]
+type = "s3_ingest"
+source = "one.csv"
+destination = "s3://lake/raw/one/"
+
+[tasks.crawl]
+type = "glue_crawler"
+depends_on = ["land"]
+database = "db"
+targets = ["s3://lake/raw/"]
+
+[tasks.one]
+type = "athena_query"
+depends_on = ["crawl"]
+database = "db"
+output = "s3://lake/queries/one/"
+sql = "SELECT count(*) AS n FROM one"
+
+[tasks.report]
+type = "report"
+depends_on = ["one"]
+title = "Twice"
+output = "s3://lake/reports/twice.html"
+tiles = [{ label = "N", from = "one", column = "n", format = "number" }]
+"#,
+    );
+    let state = s.path("state");
+    for _ in 0..2 {
+        let out = flux(&state, &["run", dag.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let runs = runs(&state);
+    assert_eq!(runs.len(), 2);
+    // Newest first.
+    let (second, first) = (str_of(&runs[0], "run_id"), str_of(&runs[1], "run_id"));
+    let shown = flux(&state, &["show", first]);
+    let text = stdout(&shown);
+    let copy = text
+        .lines()
+        .find_map(|l| l.strip_prefix("report (report): "))
+        .unwrap_or_else(|| panic!("show names no report:\n{text}"))
+        .trim()
+        .to_string();
+    assert!(copy.contains(first), "{copy}");
+    let html = std::fs::read_to_string(&copy).unwrap();
+    assert!(html.contains(&format!("by run {first}")), "{html}");
+    // The shared object is the second run's.
+    let shared = std::fs::read_to_string(state.join("s3/lake/reports/twice.html")).unwrap();
+    assert!(shared.contains(&format!("by run {second}")));
+    assert!(text.contains("the latest run's is"), "{text}");
+}

@@ -76,11 +76,13 @@
 //! ```json
 //! {"report": "s3://bucket/reports/rental.html",
 //!  "local_path": "/abs/state/s3/bucket/reports/rental.html",
+//!  "run_copy": "/abs/state/runs/RUN/report/1/rental.html",
 //!  "bytes": 48213}
 //! ```
 //!
 //! The file is replaced atomically, so a rerun (the engine runs a task at
-//! least once) rewrites the same object.
+//! least once) rewrites the same object, and the next run replaces it:
+//! `run_copy`, beside the attempt's logs, is this run's report for good.
 //!
 //! # On AWS
 //!
@@ -956,9 +958,28 @@ impl ReportSpec {
             .map_err(|e| TaskFailure::new(format!("cannot write the report: {e}")))?;
         let path = s3.path_of(&self.output);
         let local_path = std::path::absolute(&path).unwrap_or(path);
+        // `output` is the current report, which the next run replaces;
+        // the run keeps its own copy beside its logs, which `show` names.
+        let name = self
+            .output
+            .key()
+            .rsplit('/')
+            .next()
+            .unwrap_or("report.html");
+        let copy = attempt.log_dir.join(name);
+        std::fs::create_dir_all(&attempt.log_dir)
+            .and_then(|()| std::fs::write(&copy, html.as_bytes()))
+            .map_err(|e| {
+                TaskFailure::new(format!(
+                    "cannot keep the run's copy of the report at {}: {e}",
+                    copy.display()
+                ))
+            })?;
+        let copy = std::path::absolute(&copy).unwrap_or(copy);
         Ok(serde_json::json!({
             "report": self.output.to_string(),
             "local_path": local_path.display().to_string(),
+            "run_copy": copy.display().to_string(),
             "bytes": html.len(),
         }))
     }
