@@ -1474,3 +1474,98 @@ tiles = [{ label = "N", from = "one", column = "n", format = "number" }]
     assert!(shared.contains(&format!("by run {second}")));
     assert!(text.contains("the latest run's is"), "{text}");
 }
+
+/// A query's `sql_file` that is not there fails validation at the field,
+/// with the path it looked for and how to fix it, before anything runs;
+/// once the file exists, the same DAG validates.
+#[test]
+fn a_missing_sql_file_fails_validation_at_the_field() {
+    let s = Scratch::new();
+    let text = r#"[dag]
+name = "q"
+
+[tasks.q]
+type = "athena_query"
+database = "db"
+output = "s3://lake/q/"
+sql_file = "queries/kpis.sql"
+"#;
+    let (err, dag) = invalid(&s, "q.toml", text, &[]);
+    let at = place(text, "\"queries/kpis.sql\"");
+    let line = diagnostic_at(&err, &dag, at);
+    let wanted = s.path("queries/kpis.sql");
+    assert!(
+        line.contains(&format!(
+            "`sql_file` names {}, which does not exist",
+            wanted.display()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("relative to the DAG file's folder"), "{line}");
+
+    s.write("queries/kpis.sql", "SELECT 1");
+    let ok = validate(&s, Path::new(&dag), &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// A task that reads where another writes must be ordered with it: left
+/// unordered (a forgotten `depends_on`), validation fails at the `reads`
+/// entry, naming the writer and the fix; ordered either way, or reading a
+/// location no task writes (the DAG's input), it validates.
+#[test]
+fn a_reader_not_ordered_with_the_writer_of_its_prefix_fails_validation() {
+    let s = Scratch::new();
+    s.write("job.py", "print('job')\n");
+    let dag = |reader_depends: &str| {
+        format!(
+            r#"[dag]
+name = "order"
+
+[tasks.land]
+type = "s3_ingest"
+source = "job.py"
+destination = "s3://lake/raw/"
+
+[tasks.clean]
+type = "emr_spark"
+script = "job.py"
+reads = ["s3://lake/raw/"]
+writes = ["s3://lake/clean/"]
+depends_on = ["land"]
+
+[tasks.kpis]
+type = "emr_spark"
+script = "job.py"
+reads = ["s3://lake/reference/", "s3://lake/clean/2024/"]
+writes = ["s3://lake/kpis/"]
+{reader_depends}
+"#
+        )
+    };
+    let text = dag("");
+    let (err, path) = invalid(&s, "order.toml", &text, &[]);
+    let at = place(&text, "\"s3://lake/clean/2024/\"");
+    let line = diagnostic_at(&err, &path, at);
+    assert!(
+        line.contains(
+            "task `kpis` reads s3://lake/clean/2024/, where task `clean` writes (s3://lake/clean/ in its `writes[0]`), but neither waits for the other"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("add \"clean\" to the `depends_on` of `kpis`"),
+        "{line}"
+    );
+    // One error only: the input nobody writes (reference/) and the
+    // ordered pair land -> clean are fine.
+    assert_eq!(err.matches(": error: ").count(), 1, "{err}");
+
+    for ordered in [
+        r#"depends_on = ["clean"]"#,
+        r#"depends_on = ["land", "clean"]"#,
+    ] {
+        let dag = s.write("order.toml", &dag(ordered));
+        let out = validate(&s, &dag, &[]);
+        assert!(out.status.success(), "{ordered}: {}", stderr(&out));
+    }
+}

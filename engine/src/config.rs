@@ -79,6 +79,30 @@ pub trait TaskConfig: DeserializeOwned + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether [`TaskConfig::files`] can name anything: validation parses
+    /// a kind's fields a second time only for kinds that say so.
+    const NAMES_FILES: bool = false;
+
+    /// Files the fields name, relative to the DAG file's folder, with the
+    /// field naming each, that the task reads when it runs (a query's
+    /// `sql_file`): validation requires each to exist, so that a typo
+    /// fails before anything runs instead of after the tasks before it.
+    fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        Vec::new()
+    }
+
+    /// Whether [`TaskConfig::locations`] can name anything: validation
+    /// parses a kind's fields a second time only for kinds that say so.
+    const NAMES_LOCATIONS: bool = false;
+
+    /// The data locations (`s3://bucket/prefix/`) the task reads and
+    /// writes, each with the field that names it: validation requires a
+    /// task that reads where another writes to be ordered with it, so
+    /// that a forgotten `depends_on` does not become a race.
+    fn locations(&self) -> Vec<Location> {
+        Vec::new()
+    }
+
     /// Help for a field that is missing or whose value does not
     /// deserialize; `None` for the engine's own ("add `NAME = \"...\"` to
     /// the task", or the kind's section of the README).
@@ -545,5 +569,43 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("env"), "the first wrong one");
         let e = parse_text("command = 'x'\ncount = -1").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("count"));
+    }
+}
+
+/// A data location a task's fields name ([`TaskConfig::locations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// `s3://bucket/prefix/` (or an object's URI): two locations overlap
+    /// when one starts with the other.
+    pub uri: String,
+    /// The field naming it, and its place in that field's list.
+    pub field: &'static str,
+    pub index: Option<usize>,
+    /// Written (else read) by the task.
+    pub writes: bool,
+}
+
+impl Location {
+    pub fn reads(uri: impl ToString, field: &'static str, index: Option<usize>) -> Location {
+        Location {
+            uri: uri.to_string(),
+            field,
+            index,
+            writes: false,
+        }
+    }
+
+    pub fn writes(uri: impl ToString, field: &'static str, index: Option<usize>) -> Location {
+        Location {
+            uri: uri.to_string(),
+            field,
+            index,
+            writes: true,
+        }
+    }
+
+    /// Whether one location holds the other.
+    pub fn overlaps(&self, other: &Location) -> bool {
+        self.uri.starts_with(&other.uri) || other.uri.starts_with(&self.uri)
     }
 }

@@ -93,6 +93,14 @@ pub trait TaskKind: Send + Sync {
     /// task's `depends_on`. Empty when the fields do not parse.
     fn references(&self, fields: &toml::Table) -> Vec<(String, String)>;
 
+    /// The files the fields name (see [`TaskConfig::files`]), relative to
+    /// the DAG's folder. Empty when the fields do not parse.
+    fn files(&self, fields: &toml::Table) -> Vec<(String, std::path::PathBuf)>;
+
+    /// The data locations the fields name (see
+    /// [`TaskConfig::locations`]). Empty when the fields do not parse.
+    fn locations(&self, fields: &toml::Table) -> Vec<crate::config::Location>;
+
     /// See [`Kind::end_of_run`].
     fn end_of_run(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
@@ -123,6 +131,24 @@ impl<K: Kind> TaskKind for K {
         }
         config::parse::<K::Config>(fields)
             .map(|config| config.references())
+            .unwrap_or_default()
+    }
+
+    fn files(&self, fields: &toml::Table) -> Vec<(String, std::path::PathBuf)> {
+        if !<K::Config as TaskConfig>::NAMES_FILES {
+            return Vec::new();
+        }
+        config::parse::<K::Config>(fields)
+            .map(|config| config.files())
+            .unwrap_or_default()
+    }
+
+    fn locations(&self, fields: &toml::Table) -> Vec<crate::config::Location> {
+        if !<K::Config as TaskConfig>::NAMES_LOCATIONS {
+            return Vec::new();
+        }
+        config::parse::<K::Config>(fields)
+            .map(|config| config.locations())
             .unwrap_or_default()
     }
 

@@ -136,6 +136,9 @@ struct Loader<'a> {
     spans: std::cell::OnceCell<Option<toml::Spanned<toml::de::DeTable<'a>>>>,
     lines: std::cell::OnceCell<LineIndex<'a>>,
     errors: Vec<Diagnostic>,
+    /// The data locations each task's fields name, by task id, for the
+    /// check that readers and writers of one place are ordered.
+    locations: Vec<(String, Vec<crate::config::Location>)>,
 }
 
 impl<'a> Loader<'a> {
@@ -147,6 +150,7 @@ impl<'a> Loader<'a> {
             spans: Default::default(),
             lines: Default::default(),
             errors: Vec::new(),
+            locations: Vec::new(),
         }
     }
 
@@ -275,6 +279,7 @@ impl<'a> Loader<'a> {
         };
         self.tasks(&doc, &mut dag, default_retry, default_timeout);
         self.graph(&mut dag);
+        self.ordered_data(&dag);
         if self.errors.is_empty() {
             Ok(dag)
         } else {
@@ -290,6 +295,73 @@ impl<'a> Loader<'a> {
             }
             Err(Diagnostics(self.errors))
         }
+    }
+
+    /// A task that reads a location another task writes must be ordered
+    /// with it: neither waiting for the other, the reader may read before
+    /// the writer has written, or while it publishes. A location no task
+    /// writes is the DAG's input (raw files arriving from elsewhere) and
+    /// is not checked.
+    fn ordered_data(&mut self, dag: &Dag) {
+        let index: HashMap<&str, usize> = dag
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let locations = std::mem::take(&mut self.locations);
+        for (reader, read) in &locations {
+            let Some(&r) = index.get(reader.as_str()) else {
+                continue;
+            };
+            let mut downstream: Option<Vec<usize>> = None;
+            for place in read.iter().filter(|l| !l.writes) {
+                for (writer, written) in &locations {
+                    if writer == reader {
+                        continue;
+                    }
+                    let Some(&w) = index.get(writer.as_str()) else {
+                        continue;
+                    };
+                    let Some(overlap) = written.iter().find(|l| l.writes && l.overlaps(place))
+                    else {
+                        continue;
+                    };
+                    let after_reader = downstream
+                        .get_or_insert_with(|| dag.descendants(r))
+                        .contains(&w);
+                    if after_reader || dag.descendants(w).contains(&r) {
+                        continue;
+                    }
+                    let mut at_path =
+                        vec![Seg::Key("tasks"), Seg::Key(reader), Seg::Key(place.field)];
+                    if let Some(i) = place.index {
+                        at_path.push(Seg::Index(i));
+                    }
+                    // The entry, else the field (one prefix written
+                    // without a list), else the task's header.
+                    let at = self
+                        .locate(&at_path, false)
+                        .or_else(|| self.locate(&at_path[..3], false))
+                        .or_else(|| self.locate(&[Seg::Key("tasks"), Seg::Key(reader)], true));
+                    let named = match overlap.index {
+                        Some(i) => format!("{}[{i}]", overlap.field),
+                        None => overlap.field.to_string(),
+                    };
+                    self.error(
+                        at,
+                        format!(
+                            "task `{reader}` reads {}, where task `{writer}` writes ({} in its `{named}`), but neither waits for the other: `{reader}` could read before `{writer}` has written, or while it publishes",
+                            place.uri, overlap.uri
+                        ),
+                        format!(
+                            "add \"{writer}\" to the `depends_on` of `{reader}` (or, if `{writer}` should run after it, \"{reader}\" to the `depends_on` of `{writer}`)"
+                        ),
+                    );
+                }
+            }
+        }
+        self.locations = locations;
     }
 
     /// The message and help for TOML's "duplicate key" at `span`: a task
@@ -899,6 +971,38 @@ impl<'a> Loader<'a> {
                         .join(", ")
                 ),
             );
+        }
+        // Files the fields name must exist: a query file with a typo in its
+        // name would otherwise fail only when its task's turn comes.
+        let dag_dir = self.path.parent().unwrap_or(Path::new(""));
+        for (field, file) in task_kind.files(&substituted) {
+            let path = dag_dir.join(&file);
+            if path.is_file() {
+                continue;
+            }
+            let at = self
+                .locate(&[Seg::Key("tasks"), Seg::Key(id), Seg::Key(&field)], false)
+                .or_else(|| self.locate(&[Seg::Key("tasks"), Seg::Key(id)], true));
+            self.error(
+                at,
+                format!(
+                    "task `{id}` (type `{kind}`): `{field}` names {}, which {}",
+                    path.display(),
+                    if path.exists() {
+                        "is not a file"
+                    } else {
+                        "does not exist"
+                    }
+                ),
+                format!(
+                    "create it, or correct `{field}` (a path relative to the DAG file's folder, {})",
+                    if dag_dir.as_os_str().is_empty() { "." .to_string() } else { dag_dir.display().to_string() }
+                ),
+            );
+        }
+        let locations = task_kind.locations(&substituted);
+        if !locations.is_empty() {
+            self.locations.push((id.to_string(), locations));
         }
         // Reported also when the parse failed: a misspelt field is the usual
         // reason a required one is missing.

@@ -94,6 +94,15 @@ impl TaskConfig for AthenaQueryConfig {
         Ok(())
     }
 
+    const NAMES_FILES: bool = true;
+
+    fn files(&self) -> Vec<(String, PathBuf)> {
+        self.sql_file
+            .iter()
+            .map(|file| ("sql_file".to_string(), PathBuf::from(file)))
+            .collect()
+    }
+
     fn help(field: &str, problem: Problem) -> Option<String> {
         (field == "output" && problem == Problem::Invalid)
             .then(|| "write the output location as s3://bucket/prefix/".into())

@@ -1,5 +1,6 @@
 //! An `emr_spark` task's fields (see the kind's module doc).
 
+use engine::config::Location;
 use engine::{FieldError, TaskConfig};
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -32,6 +33,17 @@ pub struct SparkJob {
 }
 
 impl TaskConfig for SparkJob {
+    const NAMES_LOCATIONS: bool = true;
+
+    fn locations(&self) -> Vec<Location> {
+        let reads = self.reads.iter().enumerate();
+        let writes = self.writes.iter().enumerate();
+        reads
+            .map(|(i, p)| Location::reads(p, "reads", Some(i)))
+            .chain(writes.map(|(i, p)| Location::writes(p, "writes", Some(i))))
+            .collect()
+    }
+
     fn check(&self) -> Result<(), FieldError> {
         if !self.script.ends_with(".py") {
             return Err(

@@ -1,6 +1,6 @@
 //! A `glue_crawler` task's fields (see the kind's module doc).
 
-use engine::config::{Problem, StringOrList};
+use engine::config::{Location, Problem, StringOrList};
 use engine::{FieldError, TaskConfig};
 use serde::Deserialize;
 
@@ -23,6 +23,18 @@ pub struct GlueCrawlerConfig {
 }
 
 impl TaskConfig for GlueCrawlerConfig {
+    const NAMES_LOCATIONS: bool = true;
+
+    /// A crawl reads its targets (a list, or one prefix written alone).
+    fn locations(&self) -> Vec<Location> {
+        self.targets
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Location::reads(t, "targets", Some(i)))
+            .collect()
+    }
+
     fn check(&self) -> Result<(), FieldError> {
         if self.targets.0.is_empty() {
             return Err(FieldError::field("targets", "`targets` is an empty list")

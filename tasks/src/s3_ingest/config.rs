@@ -1,6 +1,6 @@
 //! An `s3_ingest` task's fields (see the kind's module doc).
 
-use engine::config::{Problem, StringOrList};
+use engine::config::{Location, Problem, StringOrList};
 use engine::{FieldError, TaskConfig};
 use serde::Deserialize;
 
@@ -18,6 +18,12 @@ pub struct S3IngestConfig {
 }
 
 impl TaskConfig for S3IngestConfig {
+    const NAMES_LOCATIONS: bool = true;
+
+    fn locations(&self) -> Vec<Location> {
+        vec![Location::writes(&self.destination, "destination", None)]
+    }
+
     fn check(&self) -> Result<(), FieldError> {
         let sources = &self.source.0;
         if sources.is_empty() {
