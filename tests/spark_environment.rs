@@ -397,3 +397,181 @@ fn a_spark_home_no_python_here_matches_is_reported_not_half_used() {
         "nothing is provisioned for a Spark it could not match"
     );
 }
+
+/// The spans of a run's trace as OTLP JSON gives them (`trace --otlp-json`).
+fn otlp_spans(state: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    let file = state.with_extension("trace.json");
+    let out = common::flux(
+        state,
+        &["trace", run_id, "--otlp-json", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut spans = Vec::new();
+    for resource in trace["resourceSpans"].as_array().unwrap() {
+        for scope in resource["scopeSpans"].as_array().unwrap() {
+            spans.extend(scope["spans"].as_array().unwrap().iter().cloned());
+        }
+    }
+    spans
+}
+
+fn nanos(span: &serde_json::Value, key: &str) -> u128 {
+    let value = &span[key];
+    value
+        .as_str()
+        .map(|s| s.parse().unwrap())
+        .or(value.as_u64().map(u128::from))
+        .unwrap_or_else(|| panic!("{key} of {span}"))
+}
+
+/// A first use provisions PySpark before the run's first attempt: the
+/// person waiting sees pip's milestones with the time of day, and the
+/// trace has a `spark.provision` span (under the run's
+/// `spark.environment` check) that ends before the first attempt starts,
+/// so the provisioning counts against no task's attempt or timeout.
+#[test]
+fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_attempt() {
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    let cache = work.path().join("cache");
+    // `python3` on PATH is the project venv's (no pyspark), except that
+    // the virtualenv it makes for flux-engine sees this machine's pyspark
+    // (system site-packages): the provisioning is real (venv, then
+    // `pip install -r requirements.txt`), but pip finds every
+    // requirement satisfied and downloads nothing.
+    let real = python_with_pyspark(work.path());
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let python3 = bin.join("python3");
+    std::fs::write(
+        &python3,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -m ] && [ \"$2\" = venv ]; then shift 2; exec '{}' -m venv --system-site-packages \"$@\"; fi\nexec '{}' \"$@\"\n",
+            real.display(),
+            venv.join("bin/python3").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python3, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths([bin.clone(), "/usr/bin".into(), "/bin".into()]).unwrap();
+
+    let output = flux(&state)
+        .env("PATH", &path)
+        .env("FLUX_CACHE_DIR", &cache)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", report(&output));
+    let used = std::fs::read_to_string(work.path().join("executable.txt")).unwrap();
+    assert!(
+        Path::new(&used).starts_with(cache.join("spark")),
+        "the job ran with {used}, not the provisioned venv: {}",
+        report(&output)
+    );
+
+    // Progress: `flux-engine: 2026-12-05T10:02:11.412Z provisioning: ...`,
+    // from the virtualenv to "ready", the clock never going back.
+    let stderr = text(&output.stderr);
+    let progress: Vec<(chrono::DateTime<chrono::FixedOffset>, &str)> = stderr
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("flux-engine: ")?;
+            let (stamp, said) = rest.split_once(" provisioning: ")?;
+            Some((chrono::DateTime::parse_from_rfc3339(stamp).ok()?, said))
+        })
+        .collect();
+    let said: Vec<&str> = progress.iter().map(|(_, s)| *s).collect();
+    for wanted in [
+        "installing PySpark into",
+        "creating a virtualenv with",
+        "pip install pyspark",
+        "PySpark is ready (",
+    ] {
+        assert!(
+            said.iter().any(|s| s.starts_with(wanted)),
+            "no timed progress line starting {wanted:?}: {}",
+            report(&output)
+        );
+    }
+    assert!(
+        said.last().unwrap().starts_with("PySpark is ready ("),
+        "{said:?}"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "{progress:?}"
+    );
+
+    // The trace: run > spark.environment > spark.provision, all before
+    // the first attempt of `job`.
+    let run_id = common::runs(&state)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spans = otlp_spans(&state, &run_id);
+    let named = |name: &str| -> &serde_json::Value {
+        spans.iter().find(|s| s["name"] == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name} among {:?}",
+                spans.iter().map(|s| &s["name"]).collect::<Vec<_>>()
+            )
+        })
+    };
+    let provision = named("spark.provision");
+    let environment = named("spark.environment");
+    assert_eq!(provision["parentSpanId"], environment["spanId"]);
+    let root = spans
+        .iter()
+        .find(|s| s["spanId"] == environment["parentSpanId"])
+        .expect("the environment check's parent is in the trace");
+    assert!(
+        root["parentSpanId"].as_str().unwrap_or("").is_empty(),
+        "the environment check is a child of the run's root span: {root}"
+    );
+    let attempts: Vec<&serde_json::Value> = spans
+        .iter()
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("attempt "))
+        })
+        .collect();
+    let first_attempt_start = attempts
+        .iter()
+        .map(|s| nanos(s, "startTimeUnixNano"))
+        .min()
+        .expect("an attempt span");
+    assert!(
+        nanos(provision, "endTimeUnixNano") <= first_attempt_start,
+        "the provisioning ended after the first attempt began"
+    );
+    assert!(nanos(root, "startTimeUnixNano") <= nanos(provision, "startTimeUnixNano"));
+    // The warm server (the default mode) starts inside the attempt that
+    // needs it, as a span of its own.
+    let server = named("spark.server_start");
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a["spanId"] == server["parentSpanId"]),
+        "the server's start is not under an attempt: {server}"
+    );
+
+    // The next run finds it provisioned: no progress, no provisioning span.
+    let again = flux(&state)
+        .env("PATH", &path)
+        .env("FLUX_CACHE_DIR", &cache)
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", report(&again));
+    assert!(
+        !text(&again.stderr).contains(" provisioning: "),
+        "{}",
+        report(&again)
+    );
+}

@@ -128,10 +128,12 @@ impl Engine {
         let mut checkpoint = self.state_dir.open_checkpoint()?;
         let _state = self.lock_state(run_id)?;
         let _lock = self.lock(run_id)?;
-        let mut cancel = options.cancel.clone();
-        let preflight = tokio::select! {
-            checked = self.preflight(dag, |_| true) => checked?,
-            _ = crate::scheduler::wait_cancel(&mut cancel) => return Ok(cancelled_before_start(run_id)),
+        let run_span = crate::scheduler::run_span(dag, run_id);
+        let preflight = self
+            .checked_preflight(dag, &run_span, &options, |_| true)
+            .await?;
+        let Some(preflight) = preflight else {
+            return Ok(cancelled_before_start(run_id));
         };
         for note in &preflight.notes {
             options.observer.event(&RunEvent::Note(note.clone()));
@@ -167,8 +169,38 @@ impl Engine {
             &self.target,
             &rows,
         )?;
-        self.execute(dag, run_id, checkpoint, plans, options, notes, preflight)
-            .await
+        self.execute(
+            dag, run_id, checkpoint, plans, options, notes, preflight, run_span,
+        )
+        .await
+    }
+
+    /// [`Engine::preflight`] inside the run's span, so that the kinds'
+    /// checks (a first provisioning of PySpark, which can take a minute)
+    /// are the first part of the run's trace, before any attempt's clock
+    /// starts. `None` when Ctrl-C came first. A refusal is recorded on the
+    /// span (a collector shows why the run did not start; the checkpoint
+    /// keeps no run for it, nor shows its spans).
+    async fn checked_preflight(
+        &self,
+        dag: &Dag,
+        run_span: &tracing::Span,
+        options: &RunOptions,
+        will_run: impl Fn(usize) -> bool,
+    ) -> Result<Option<Preflight>, EngineError> {
+        use tracing::Instrument;
+        let mut cancel = options.cancel.clone();
+        let checked = tokio::select! {
+            checked = self.preflight(dag, will_run).instrument(run_span.clone()) => checked,
+            _ = crate::scheduler::wait_cancel(&mut cancel) => {
+                crate::scheduler::end_span(run_span, RunStatus::Cancelled.as_str(), Some("cancelled while checking the machine"));
+                return Ok(None);
+            }
+        };
+        if let Err(refused) = &checked {
+            crate::scheduler::end_span(run_span, "refused", Some(&refused.to_string()));
+        }
+        checked.map(Some)
     }
 
     /// Runs the [`crate::Kind::preflight`] of every kind that has a task
@@ -408,10 +440,14 @@ impl Engine {
                 notes,
             });
         }
-        let mut cancel = options.cancel.clone();
-        let preflight = tokio::select! {
-            checked = self.preflight(&dag, |i| plans[i].status == TaskStatus::Pending) => checked?,
-            _ = crate::scheduler::wait_cancel(&mut cancel) => return Ok(cancelled_before_start(run_id)),
+        let run_span = crate::scheduler::run_span(&dag, run_id);
+        let preflight = self
+            .checked_preflight(&dag, &run_span, &options, |i| {
+                plans[i].status == TaskStatus::Pending
+            })
+            .await?;
+        let Some(preflight) = preflight else {
+            return Ok(cancelled_before_start(run_id));
         };
         notes.extend(preflight.notes.iter().cloned());
         for note in &notes {
@@ -422,8 +458,10 @@ impl Engine {
         }
         checkpoint.mark_resumed(run_id)?;
         checkpoint.apply(run_id, &changes)?;
-        self.execute(&dag, run_id, checkpoint, plans, options, notes, preflight)
-            .await
+        self.execute(
+            &dag, run_id, checkpoint, plans, options, notes, preflight, run_span,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -436,6 +474,7 @@ impl Engine {
         options: RunOptions,
         notes: Vec<String>,
         preflight: Preflight,
+        run_span: tracing::Span,
     ) -> Result<RunOutcome, EngineError> {
         let status = Execution {
             dag,
@@ -446,6 +485,7 @@ impl Engine {
             observer: options.observer,
             cancel: options.cancel,
             run_attributes: preflight.attributes,
+            run_span,
         }
         .run(plans)
         .await?;

@@ -150,6 +150,22 @@ pub struct Execution<'a> {
     /// What the kinds' preflight found (the Spark environment), set on the
     /// run's span.
     pub run_attributes: Vec<(String, String)>,
+    /// The run's span ([`run_span`]): made before the kinds' preflight,
+    /// whose checks are its first children.
+    pub run_span: Span,
+}
+
+/// The span of a run (or of one resume of it): the root of its trace.
+pub fn run_span(dag: &Dag, run_id: &str) -> Span {
+    info_span!(
+        "run",
+        otel.name = %crate::spans::name::run(&dag.name),
+        flux.run_id = %run_id,
+        flux.dag = %dag.name,
+        flux.status = field::Empty,
+        otel.status_code = field::Empty,
+        otel.status_description = field::Empty,
+    )
 }
 
 enum Event {
@@ -223,15 +239,8 @@ impl RunState {
 impl Execution<'_> {
     /// Drives the run to its end and returns its final status.
     pub async fn run(mut self, plan: Vec<TaskPlan>) -> Result<RunStatus, CheckpointError> {
-        let run_span = info_span!(
-            "run",
-            otel.name = %crate::spans::name::run(&self.dag.name),
-            flux.run_id = %self.run_id,
-            flux.dag = %self.dag.name,
-            flux.status = field::Empty,
-            otel.status_code = field::Empty,
-            otel.status_description = field::Empty,
-        );
+        // Taken, not cloned: the span ends when the run's state drops it.
+        let run_span = std::mem::replace(&mut self.run_span, Span::none());
         self.link_to_earlier_traces(&run_span);
         for (key, value) in std::mem::take(&mut self.run_attributes) {
             crate::telemetry::set_attribute(&run_span, &key, &value);
@@ -797,7 +806,7 @@ fn limit_output(
 
 /// Records how a span ended: `flux.status`, and for an error the span's
 /// status and an `exception` event with the message.
-fn end_span(span: &Span, status: &str, error: Option<&str>) {
+pub(crate) fn end_span(span: &Span, status: &str, error: Option<&str>) {
     span.record("flux.status", status);
     match error {
         None => {

@@ -318,7 +318,18 @@ async fn start(
     log_dir: &Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Arc<ConnectServer>, String> {
-    let (guard, port, log) = spawn_server(runtime, log_dir, true, say).await?;
+    // Its own span under the attempt that needed it: the JVM's start is
+    // seconds the trace would otherwise leave unexplained.
+    let span = crate::steps::step(&tracing::Span::current(), "spark.server_start", "local");
+    let started = spawn_server(runtime, log_dir, true, say).await;
+    crate::steps::finish(
+        &span,
+        &started
+            .as_ref()
+            .map_err(|e| engine::TaskFailure::new(e.clone())),
+    );
+    let (guard, port, log) = started?;
+    span.record("flux.step.target", format!("127.0.0.1:{port}").as_str());
     Ok(Arc::new(ConnectServer {
         url: format!("sc://127.0.0.1:{port}"),
         port,

@@ -80,11 +80,31 @@ impl Kind for EmrSpark {
     /// before the run's first task, so that a machine that cannot run
     /// the jobs stops the run at once with the fix, and every job of the
     /// run uses the same Spark and Python.
+    /// The check is a `spark.environment` span under the run's (with a
+    /// `spark.provision` child on first use): the trace shows where the
+    /// time before the first task went.
     async fn preflight(&self) -> Result<Preflight, String> {
-        let found = tokio::task::spawn_blocking(|| runtime::resolve_for_run(&say))
-            .await
-            .map_err(|e| format!("checking the Spark environment: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let span = crate::steps::step(&tracing::Span::current(), "spark.environment", "");
+        let inside = span.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let _entered = inside.enter();
+            runtime::resolve_for_run(&say)
+        })
+        .await
+        .map_err(|e| format!("checking the Spark environment: {e}"))
+        .and_then(|resolved| resolved.map_err(|e| e.to_string()));
+        crate::steps::finish(
+            &span,
+            &found.as_ref().map_err(|e| TaskFailure::new(e.clone())),
+        );
+        let found = found?;
+        if let Some(mode) = found
+            .attributes()
+            .iter()
+            .find(|(k, _)| k == "flux.spark.mode")
+        {
+            span.record("flux.step.target", mode.1.as_str());
+        }
         Ok(Preflight {
             attributes: found.attributes(),
             notes: found.note.iter().cloned().collect(),

@@ -309,43 +309,106 @@ fn provisioned_python() -> Option<PathBuf> {
 
 /// Provisions the virtualenv (once per requirements file; concurrent
 /// callers wait on a lock) and gives its Python. `say` receives progress
-/// lines.
+/// lines, each with the time (a first provisioning downloads about
+/// 400 MB: the person waiting sees what pip is doing and since when).
+/// The work is a `spark.provision` span under the current one (the run's
+/// environment check), so the trace explains the time it took.
 fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
     if let Some(python) = provisioned_python() {
         return Ok(python);
     }
-    let (python, _) = check_python()?;
+    let (python, python_version) = check_python()?;
     let dir = provisioned_dir();
     let fail = |message: String| SparkSetupError::Provision {
         dir: dir.display().to_string(),
         message,
     };
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let _lock =
-        FileLock::create_exclusive(&dir.with_extension("lock")).map_err(|e| fail(e.to_string()))?;
+    let began = std::time::Instant::now();
+    let progress = |line: &str| {
+        say(&format!(
+            "{} provisioning: {line}",
+            // As the run's own lines are stamped when piped.
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ))
+    };
+    let lock_file = dir.with_extension("lock");
+    let _lock = match FileLock::try_create_exclusive(&lock_file).map_err(|e| fail(e.to_string()))? {
+        Some(lock) => lock,
+        None => {
+            progress("another flux-engine is provisioning PySpark; waiting for it");
+            FileLock::create_exclusive(&lock_file).map_err(|e| fail(e.to_string()))?
+        }
+    };
     // Another process may have finished while we waited for the lock.
     if let Some(python) = provisioned_python() {
         return Ok(python);
     }
-    say(&format!(
-        "provisioning PySpark into {} (first use only; this downloads about 400 MB)",
-        dir.display()
+    let span = crate::steps::step(
+        &tracing::Span::current(),
+        "spark.provision",
+        &dir.display().to_string(),
+    );
+    let _inside = span.enter();
+    let made = (|| {
+        progress(&format!(
+            "installing PySpark into {} (first use only; about 400 MB to download)",
+            dir.display()
+        ));
+        progress(&format!(
+            "creating a virtualenv with {} ({python_version})",
+            python.display()
+        ));
+        run(Command::new(&python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir))?;
+        let requirements = dir.join("requirements.txt");
+        std::fs::write(&requirements, REQUIREMENTS).map_err(|e| e.to_string())?;
+        let wanted: Vec<&str> = REQUIREMENTS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        progress(&format!("pip install {}", wanted.join(" ")));
+        let pip = dir.join("bin").join("pip");
+        run_reporting(
+            Command::new(&pip)
+                .args([
+                    "install",
+                    "--disable-pip-version-check",
+                    "--progress-bar",
+                    "off",
+                    "-r",
+                ])
+                .arg(&requirements),
+            &|line| {
+                // pip's own milestones; "Requirement already satisfied"
+                // and the like would bury them.
+                if [
+                    "Collecting ",
+                    "Downloading ",
+                    "Installing collected",
+                    "Successfully ",
+                ]
+                .iter()
+                .any(|milestone| line.trim_start().starts_with(milestone))
+                {
+                    progress(line.trim());
+                }
+            },
+        )?;
+        std::fs::write(dir.join(".complete"), REQUIREMENTS).map_err(|e| e.to_string())?;
+        provisioned_python()
+            .ok_or_else(|| "the virtualenv has no bin/python after installing pyspark".to_string())
+    })();
+    let finished = made.map_err(engine::TaskFailure::new);
+    crate::steps::finish(&span, &finished);
+    let python = finished.map_err(|failure| fail(failure.message))?;
+    progress(&format!(
+        "PySpark is ready ({:.1} s)",
+        began.elapsed().as_secs_f64()
     ));
-    run(Command::new(&python)
-        .args(["-m", "venv", "--clear"])
-        .arg(&dir))
-    .map_err(fail)?;
-    let requirements = dir.join("requirements.txt");
-    std::fs::write(&requirements, REQUIREMENTS).map_err(|e| fail(e.to_string()))?;
-    let pip = dir.join("bin").join("pip");
-    run(Command::new(&pip)
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements))
-    .map_err(fail)?;
-    std::fs::write(dir.join(".complete"), REQUIREMENTS).map_err(|e| fail(e.to_string()))?;
-    say("PySpark is ready");
-    provisioned_python()
-        .ok_or_else(|| fail("the virtualenv has no bin/python after installing pyspark".into()))
+    Ok(python)
 }
 
 /// What a Python said about its pyspark ([`PROBE`]).
@@ -700,6 +763,48 @@ fn run(command: &mut Command) -> Result<(), String> {
         Err(format!(
             "{command:?} failed ({}): {}",
             out.status,
+            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    }
+}
+
+/// Runs `command`, handing each line of its standard output to `line` as
+/// it comes; on failure, the error ends with the last lines of its
+/// standard error.
+fn run_reporting(command: &mut Command, line: &dyn Fn(&str)) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let mut stderr = child.stderr.take();
+    // Read beside stdout, so that neither pipe fills and stalls the child.
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(stderr) = stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    });
+    if let Some(stdout) = child.stdout.take() {
+        for read in std::io::BufReader::new(stdout).lines() {
+            match read {
+                Ok(text) => line(&text),
+                Err(_) => break,
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {command:?}: {e}"))?;
+    let stderr = errors.join().unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+        Err(format!(
+            "{command:?} failed ({status}): {}",
             last.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ))
     }
