@@ -307,7 +307,7 @@ fn with_no_pyspark_on_path_the_provisioned_environment_runs_the_jobs() {
     let venv = bare_venv(work.path());
     let dag = spark_dag(work.path());
     let state = work.path().join("state");
-    // What provisioning makes, without its 400 MB download: a venv in the
+    // What provisioning makes, without its 500 MB download: a venv in the
     // cache folder named after the requirements' hash, marked complete,
     // that sees the machine's pyspark through its system site-packages.
     let cache = work.path().join("cache");

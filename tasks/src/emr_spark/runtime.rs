@@ -310,7 +310,7 @@ fn provisioned_python() -> Option<PathBuf> {
 /// Provisions the virtualenv (once per requirements file; concurrent
 /// callers wait on a lock) and gives its Python. `say` receives progress
 /// lines, each with the time (a first provisioning downloads about
-/// 400 MB: the person waiting sees what pip is doing and since when).
+/// 500 MB: the person waiting sees what pip is doing and since when).
 /// The work is a `spark.provision` span under the current one (the run's
 /// environment check), so the trace explains the time it took.
 fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
@@ -352,7 +352,7 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
     let _inside = span.enter();
     let made = (|| {
         progress(&format!(
-            "installing PySpark into {} (first use only; about 400 MB to download)",
+            "installing PySpark into {} (first use only; about 500 MB to download, 850 MB on disk)",
             dir.display()
         ));
         progress(&format!(
@@ -393,7 +393,10 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
                 .iter()
                 .any(|milestone| line.trim_start().starts_with(milestone))
                 {
-                    progress(line.trim());
+                    // Without pip's "(from pyspark[connect]==...->-r ...)"
+                    // provenance, which doubles the line.
+                    let line = line.trim();
+                    progress(line.split(" (from ").next().unwrap_or(line));
                 }
             },
         )?;
