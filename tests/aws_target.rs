@@ -531,10 +531,18 @@ fn rental_results() -> Vec<Value> {
                 ("vehicle_type", "varchar"),
                 ("total_revenue", "double"),
                 ("total_transactions", "bigint"),
+                ("vehicle", "varchar"),
             ],
             &[
-                &["VH-TOP-001", "Tesla", "sedan", "5400.0", "12"],
-                &["VH-002", "Ford", "suv", "4100.0", "9"],
+                &[
+                    "VH-TOP-001",
+                    "Tesla",
+                    "sedan",
+                    "5400.0",
+                    "12",
+                    "Tesla sedan (VH-TOP-001)",
+                ],
+                &["VH-002", "Ford", "suv", "4100.0", "9", "Ford suv (VH-002)"],
             ],
         ),
         athena_result(
