@@ -32,10 +32,14 @@ INTEGER_RE = r"^[+-]?[0-9]+$"
 DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
-# A quoted field: starts at the line start or after a comma, ends before a comma or the line end;
-# a quote inside it is doubled (RFC 4180). Removing these leaves only unquoted text, in which
-# every comma is a field separator and any remaining quote is malformed.
-QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"(?=,|$)'
+# A quoted field: starts at the line start or after a comma; a quote inside it is doubled
+# (RFC 4180). Each is replaced by QUOTED_MARK, which leaves only unquoted text, in which every
+# comma is a field separator and any remaining quote is malformed; so is a mark followed by
+# anything but a comma (text after the closing quote). No look-ahead: Sail's regular expressions
+# (Rust's) have none, and the jobs run on Spark and on Sail alike.
+QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"'
+# U+0001 cannot be in a line that gets this far: control characters are quarantined first.
+QUOTED_MARK = "\x01"
 
 # C0 control characters other than the line ending (LF and CR never reach a line: the text reader
 # ends lines at them). A NUL inside an id passes every other check yet makes an id that looks
@@ -289,16 +293,23 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
     """
     uris = {ds.file: join_uri(raw_prefix, ds.file) for ds in datasets}
     try:
-        source = (
-            spark.read.text(list(uris.values()))
-            .select(
+        # One scan per file, so that a row's partition is a block of its own file, in file
+        # order: the file is a literal and the block the partition id, where Spark's hidden
+        # _metadata columns (which Sail, a Spark Connect server on DataFusion, lacks) would
+        # otherwise be needed.
+        scans = [
+            spark.read.text(uri).select(
                 F.col("value").alias("record"),
-                F.col("_metadata.file_name").alias("_file"),
-                F.col("_metadata.file_block_start").alias("_blk"),
+                F.lit(name).alias("_file"),
+                F.spark_partition_id().alias("_blk"),
                 F.monotonically_increasing_id().alias("_mid"),
             )
-            .persist()
-        )
+            for name, uri in uris.items()
+        ]
+        source = scans[0]
+        for scan in scans[1:]:
+            source = source.unionByName(scan)
+        source = source.persist()
         stats = source.groupBy("_file", "_blk").agg(
             F.count(F.lit(1)).alias("_n"),
             F.min("_mid").alias("_m0"),
@@ -452,7 +463,7 @@ def tag_rows(
     """
     n_fields = len(header)
     ddl = ", ".join(f"`_f{i}` STRING" for i in range(n_fields))
-    stripped = F.regexp_replace(F.col("record"), QUOTED_FIELD_RE, "$1")
+    stripped = F.regexp_replace(F.col("record"), QUOTED_FIELD_RE, "$1" + QUOTED_MARK)
     parsed = F.from_csv(F.col("record"), ddl, {"escape": '"'})
     raws = [f"_raw_{c.name}" for c in dataset.columns]
     step1 = (
@@ -462,7 +473,9 @@ def tag_rows(
             "line_number",
             "record",
             F.regexp_extract("record", f"({CONTROL_RE})", 1).alias("_cc"),
-            (F.instr("_s", '"') > 0).alias("_badquote"),
+            ((F.instr("_s", '"') > 0) | F.col("_s").rlike(QUOTED_MARK + "[^,]")).alias(
+                "_badquote"
+            ),
             (F.length("_s") - F.length(F.translate("_s", ",", "")) + F.lit(1)).alias("_nf"),
             *[
                 F.trim(F.col(f"_p._f{positions[c.name]}")).alias(raw)
