@@ -41,6 +41,12 @@ QUOTED_FIELD_RE = r'(^|,)"(?:[^"]|"")*"'
 # U+0001 cannot be in a line that gets this far: control characters are quarantined first.
 QUOTED_MARK = "\x01"
 
+# One field of a CSV line: a quoted field (quotes doubled inside) or the text up to the next
+# comma. Each match starts at the comma before its field (one is put before the line), so no
+# match is empty and a leading empty field is not lost. Fields are split with this rather than
+# from_csv, which Sail implements without quoting.
+CSV_FIELD_RE = r',("(?:[^"]|"")*"|[^,]*)'
+
 # C0 control characters other than the line ending (LF and CR never reach a line: the text reader
 # ends lines at them). A NUL inside an id passes every other check yet makes an id that looks
 # equal to another and is not, so a line holding any of these is quarantined (control_character).
@@ -241,6 +247,31 @@ def write_parquet(df: DataFrame, uri: str, partition_by: str | None = None) -> N
     if partition_by:
         writer = writer.partitionBy(partition_by)
     writer.parquet(uri)
+    if not partition_by:
+        _keep_schema_of_empty(df, uri)
+
+
+def _keep_schema_of_empty(df: DataFrame, uri: str) -> None:
+    """Spark writes an empty DataFrame as one Parquet file holding only the schema, so the
+    table exists (an empty quarantine is the usual case). Sail writes nothing at all, and the
+    crawler would then find no table: for a local target left without a Parquet file, write
+    the schema-only file here (pyarrow comes with the Spark Connect client)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return
+    path = parsed.path if parsed.scheme == "file" else uri
+    for _, _, names in os.walk(path):
+        if any(n.endswith(".parquet") for n in names):
+            return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    os.makedirs(path, exist_ok=True)
+    empty = pa.Table.from_batches([], schema=to_arrow_schema(df.schema))
+    pq.write_table(
+        empty, os.path.join(path, "part-00000-empty.snappy.parquet"), compression="snappy"
+    )
 
 
 def write_text_file(spark: SparkSession, target: str, text: str) -> None:
@@ -402,6 +433,20 @@ def check_header(dataset: Dataset, header: list) -> dict:
     return {name: header.index(name) for name in dataset.column_names}
 
 
+def csv_fields(record):
+    """The fields of a CSV line as written (quoted ones with their quotes), an array."""
+    return F.regexp_extract_all(F.concat(F.lit(","), record), F.lit(CSV_FIELD_RE), 1)
+
+
+def csv_value(fields, i: int):
+    """Field i (from 0) of csv_fields() as from_csv reads it: a quoted field without its quotes
+    and with doubled quotes undone; null when empty (quoted or not) or past the line's end."""
+    field = F.get(fields, i)  # null past the end, whether ANSI mode is on or not
+    inner = F.regexp_replace(field.substr(F.lit(2), F.length(field) - 2), '""', '"')
+    value = F.when(field.startswith('"'), inner).otherwise(field)
+    return F.when(value != "", value)
+
+
 def _is_blank(col):
     return col.isNull() | (col == "")
 
@@ -462,9 +507,8 @@ def tag_rows(
     last, see dedupe().
     """
     n_fields = len(header)
-    ddl = ", ".join(f"`_f{i}` STRING" for i in range(n_fields))
     stripped = F.regexp_replace(F.col("record"), QUOTED_FIELD_RE, "$1" + QUOTED_MARK)
-    parsed = F.from_csv(F.col("record"), ddl, {"escape": '"'})
+    parsed = csv_fields(F.col("record"))
     raws = [f"_raw_{c.name}" for c in dataset.columns]
     step1 = (
         lines.where(F.col("line_number") > 1)
@@ -473,12 +517,10 @@ def tag_rows(
             "line_number",
             "record",
             F.regexp_extract("record", f"({CONTROL_RE})", 1).alias("_cc"),
-            ((F.instr("_s", '"') > 0) | F.col("_s").rlike(QUOTED_MARK + "[^,]")).alias(
-                "_badquote"
-            ),
+            ((F.instr("_s", '"') > 0) | F.col("_s").rlike(QUOTED_MARK + "[^,]")).alias("_badquote"),
             (F.length("_s") - F.length(F.translate("_s", ",", "")) + F.lit(1)).alias("_nf"),
             *[
-                F.trim(F.col(f"_p._f{positions[c.name]}")).alias(raw)
+                F.trim(csv_value(F.col("_p"), positions[c.name])).alias(raw)
                 for c, raw in zip(dataset.columns, raws)
             ],
         )
