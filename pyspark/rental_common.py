@@ -312,45 +312,64 @@ class RawFile:
     content_lines: int  # lines that are not blank (BLANK_LINE_RE), the header included
 
 
-def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
-    """Read the raw files as numbered text lines, in one scan. Returns ({file: RawFile}, cache).
+class _Cached:
+    """The cached scans of read_raw_files, released together."""
 
-    Spark splits a large file into blocks read by different tasks. Each row knows its file and
-    the byte offset of its block (``_metadata``), and gets an id that increases in read order
-    within its task (``monotonically_increasing_id``). The rows of one block are read in file
-    order, so (block offset, id) is the file order; a count per block turns it into line numbers
-    without moving all rows to one partition. The ids are only stable while the scan stays
-    cached: unpersist the returned cache once everything derived from it is materialised.
+    def __init__(self, frames):
+        self.frames = frames
+
+    def unpersist(self):
+        for frame in self.frames:
+            frame.unpersist()
+
+
+def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
+    """Read the raw files as numbered text lines. Returns ({file: RawFile}, cache).
+
+    Spark splits a large file into blocks read by different tasks, one partition each, in file
+    order. Each row gets its partition (``spark_partition_id``) and an id that increases in
+    read order within its partition (``monotonically_increasing_id``), so (block, id) is the
+    file order; a count per block turns it into line numbers without moving all rows to one
+    partition. The ids are only stable while the scans stay cached: unpersist the returned
+    cache once everything derived from it is materialised.
     """
     uris = {ds.file: join_uri(raw_prefix, ds.file) for ds in datasets}
     try:
         # One scan per file, so that a row's partition is a block of its own file, in file
-        # order: the file is a literal and the block the partition id, where Spark's hidden
-        # _metadata columns (which Sail, a Spark Connect server on DataFusion, lacks) would
-        # otherwise be needed.
-        scans = [
-            spark.read.text(uri).select(
-                F.col("value").alias("record"),
-                F.lit(name).alias("_file"),
+        # order: the block is the partition id, where Spark's hidden _metadata columns (which
+        # Sail, a Spark Connect server on DataFusion, lacks) would otherwise be needed. Each
+        # file stays a plan of its own, never a union: Sail numbers the partitions of a union
+        # across its inputs, so a row's partition id would depend on the plan reading it.
+        # Lines end at LF, and a CR before it is dropped here: Spark's reader would split at CR
+        # too, but Sail's, splitting at either, makes an empty line of a CRLF that falls across
+        # two of its batches. (A file whose lines end in a lone CR, no LF, is one long line.)
+        record = F.col("value")
+        record = F.when(record.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
+        scans = {
+            name: spark.read.option("lineSep", "\n")
+            .text(uri)
+            .select(
+                record.otherwise(F.col("value")).alias("record"),
                 F.spark_partition_id().alias("_blk"),
                 F.monotonically_increasing_id().alias("_mid"),
             )
+            .persist()
             for name, uri in uris.items()
-        ]
-        source = scans[0]
-        for scan in scans[1:]:
-            source = source.unionByName(scan)
-        source = source.persist()
-        stats = source.groupBy("_file", "_blk").agg(
-            F.count(F.lit(1)).alias("_n"),
-            F.min("_mid").alias("_m0"),
-            F.min_by("record", "_mid").alias("_first"),
-            F.count(F.when(~F.col("record").rlike(BLANK_LINE_RE), True)).alias("_content"),
-        )
-        blocks = sorted(
-            (r["_file"], r["_blk"], r["_n"], r["_m0"], r["_first"], r["_content"])
-            for r in stats.collect()
-        )
+        }
+        source = _Cached(list(scans.values()))
+        blocks = []
+        for name, scan in scans.items():
+            stats = scan.groupBy("_blk").agg(
+                F.count(F.lit(1)).alias("_n"),
+                F.min("_mid").alias("_m0"),
+                F.min_by("record", "_mid").alias("_first"),
+                F.count(F.when(~F.col("record").rlike(BLANK_LINE_RE), True)).alias("_content"),
+            )
+            blocks += [
+                (name, r["_blk"], r["_n"], r["_m0"], r["_first"], r["_content"])
+                for r in stats.collect()
+            ]
+        blocks.sort()
     except Exception as exc:  # path not found, access denied, ...
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
@@ -368,9 +387,7 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
             offsets += [F.lit(blk), F.lit(before - m0 + 1)]
             before += n
         line_number = F.col("_mid") + F.create_map(*offsets)[F.col("_blk")]
-        lines = source.where(F.col("_file") == name).select(
-            line_number.alias("line_number"), "record"
-        )
+        lines = scans[name].select(line_number.alias("line_number"), "record")
         content = sum(b[5] for b in mine)
         files[name] = RawFile(uri, lines, before, mine[0][4], content)
     return files, source
