@@ -196,6 +196,37 @@ impl Mode {
     }
 }
 
+/// Which Spark Connect server the warm mode starts: the JVM Spark's
+/// (`spark`, the default) or Sail's (`FLUX_SPARK_BACKEND=sail`: a Spark
+/// Connect server written in Rust on DataFusion, the `pysail` package; it
+/// starts in about a second and needs no JVM). The jobs are the same
+/// PySpark scripts either way, connecting through `SPARK_REMOTE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Spark,
+    Sail,
+}
+
+impl Backend {
+    /// The `FLUX_SPARK_BACKEND` value that selects it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Spark => "spark",
+            Backend::Sail => "sail",
+        }
+    }
+
+    pub fn from_env() -> Result<Backend, String> {
+        match std::env::var("FLUX_SPARK_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("spark") => Ok(Backend::Spark),
+            Ok("sail") => Ok(Backend::Sail),
+            Ok(other) => Err(format!(
+                "FLUX_SPARK_BACKEND=`{other}` is not a backend: use `spark` (the JVM Spark, the default) or `sail` (Sail's Spark Connect server, `pip install pysail`)"
+            )),
+        }
+    }
+}
+
 /// How the guard's exit tells the server's: `sh` exits with the status of
 /// `wait`, which is 128 + the signal for a server killed by one.
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -357,35 +388,66 @@ async fn spawn_server(
         .try_clone()
         .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let master = std::env::var("FLUX_SPARK_MASTER").unwrap_or_else(|_| "local[*]".into());
+    // The server's program and arguments: Sail's, or spark-submit's with
+    // the Spark Connect server class.
+    let (program, arguments, what): (PathBuf, Vec<String>, String) = match &runtime.sail {
+        Some(sail) => (
+            sail.program.clone(),
+            ["spark", "server", "--ip", "127.0.0.1", "--port"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain([port.to_string()])
+                .collect(),
+            format!(
+                "a warm Sail {} (Spark Connect on 127.0.0.1:{port}",
+                sail.version
+            ),
+        ),
+        None => {
+            let mut arguments: Vec<String> = [
+                "--class",
+                "org.apache.spark.sql.connect.service.SparkConnectServer",
+                "--name",
+                "flux-engine Spark Connect",
+                "--master",
+                &master,
+                "--conf",
+                "spark.ui.enabled=false",
+                "--conf",
+                "spark.sql.session.timeZone=UTC",
+                "--conf",
+                "spark.connect.grpc.binding.address=127.0.0.1",
+                "--conf",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            arguments.push(format!("spark.connect.grpc.binding.port={port}"));
+            for setting in server_conf() {
+                arguments.push("--conf".into());
+                arguments.push(setting);
+            }
+            (
+                runtime.spark_submit.clone(),
+                arguments,
+                format!("a warm Spark ({master}, Spark Connect on 127.0.0.1:{port}"),
+            )
+        }
+    };
     let mut command = if guarded {
         let mut sh = tokio::process::Command::new("sh");
         sh.arg("-c")
             .arg(GUARD)
             .arg("flux-spark-connect")
-            .arg(&runtime.spark_submit);
+            .arg(&program);
         sh.stdin(Stdio::piped());
         sh
     } else {
-        let mut submit = tokio::process::Command::new(&runtime.spark_submit);
-        submit.stdin(Stdio::null());
-        submit
+        let mut direct = tokio::process::Command::new(&program);
+        direct.stdin(Stdio::null());
+        direct
     };
-    command
-        .args([
-            "--class",
-            "org.apache.spark.sql.connect.service.SparkConnectServer",
-        ])
-        .args(["--name", "flux-engine Spark Connect"])
-        .arg("--master")
-        .arg(&master)
-        .args(["--conf", "spark.ui.enabled=false"])
-        .args(["--conf", "spark.sql.session.timeZone=UTC"])
-        .args(["--conf", "spark.connect.grpc.binding.address=127.0.0.1"])
-        .arg("--conf")
-        .arg(format!("spark.connect.grpc.binding.port={port}"));
-    for setting in server_conf() {
-        command.arg("--conf").arg(setting);
-    }
+    command.args(&arguments);
     runtime.apply_to(&mut command);
     command
         .stdout(log_file)
@@ -393,13 +455,10 @@ async fn spawn_server(
         // Its own group, so a Ctrl-C at the terminal reaches flux-engine,
         // which cancels the run, and not the shared server mid-job.
         .process_group(0);
-    say(&format!(
-        "starting a warm Spark ({master}, Spark Connect on 127.0.0.1:{port}; log {})",
-        log.display()
-    ));
+    say(&format!("starting {what}; log {})", log.display()));
     let mut child = command
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", runtime.spark_submit.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     let began = Instant::now();
     loop {
         if port_open(port) {
@@ -427,7 +486,12 @@ async fn spawn_server(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     say(&format!(
-        "warm Spark ready in {:.1} s",
+        "warm {} ready in {:.1} s",
+        if runtime.sail.is_some() {
+            "Sail"
+        } else {
+            "Spark"
+        },
         began.elapsed().as_secs_f64()
     ));
     Ok((child, port, log))

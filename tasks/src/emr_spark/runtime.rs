@@ -36,7 +36,7 @@ use engine::file_lock::FileLock;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::connect::Mode;
+use super::connect::{Backend, Mode};
 
 /// The PySpark version the jobs are written and tested for.
 pub const REQUIREMENTS: &str = include_str!("../../../pyspark/requirements.txt");
@@ -61,6 +61,11 @@ pub enum SparkSetupError {
     Provision { dir: String, message: String },
     #[error("{0}")]
     Mode(String),
+    #[error(
+        "FLUX_SPARK_BACKEND=sail, but Sail was not found ({tried}): install it for the Python the jobs use (`{python} -m pip install {}`), or unset FLUX_SPARK_BACKEND to use the JVM Spark",
+        SAIL_PIN
+    )]
+    NoSail { python: String, tried: String },
     #[error(
         "SPARK_HOME={home} {problem}: point SPARK_HOME at a Spark installation (the folder holding bin/spark-submit and jars/), or unset it to let flux-engine use the pyspark of your Python or provision its own"
     )]
@@ -157,15 +162,44 @@ pub struct SparkRuntime {
     pub pyspark_version: String,
     pub python_origin: PythonOrigin,
     pub mode: Mode,
+    /// Sail, when the warm server is Sail's (`FLUX_SPARK_BACKEND=sail`).
+    pub sail: Option<Sail>,
     /// One line for the person at the terminal when the Python they may
     /// expect (the first `python3` on `PATH`) was passed over, and why.
     pub note: Option<String>,
 }
 
+/// Sail's server program and its version (`sail --version`).
+#[derive(Debug, Clone)]
+pub struct Sail {
+    pub program: PathBuf,
+    pub version: String,
+}
+
+/// The Sail release the jobs' parity with Spark is checked against.
+pub const SAIL_PIN: &str = "pysail==0.7.2";
+
 impl SparkRuntime {
+    fn backend(&self) -> Backend {
+        if self.sail.is_some() {
+            Backend::Sail
+        } else {
+            Backend::Spark
+        }
+    }
+
     /// What the trace records on the run's span, and `show` reports.
     pub fn attributes(&self) -> Vec<(String, String)> {
-        vec![
+        let sail = self.sail.iter().flat_map(|sail| {
+            [
+                (
+                    "flux.spark.sail".to_string(),
+                    sail.program.display().to_string(),
+                ),
+                ("flux.spark.sail_version".to_string(), sail.version.clone()),
+            ]
+        });
+        let mut found = vec![
             (
                 "flux.spark.home".into(),
                 self.spark_home.display().to_string(),
@@ -185,7 +219,10 @@ impl SparkRuntime {
                 self.python_origin.describe().into(),
             ),
             ("flux.spark.mode".into(), self.mode.name().into()),
-        ]
+            ("flux.spark.backend".into(), self.backend().name().into()),
+        ];
+        found.extend(sail);
+        found
     }
 
     /// One line: Spark, Python, mode.
@@ -199,7 +236,14 @@ impl SparkRuntime {
             self.python_origin.describe(),
             self.pyspark_version,
             self.mode.name()
-        )
+        ) + &match &self.sail {
+            Some(sail) => format!(
+                "; backend sail {} at {}",
+                sail.version,
+                sail.program.display()
+            ),
+            None => String::new(),
+        }
     }
 
     /// Sets what a `spark-submit` of this environment needs to stay in it.
@@ -574,13 +618,66 @@ pub fn resolve_for_run(say: &dyn Fn(&str)) -> Result<Arc<SparkRuntime>, SparkSet
 }
 
 /// Chooses the Spark environment (see the module's doc), provisioning
-/// the virtualenv when nothing else works and `provision` allows it.
+/// the virtualenv when nothing else works and `provision` allows it; with
+/// `FLUX_SPARK_BACKEND=sail`, also Sail beside the chosen Python (or on
+/// `PATH`), whose server then takes the JVM Spark's place.
 pub fn resolve(
     provision_allowed: bool,
     say: &dyn Fn(&str),
 ) -> Result<SparkRuntime, SparkSetupError> {
+    let backend = Backend::from_env().map_err(SparkSetupError::Mode)?;
+    let mut found = resolve_spark(provision_allowed, say, backend)?;
+    if backend == Backend::Sail {
+        if found.mode == Mode::Submit {
+            return Err(SparkSetupError::Mode(
+                "FLUX_SPARK_BACKEND=sail runs the jobs on Sail's Spark Connect server, and FLUX_SPARK_MODE=submit would spark-submit each one: unset one of the two".into(),
+            ));
+        }
+        found.sail = Some(find_sail(&found.python)?);
+    }
+    Ok(found)
+}
+
+/// Sail's `sail` program: beside `python` (where `pip install pysail`
+/// puts it), else on `PATH`; it must answer `--version`.
+fn find_sail(python: &Path) -> Result<Sail, SparkSetupError> {
+    let beside = python.parent().map(|dir| dir.join("sail"));
+    let mut tried = Vec::new();
+    for program in beside.into_iter().chain(on_path("sail")) {
+        if !program.is_file() {
+            tried.push(format!("{} (missing)", program.display()));
+            continue;
+        }
+        match Command::new(&program).arg("--version").output() {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let version = text.split_whitespace().last().unwrap_or("").to_string();
+                return Ok(Sail { program, version });
+            }
+            Ok(out) => tried.push(format!("{} ({})", program.display(), out.status)),
+            Err(e) => tried.push(format!("{} ({e})", program.display())),
+        }
+    }
+    Err(SparkSetupError::NoSail {
+        python: python.display().to_string(),
+        tried: if tried.is_empty() {
+            "no `sail` on PATH".into()
+        } else {
+            tried.join(", ")
+        },
+    })
+}
+
+fn resolve_spark(
+    provision_allowed: bool,
+    say: &dyn Fn(&str),
+    backend: Backend,
+) -> Result<SparkRuntime, SparkSetupError> {
     let mode = Mode::from_env().map_err(SparkSetupError::Mode)?;
-    check_java()?;
+    // Sail is no JVM: only the JVM Spark needs Java.
+    if backend == Backend::Spark {
+        check_java()?;
+    }
     let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
 
     // A Spark named outright: SPARK_HOME, else a distribution on PATH.
@@ -632,6 +729,7 @@ pub fn resolve(
             pyspark_version: probe.pyspark,
             python_origin: origin,
             mode,
+            sail: None,
             note: None,
         })
     };
