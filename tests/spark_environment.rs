@@ -575,3 +575,55 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
         report(&again)
     );
 }
+
+/// `FLUX_SPARK_BACKEND=sail` with no Sail beside the chosen Python nor on
+/// `PATH` stops the run before any task, with exit 2 and the command that
+/// installs it; an unknown backend is refused the same way, naming both.
+#[test]
+fn sail_without_sail_stops_the_run_before_any_task_with_the_install_command() {
+    let work = tempfile::tempdir().unwrap();
+    let dag = spark_dag(work.path());
+    // A Python that has pyspark (from the system site-packages) but whose
+    // folder holds no `sail`.
+    let venv = work.path().join("venv-pyspark");
+    let made = Command::new(python_with_pyspark(work.path()))
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let python = venv.join("bin/python");
+    assert!(!venv.join("bin/sail").exists());
+    let path = std::env::join_paths(["/usr/bin", "/bin"]).unwrap();
+
+    let state = work.path().join("state");
+    let output = flux(&state)
+        .env("PATH", &path)
+        .env("PYSPARK_PYTHON", &python)
+        .env("FLUX_SPARK_BACKEND", "sail")
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("FLUX_SPARK_BACKEND=sail, but Sail was not found")
+            && stderr.contains(&format!("{} -m pip install pysail==", python.display())),
+        "{}",
+        report(&output)
+    );
+
+    let state = work.path().join("state-bogus");
+    let output = flux(&state)
+        .env("PYSPARK_PYTHON", &python)
+        .env("FLUX_SPARK_BACKEND", "jvm")
+        .args(["run", dag.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_refused_before_any_task(&state, &output);
+    assert!(
+        text(&output.stderr).contains("FLUX_SPARK_BACKEND=`jvm` is not a backend"),
+        "{}",
+        report(&output)
+    );
+}
