@@ -286,18 +286,20 @@ fn doctor_reports_the_environment_a_run_would_use() {
 
 /// A Python on this machine that has pyspark (the one the Spark tests
 /// use), as the interpreter itself rather than a shim.
-fn python_with_pyspark(cwd: &Path) -> PathBuf {
-    let found = Command::new("python3")
-        .args(["-c", "import sys, pyspark; print(sys.executable)"])
-        .current_dir(cwd)
+fn python_with_pyspark() -> PathBuf {
+    common::python_with_pyspark()
+        .unwrap_or_else(|e| panic!("these tests need a python3 with pyspark on PATH: {e}"))
+}
+
+/// A virtualenv at `dir` that sees the pyspark of [`python_with_pyspark`]
+/// through its system site-packages.
+fn venv_seeing_pyspark(dir: &Path) {
+    let made = Command::new(python_with_pyspark())
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(dir)
         .output()
         .unwrap();
-    assert!(
-        found.status.success(),
-        "these tests need a python3 with pyspark on PATH: {}",
-        text(&found.stderr)
-    );
-    PathBuf::from(text(&found.stdout).trim())
+    assert!(made.status.success(), "{}", text(&made.stderr));
 }
 
 #[test]
@@ -314,12 +316,7 @@ fn with_no_pyspark_on_path_the_provisioned_environment_runs_the_jobs() {
     let requirements = std::fs::read(common::root().join("pyspark/requirements.txt")).unwrap();
     let hash = format!("{:x}", sha2::Sha256::digest(&requirements));
     let provisioned = cache.join("spark").join(&hash[..12]);
-    let made = Command::new(python_with_pyspark(work.path()))
-        .args(["-m", "venv", "--system-site-packages"])
-        .arg(&provisioned)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made.stderr));
+    venv_seeing_pyspark(&provisioned);
     std::fs::write(provisioned.join(".complete"), &requirements).unwrap();
     // A PATH with the bare venv and the system's tools only: no pyspark,
     // no spark-submit (java stays, from /usr/bin or JAVA_HOME).
@@ -362,7 +359,7 @@ fn a_spark_home_no_python_here_matches_is_reported_not_half_used() {
     std::fs::create_dir_all(home.join("jars")).unwrap();
     std::fs::write(home.join("bin/spark-submit"), "#!/bin/sh\nexit 1\n").unwrap();
     std::fs::write(home.join("jars/spark-core_2.13-3.5.1.jar"), "").unwrap();
-    let ours = python_with_pyspark(work.path());
+    let ours = python_with_pyspark();
     let ours_version = Command::new(&ours)
         .args(["-c", "import pyspark; print(pyspark.__version__)"])
         .current_dir(work.path())
@@ -443,7 +440,7 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
     // (system site-packages): the provisioning is real (venv, then
     // `pip install -r requirements.txt`), but pip finds every
     // requirement satisfied and downloads nothing.
-    let real = python_with_pyspark(work.path());
+    let real = python_with_pyspark();
     let bin = work.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let python3 = bin.join("python3");
@@ -586,12 +583,7 @@ fn sail_without_sail_stops_the_run_before_any_task_with_the_install_command() {
     // A Python that has pyspark (from the system site-packages) but whose
     // folder holds no `sail`.
     let venv = work.path().join("venv-pyspark");
-    let made = Command::new(python_with_pyspark(work.path()))
-        .args(["-m", "venv", "--system-site-packages"])
-        .arg(&venv)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made.stderr));
+    venv_seeing_pyspark(&venv);
     let python = venv.join("bin/python");
     assert!(!venv.join("bin/sail").exists());
     let path = std::env::join_paths(["/usr/bin", "/bin"]).unwrap();

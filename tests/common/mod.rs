@@ -383,6 +383,22 @@ pub fn export_with(s: &Scratch, flag: &str, args: &[&str]) -> Output {
 }
 
 /// Bytes a command printed, as text.
+/// The `python3` on `PATH`, as the interpreter itself rather than a shim,
+/// when it has pyspark (the Python the Spark tests use); else why not.
+/// Asked from the temporary folder: the repository's `pyspark/` folder of
+/// jobs would pass for the package from its root.
+pub fn python_with_pyspark() -> Result<PathBuf, String> {
+    let found = Command::new("python3")
+        .args(["-c", "import sys, pyspark; print(sys.executable)"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .map_err(|e| format!("python3 does not start: {e}"))?;
+    if !found.status.success() {
+        return Err(text(&found.stderr));
+    }
+    Ok(PathBuf::from(text(&found.stdout).trim()))
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

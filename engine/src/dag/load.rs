@@ -310,11 +310,20 @@ impl<'a> Loader<'a> {
             .map(|(i, t)| (t.id.as_str(), i))
             .collect();
         let locations = std::mem::take(&mut self.locations);
+        // Each task that names a location, and the tasks downstream of it:
+        // two such tasks are ordered when one is downstream of the other.
+        let downstream: HashMap<usize, Vec<usize>> = locations
+            .iter()
+            .filter_map(|(id, _)| index.get(id.as_str()))
+            .map(|&i| (i, dag.descendants(i)))
+            .collect();
+        let ordered = |a: usize, b: usize| {
+            downstream[&a].binary_search(&b).is_ok() || downstream[&b].binary_search(&a).is_ok()
+        };
         for (reader, read) in &locations {
             let Some(&r) = index.get(reader.as_str()) else {
                 continue;
             };
-            let mut downstream: Option<Vec<usize>> = None;
             for place in read.iter().filter(|l| !l.writes) {
                 for (writer, written) in &locations {
                     if writer == reader {
@@ -327,10 +336,7 @@ impl<'a> Loader<'a> {
                     else {
                         continue;
                     };
-                    let after_reader = downstream
-                        .get_or_insert_with(|| dag.descendants(r))
-                        .contains(&w);
-                    if after_reader || dag.descendants(w).contains(&r) {
+                    if ordered(r, w) {
                         continue;
                     }
                     let mut at_path =

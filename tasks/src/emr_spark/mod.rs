@@ -98,13 +98,7 @@ impl Kind for EmrSpark {
             &found.as_ref().map_err(|e| TaskFailure::new(e.clone())),
         );
         let found = found?;
-        if let Some(mode) = found
-            .attributes()
-            .iter()
-            .find(|(k, _)| k == "flux.spark.mode")
-        {
-            span.record("flux.step.target", mode.1.as_str());
-        }
+        span.record("flux.step.target", found.mode.name());
         Ok(Preflight {
             attributes: found.attributes(),
             notes: found.note.iter().cloned().collect(),

@@ -408,12 +408,7 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
             .arg(&dir))?;
         let requirements = dir.join("requirements.txt");
         std::fs::write(&requirements, REQUIREMENTS).map_err(|e| e.to_string())?;
-        let wanted: Vec<&str> = REQUIREMENTS
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect();
-        progress(&format!("pip install {}", wanted.join(" ")));
+        progress(&format!("pip install {}", pinned()));
         let pip = dir.join("bin").join("pip");
         run_reporting(
             Command::new(&pip)
@@ -852,21 +847,10 @@ fn pinned_version() -> String {
         .to_string()
 }
 
+/// Runs `command` to its end, its standard output unread; on failure, the
+/// error ends with the last lines of its standard error.
 fn run(command: &mut Command) -> Result<(), String> {
-    let out = command
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
-        Err(format!(
-            "{command:?} failed ({}): {}",
-            out.status,
-            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ))
-    }
+    run_reporting(command, &|_| {})
 }
 
 /// Runs `command`, handing each line of its standard output to `line` as
