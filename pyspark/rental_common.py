@@ -16,7 +16,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -233,7 +233,16 @@ def join_uri(prefix: str, *parts: str) -> str:
     return "/".join([prefix.rstrip("/")] + [p.strip("/") for p in parts])
 
 
+def require_local_path(uri: str) -> None:
+    """Fail as Spark does on a local input that does not exist. Sail reads a missing path as an
+    empty table with no columns; a job that went on would publish empty KPIs over good ones."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") and not os.path.exists(unquote(parsed.path) or uri):
+        raise JobError(f"cannot read {uri}: [PATH_NOT_FOUND] Path does not exist: {uri}")
+
+
 def read_parquet(spark: SparkSession, uri: str) -> DataFrame:
+    require_local_path(uri)
     try:
         return spark.read.parquet(uri)
     except Exception as exc:  # path not found, access denied, ...

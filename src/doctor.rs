@@ -21,11 +21,21 @@ pub fn run(state_dir: &StateDir, fix: bool) -> u8 {
         ok: matches!(sh, Ok(s) if s.success()),
         detail: "runs `shell` tasks".into(),
     });
+    let backend = tasks::emr_spark::connect::Backend::from_env();
+    let sail = backend == Ok(tasks::emr_spark::connect::Backend::Sail);
     checks.push(match runtime::check_java() {
         Ok(version) => Check {
             name: "java",
             ok: true,
-            detail: format!("{version} (Spark needs 17 or newer)"),
+            detail: format!("{version} (the JVM Spark needs 17 or newer)"),
+        },
+        // Sail is no JVM: without Java only `--spark spark` is out of reach.
+        Err(e) if sail => Check {
+            name: "java",
+            ok: true,
+            detail: format!(
+                "not needed by the sail backend; the JVM Spark (`--spark spark`) would need it: {e}"
+            ),
         },
         Err(e) => Check {
             name: "java",

@@ -34,6 +34,9 @@ struct Cli {
     /// Where runs are recorded [default: $FLUX_HOME, else ./.flux]
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The Spark the local `emr_spark` jobs run on: `sail` (Sail's Spark Connect server, no JVM) or `spark` (the JVM Spark) [default: $FLUX_SPARK_BACKEND, else sail]
+    #[arg(long, global = true, value_enum, value_name = "BACKEND")]
+    spark: Option<SparkBackend>,
     #[command(subcommand)]
     command: Command,
 }
@@ -289,6 +292,7 @@ Environment:
   OTEL_EXPORTER_OTLP_ENDPOINT   also send the run's spans to this OTLP collector
   OTEL_SDK_DISABLED=true        record no spans (as --no-traces)
   SPARK_HOME, PYSPARK_PYTHON    the Spark and the Python the emr_spark tasks use (see doctor)
+  FLUX_SPARK_BACKEND            sail or spark (as --spark)
   FLUX_SPARK_MODE               warm (one Spark Connect server, the default) or submit
   AWS_PROFILE, AWS_REGION, ...  with --target aws: the usual AWS configuration
 
@@ -309,6 +313,13 @@ enum SparkAction {
     Stop,
     /// Say whether one runs, and where
     Status,
+}
+
+/// `--spark`: the names `FLUX_SPARK_BACKEND` takes.
+#[derive(Clone, Copy, ValueEnum)]
+enum SparkBackend {
+    Sail,
+    Spark,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -373,6 +384,18 @@ fn main() -> ExitCode {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    }
+    if let Some(backend) = cli.spark {
+        let name = match backend {
+            SparkBackend::Sail => "sail",
+            SparkBackend::Spark => "spark",
+        };
+        // The one place the backend is read from is the variable, so that
+        // the flag and FLUX_SPARK_BACKEND mean the same everywhere (runs,
+        // doctor, spark start) and reach the jobs' environment too.
+        // SAFETY: no thread exists yet (telemetry starts below), so
+        // nothing reads the environment while it changes.
+        unsafe { std::env::set_var("FLUX_SPARK_BACKEND", name) };
     }
     // Runs are traced (spans kept in the checkpoint, sent to a collector
     // when OTEL_EXPORTER_OTLP_ENDPOINT says so) unless told not to; other
@@ -755,7 +778,8 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
         SparkAction::Status => {
             match connect::persistent(root) {
                 Some(found) => println!(
-                    "a warm Spark runs for {}: {} (pid {}, since {}; log {})",
+                    "a warm {} server runs for {}: {} (pid {}, since {}; log {})",
+                    found.backend,
                     root.display(),
                     found.url,
                     found.pid,
@@ -788,7 +812,8 @@ fn spark_server(state_dir: &StateDir, action: SparkAction) -> Result<u8, Exit> {
                 .block_on(connect::start_persistent(&spark, root, &say))
                 .map_err(Exit::failure)?;
             println!(
-                "a warm Spark runs for {}: {} (pid {}); every run of this state dir uses it until `flux-engine spark stop`",
+                "a warm {} server runs for {}: {} (pid {}); every run of this state dir with that backend uses it until `flux-engine spark stop`",
+                started.backend,
                 root.display(),
                 started.url,
                 started.pid

@@ -423,11 +423,13 @@ fn nanos(span: &serde_json::Value, key: &str) -> u128 {
         .unwrap_or_else(|| panic!("{key} of {span}"))
 }
 
-/// A first use provisions PySpark before the run's first attempt: the
-/// person waiting sees pip's milestones with the time of day, and the
-/// trace has a `spark.provision` span (under the run's
-/// `spark.environment` check) that ends before the first attempt starts,
-/// so the provisioning counts against no task's attempt or timeout.
+/// A first use provisions PySpark, then Sail (the default backend, found
+/// neither beside that Python nor on `PATH`), before the run's first
+/// attempt: the person waiting sees pip's milestones with the time of
+/// day, and the trace has a `spark.provision` span for each (under the
+/// run's `spark.environment` check) that ends before the first attempt
+/// starts, so the provisioning counts against no task's attempt or
+/// timeout. The warm server is then the provisioned Sail.
 #[test]
 fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_attempt() {
     let work = tempfile::tempdir().unwrap();
@@ -488,6 +490,9 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
         "creating a virtualenv with",
         "pip install pyspark",
         "PySpark is ready (",
+        "installing Sail into",
+        "pip install pysail==",
+        "Sail is ready (",
     ] {
         assert!(
             said.iter().any(|s| s.starts_with(wanted)),
@@ -495,9 +500,16 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
             report(&output)
         );
     }
+    let ready = |what: &str| said.iter().position(|s| s.starts_with(what));
     assert!(
-        said.last().unwrap().starts_with("PySpark is ready ("),
+        ready("PySpark is ready (") < ready("installing Sail into")
+            && said.last().unwrap().starts_with("Sail is ready ("),
         "{said:?}"
+    );
+    assert!(
+        stderr.contains("starting a warm Sail"),
+        "{}",
+        report(&output)
     );
     assert!(
         progress.windows(2).all(|w| w[0].0 <= w[1].0),
@@ -519,9 +531,30 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
             )
         })
     };
-    let provision = named("spark.provision");
+    let provisions: Vec<&serde_json::Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "spark.provision")
+        .collect();
     let environment = named("spark.environment");
-    assert_eq!(provision["parentSpanId"], environment["spanId"]);
+    let into = |folder: &str| -> &serde_json::Value {
+        provisions
+            .iter()
+            .find(|s| {
+                s["attributes"].as_array().is_some_and(|attributes| {
+                    attributes.iter().any(|a| {
+                        a["key"] == "flux.step.target"
+                            && a["value"]["stringValue"]
+                                .as_str()
+                                .is_some_and(|t| Path::new(t).starts_with(cache.join(folder)))
+                    })
+                })
+            })
+            .unwrap_or_else(|| panic!("no provisioning span into {folder}: {provisions:?}"))
+    };
+    let (pyspark, sail) = (into("spark"), into("sail"));
+    assert_eq!(pyspark["parentSpanId"], environment["spanId"]);
+    assert_eq!(sail["parentSpanId"], environment["spanId"]);
+    let provision = sail;
     let root = spans
         .iter()
         .find(|s| s["spanId"] == environment["parentSpanId"])
@@ -547,7 +580,8 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
         nanos(provision, "endTimeUnixNano") <= first_attempt_start,
         "the provisioning ended after the first attempt began"
     );
-    assert!(nanos(root, "startTimeUnixNano") <= nanos(provision, "startTimeUnixNano"));
+    assert!(nanos(root, "startTimeUnixNano") <= nanos(pyspark, "startTimeUnixNano"));
+    assert!(nanos(pyspark, "endTimeUnixNano") <= nanos(sail, "startTimeUnixNano"));
     // The warm server (the default mode) starts inside the attempt that
     // needs it, as a span of its own.
     let server = named("spark.server_start");
@@ -573,11 +607,15 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
     );
 }
 
-/// `FLUX_SPARK_BACKEND=sail` with no Sail beside the chosen Python nor on
-/// `PATH` stops the run before any task, with exit 2 and the command that
-/// installs it; an unknown backend is refused the same way, naming both.
+/// With no Sail beside the chosen Python, on `PATH` or provisioned,
+/// `doctor` (which installs nothing without `--fix`) reports it missing
+/// with the command that provisions it and the pip command; a run with
+/// `FLUX_SPARK_MODE=submit` and the sail backend is refused before any
+/// task (Sail is a server, not a `spark-submit`); an unknown backend is
+/// refused the same way, naming both. (A run provisions Sail: see
+/// `a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_attempt`.)
 #[test]
-fn sail_without_sail_stops_the_run_before_any_task_with_the_install_command() {
+fn a_missing_sail_is_named_with_the_provisioning_command_and_a_bad_backend_stops_the_run() {
     let work = tempfile::tempdir().unwrap();
     let dag = spark_dag(work.path());
     // A Python that has pyspark (from the system site-packages) but whose
@@ -587,20 +625,37 @@ fn sail_without_sail_stops_the_run_before_any_task_with_the_install_command() {
     let python = venv.join("bin/python");
     assert!(!venv.join("bin/sail").exists());
     let path = std::env::join_paths(["/usr/bin", "/bin"]).unwrap();
+    let cache = work.path().join("cache");
 
     let state = work.path().join("state");
     let output = flux(&state)
         .env("PATH", &path)
         .env("PYSPARK_PYTHON", &python)
-        .env("FLUX_SPARK_BACKEND", "sail")
-        .args(["run", dag.to_str().unwrap()])
+        .env("FLUX_CACHE_DIR", &cache)
+        .args(["doctor", "--spark", "sail"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", report(&output));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("the Spark backend is sail, but Sail was not found")
+            && stdout.contains("`flux-engine doctor --spark sail --fix` provisions pysail==")
+            && stdout.contains(&cache.join("sail").display().to_string())
+            && stdout.contains(&format!("{} -m pip install pysail==", python.display())),
+        "{}",
+        report(&output)
+    );
+    assert!(!cache.join("sail").exists(), "doctor installed something");
+
+    let output = flux(&state)
+        .env("PYSPARK_PYTHON", &python)
+        .env("FLUX_SPARK_MODE", "submit")
+        .args(["run", "--spark", "sail", dag.to_str().unwrap()])
         .output()
         .unwrap();
     assert_refused_before_any_task(&state, &output);
-    let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("FLUX_SPARK_BACKEND=sail, but Sail was not found")
-            && stderr.contains(&format!("{} -m pip install pysail==", python.display())),
+        text(&output.stderr).contains("the sail backend runs the jobs on Sail's Spark Connect server, and FLUX_SPARK_MODE=submit"),
         "{}",
         report(&output)
     );

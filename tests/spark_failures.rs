@@ -59,6 +59,8 @@ spark = SparkSession.builder.getOrCreate()
 print(spark.read.parquet(sys.argv[1]).count())
 "#;
 
+/// On the JVM Spark. (Sail reads a missing path as an empty table, so the
+/// rental jobs check their local inputs themselves: `rental_common.read_parquet`.)
 #[test]
 fn a_job_reading_a_missing_path_fails_with_the_error_class_in_both_modes() {
     let work = tempfile::tempdir().unwrap();
@@ -67,7 +69,7 @@ fn a_job_reading_a_missing_path_fails_with_the_error_class_in_both_modes() {
         let state = work.path().join(format!("state-{mode}"));
         let output = common::command(&state)
             .env("FLUX_SPARK_MODE", mode)
-            .args(["run", dag.to_str().unwrap()])
+            .args(["run", "--spark", "spark", dag.to_str().unwrap()])
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(1), "{mode}: {}", text(&output));
@@ -136,21 +138,21 @@ fn server_ports(state: &Path) -> Vec<u16> {
         .unwrap_or_default()
 }
 
-/// The pid of the JVM serving Spark Connect on `port`.
+/// The pid of the server (the JVM's Spark Connect, or Sail's) on `port`.
 fn server_pid(port: u16) -> Option<i32> {
-    let needle = format!("spark.connect.grpc.binding.port={port}");
+    let jvm = format!("spark.connect.grpc.binding.port={port}");
+    let sail = format!("spark\0server\0--ip\0127.0.0.1\0--port\0{port}\0");
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline
-                .split('\0')
-                .next()
-                .is_some_and(|p| p.ends_with("java"))
+            let program = cmdline.split('\0').next().unwrap_or("");
+            (program.ends_with("java")
                 && cmdline.contains("SparkConnectServer")
-                && cmdline.contains(&needle)
+                && cmdline.contains(&jvm))
+                || (!program.ends_with("sh") && cmdline.contains(&sail))
         })
 }
 
@@ -175,7 +177,18 @@ fn attempts(state: &Path, run_id: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_new_server() {
+fn a_job_whose_warm_jvm_spark_is_killed_fails_within_seconds_and_the_retry_gets_a_new_server() {
+    a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_new_one("spark");
+}
+
+#[test]
+fn a_job_whose_warm_sail_is_killed_fails_within_seconds_and_the_retry_gets_a_new_server() {
+    a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_new_one("sail");
+}
+
+fn a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_new_one(
+    backend: &str,
+) {
     let work = tempfile::tempdir().unwrap();
     let marker = work.path().join("first-attempt.pid");
     let dag = spark_dag(
@@ -186,7 +199,11 @@ fn a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_n
     );
     let state = work.path().join("state");
     let logs = work.path().join("run");
-    let mut child = spawn(&state, &["run", dag.to_str().unwrap()], &logs);
+    let mut child = spawn(
+        &state,
+        &["run", "--spark", backend, dag.to_str().unwrap()],
+        &logs,
+    );
     /// Kills the run however the test ends, so a failure leaks no JVM.
     struct KillOnDrop<'a>(&'a mut std::process::Child);
     impl Drop for KillOnDrop<'_> {
@@ -218,7 +235,8 @@ fn a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_n
     std::thread::sleep(Duration::from_secs(3));
     let ports = server_ports(&state);
     assert_eq!(ports.len(), 1, "one warm server expected: {ports:?}");
-    let pid = server_pid(ports[0]).unwrap_or_else(|| panic!("no JVM serves port {}", ports[0]));
+    let pid = server_pid(ports[0])
+        .unwrap_or_else(|| panic!("no {backend} server serves port {}", ports[0]));
     common::signal(pid as u32, libc::SIGKILL);
     let killed = Instant::now();
 

@@ -213,3 +213,18 @@ def test_user_metrics(metrics):
         },
     )
     assert got["u3"]["total_revenue"] == 30.0 and got["u3"]["total_rental_hours"] == 3.0
+
+
+def test_a_missing_local_input_fails_before_reading(tmp_path):
+    """Sail reads a missing path as an empty table; the jobs must fail as on Spark instead."""
+    from rental_common import JobError, require_local_path
+
+    present = tmp_path / "with space"
+    present.mkdir()
+    require_local_path(present.as_uri())
+    require_local_path(str(present))
+    missing = (tmp_path / "processed" / "clean").as_uri()
+    with pytest.raises(JobError, match=r"\[PATH_NOT_FOUND\] Path does not exist"):
+        require_local_path(missing)
+    # Not a local path: left to the engine reading it (EMR's S3).
+    require_local_path("s3://bucket/nowhere/")

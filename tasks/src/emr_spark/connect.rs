@@ -216,12 +216,19 @@ impl Backend {
         }
     }
 
+    /// The backend when neither `--spark` nor `FLUX_SPARK_BACKEND` names
+    /// one (README: "Sail or the JVM Spark").
+    pub const DEFAULT: Backend = Backend::Sail;
+
+    /// `--spark` (which main turns into the variable) or
+    /// `FLUX_SPARK_BACKEND`, else [`Backend::DEFAULT`].
     pub fn from_env() -> Result<Backend, String> {
         match std::env::var("FLUX_SPARK_BACKEND").as_deref() {
-            Err(_) | Ok("") | Ok("spark") => Ok(Backend::Spark),
+            Err(_) | Ok("") => Ok(Backend::DEFAULT),
+            Ok("spark") => Ok(Backend::Spark),
             Ok("sail") => Ok(Backend::Sail),
             Ok(other) => Err(format!(
-                "FLUX_SPARK_BACKEND=`{other}` is not a backend: use `spark` (the JVM Spark, the default) or `sail` (Sail's Spark Connect server, `pip install pysail`)"
+                "FLUX_SPARK_BACKEND=`{other}` is not a backend: use `sail` (Sail's Spark Connect server) or `spark` (the JVM Spark)"
             )),
         }
     }
@@ -313,14 +320,27 @@ pub async fn server(
 ) -> Result<Arc<ConnectServer>, String> {
     let log_dir = &state_root.join("spark");
     let mut slot = SERVER.lock().await;
+    let wanted = runtime.backend().name();
     if let Some(found) = persistent(state_root) {
-        return Ok(Arc::new(ConnectServer {
-            url: found.url,
-            port: found.port,
-            log: PathBuf::from(found.log),
-            guard: None,
-            pid: Some(found.pid),
-        }));
+        if found.backend != wanted {
+            // Its tables would be another engine's: the run asked for this
+            // one. Said once per process.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                say(&format!(
+                    "note: the server kept by `flux-engine spark start` ({}) is {}, and this run's backend is {wanted}: the run starts its own (`--spark {}` would use the kept one)",
+                    found.url, found.backend, found.backend
+                ));
+            }
+        } else {
+            return Ok(Arc::new(ConnectServer {
+                url: found.url,
+                port: found.port,
+                log: PathBuf::from(found.log),
+                guard: None,
+                pid: Some(found.pid),
+            }));
+        }
     }
     if let Some(running) = slot.as_ref() {
         if running.alive() {
@@ -393,9 +413,14 @@ async fn spawn_server(
     let (program, arguments, what): (PathBuf, Vec<String>, String) = match &runtime.sail {
         Some(sail) => (
             sail.program.clone(),
-            ["spark", "server", "--ip", "127.0.0.1", "--port"]
+            sail.leading_args
                 .iter()
-                .map(|a| a.to_string())
+                .cloned()
+                .chain(
+                    ["spark", "server", "--ip", "127.0.0.1", "--port"]
+                        .iter()
+                        .map(|a| a.to_string()),
+                )
                 .chain([port.to_string()])
                 .collect(),
             format!(
@@ -509,6 +534,14 @@ pub struct PersistentServer {
     pub url: String,
     pub log: String,
     pub started_at: String,
+    /// `sail` or `spark`; a file written before backends existed is a JVM
+    /// Spark's.
+    #[serde(default = "spark_backend_name")]
+    pub backend: String,
+}
+
+fn spark_backend_name() -> String {
+    Backend::Spark.name().to_string()
 }
 
 fn persistent_file(state_root: &Path) -> PathBuf {
@@ -559,6 +592,13 @@ pub async fn start_persistent(
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<PersistentServer, String> {
     if let Some(found) = persistent(state_root) {
+        let wanted = runtime.backend().name();
+        if found.backend != wanted {
+            return Err(format!(
+                "a {} server is already kept for this state dir ({}, pid {}); stop it with `flux-engine spark stop` before starting a {wanted} one, or use it with `--spark {}`",
+                found.backend, found.url, found.pid, found.backend
+            ));
+        }
         return Ok(found);
     }
     let (child, port, log) = spawn_server(runtime, &state_root.join("spark"), false, say).await?;
@@ -571,6 +611,7 @@ pub async fn start_persistent(
         url: format!("sc://127.0.0.1:{port}"),
         log: log.display().to_string(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        backend: runtime.backend().name().to_string(),
     };
     let path = persistent_file(state_root);
     let tmp = path.with_extension("json.tmp");

@@ -59,13 +59,23 @@ pub enum SparkSetupError {
         "provisioning PySpark into {dir} failed: {message}; fix the cause, or install Spark yourself and set SPARK_HOME"
     )]
     Provision { dir: String, message: String },
+    #[error(
+        "provisioning Sail into {dir} failed: {message}; fix the cause, install it yourself (`python3 -m pip install {}` puts `sail` on PATH), or run the jobs on the JVM Spark (`--spark spark`)",
+        SAIL_PIN
+    )]
+    SailProvision { dir: String, message: String },
     #[error("{0}")]
     Mode(String),
     #[error(
-        "FLUX_SPARK_BACKEND=sail, but Sail was not found ({tried}): install it for the Python the jobs use (`{python} -m pip install {}`), or unset FLUX_SPARK_BACKEND to use the JVM Spark",
+        "the Spark backend is sail, but Sail was not found ({tried}): `flux-engine doctor --spark sail --fix` provisions {} into {dir} (a run does so on first use), or install it for the Python the jobs use (`{python} -m pip install {}`), or run the jobs on the JVM Spark (`--spark spark`)",
+        SAIL_PIN,
         SAIL_PIN
     )]
-    NoSail { python: String, tried: String },
+    NoSail {
+        python: String,
+        tried: String,
+        dir: String,
+    },
     #[error(
         "SPARK_HOME={home} {problem}: point SPARK_HOME at a Spark installation (the folder holding bin/spark-submit and jars/), or unset it to let flux-engine use the pyspark of your Python or provision its own"
     )]
@@ -173,6 +183,9 @@ pub struct SparkRuntime {
 #[derive(Debug, Clone)]
 pub struct Sail {
     pub program: PathBuf,
+    /// Arguments before Sail's own: `-m pysail` when `program` is the
+    /// Python of the virtualenv flux-engine provisioned.
+    pub leading_args: Vec<String>,
     pub version: String,
 }
 
@@ -180,7 +193,7 @@ pub struct Sail {
 pub const SAIL_PIN: &str = "pysail==0.7.2";
 
 impl SparkRuntime {
-    fn backend(&self) -> Backend {
+    pub fn backend(&self) -> Backend {
         if self.sail.is_some() {
             Backend::Sail
         } else {
@@ -255,14 +268,9 @@ impl SparkRuntime {
     }
 }
 
-/// The requirement lines without comments, for messages.
+/// The PySpark requirement lines without comments, for messages.
 pub fn pinned() -> String {
-    REQUIREMENTS
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join(" ")
+    Venv::pyspark().pinned()
 }
 
 /// Where flux-engine keeps what it downloads.
@@ -279,10 +287,84 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("flux-engine")
 }
 
-/// The virtualenv for this build's requirements.
+/// A virtualenv flux-engine provisions into its cache: what goes into it
+/// and where (a folder named after the requirements' hash, so a build
+/// with other pins gets its own).
+struct Venv {
+    /// The product installed, for messages: `PySpark`, `Sail`.
+    what: &'static str,
+    /// The cache's subfolder: `spark`, `sail`.
+    kind: &'static str,
+    requirements: String,
+    /// What a first provisioning costs, for the person waiting.
+    size: &'static str,
+    /// The program whose presence means the provisioning completed.
+    program: &'static str,
+}
+
+impl Venv {
+    fn pyspark() -> Venv {
+        Venv {
+            what: "PySpark",
+            kind: "spark",
+            requirements: REQUIREMENTS.to_string(),
+            size: "about 500 MB to download, 850 MB on disk",
+            program: "python",
+        }
+    }
+
+    fn sail() -> Venv {
+        Venv {
+            what: "Sail",
+            kind: "sail",
+            requirements: format!("{SAIL_PIN}\n"),
+            size: "about 45 MB to download, 170 MB on disk",
+            // Run as `python -m pysail`: a pip that finds pysail already
+            // installed (a venv seeing site-packages) makes no `bin/sail`.
+            program: "python",
+        }
+    }
+
+    fn failure(&self, dir: &Path, message: String) -> SparkSetupError {
+        let dir = dir.display().to_string();
+        if self.kind == "sail" {
+            SparkSetupError::SailProvision { dir, message }
+        } else {
+            SparkSetupError::Provision { dir, message }
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        let hash = format!("{:x}", Sha256::digest(self.requirements.as_bytes()));
+        cache_dir().join(self.kind).join(&hash[..12])
+    }
+
+    /// The venv's program, if a provisioning completed.
+    fn provisioned(&self) -> Option<PathBuf> {
+        let venv = self.dir();
+        let program = venv.join("bin").join(self.program);
+        (venv.join(".complete").is_file() && program.is_file()).then_some(program)
+    }
+
+    /// The requirement lines without comments, for messages.
+    fn pinned(&self) -> String {
+        self.requirements
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The virtualenv for this build's PySpark requirements.
 pub fn provisioned_dir() -> PathBuf {
-    let hash = format!("{:x}", Sha256::digest(REQUIREMENTS.as_bytes()));
-    cache_dir().join("spark").join(&hash[..12])
+    Venv::pyspark().dir()
+}
+
+/// The virtualenv Sail is provisioned into when no `sail` is found.
+pub fn sail_dir() -> PathBuf {
+    Venv::sail().dir()
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {
@@ -344,29 +426,30 @@ pub fn check_python() -> Result<(PathBuf, String), SparkSetupError> {
     Ok((python, version))
 }
 
-/// The provisioned virtualenv's Python, if a provisioning completed.
+/// The provisioned PySpark virtualenv's Python, if a provisioning completed.
 fn provisioned_python() -> Option<PathBuf> {
-    let venv = provisioned_dir();
-    let python = venv.join("bin").join("python");
-    (venv.join(".complete").is_file() && python.is_file()).then_some(python)
+    Venv::pyspark().provisioned()
 }
 
-/// Provisions the virtualenv (once per requirements file; concurrent
-/// callers wait on a lock) and gives its Python. `say` receives progress
-/// lines, each with the time (a first provisioning downloads about
-/// 500 MB: the person waiting sees what pip is doing and since when).
-/// The work is a `spark.provision` span under the current one (the run's
-/// environment check), so the trace explains the time it took.
+/// Provisions the PySpark virtualenv and gives its Python ([`provision_venv`]).
 fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
-    if let Some(python) = provisioned_python() {
-        return Ok(python);
+    provision_venv(&Venv::pyspark(), say)
+}
+
+/// Provisions `venv` (once per requirements; concurrent callers wait on a
+/// lock) and gives its program. `say` receives progress lines, each with
+/// the time (a first PySpark provisioning downloads about 500 MB: the
+/// person waiting sees what pip is doing and since when). The work is a
+/// `spark.provision` span under the current one (the run's environment
+/// check), so the trace explains the time it took.
+fn provision_venv(venv: &Venv, say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
+    if let Some(program) = venv.provisioned() {
+        return Ok(program);
     }
+    let what = venv.what;
     let (python, python_version) = check_python()?;
-    let dir = provisioned_dir();
-    let fail = |message: String| SparkSetupError::Provision {
-        dir: dir.display().to_string(),
-        message,
-    };
+    let dir = venv.dir();
+    let fail = |message: String| venv.failure(&dir, message);
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
     let began = std::time::Instant::now();
     let progress = |line: &str| {
@@ -380,13 +463,15 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
     let _lock = match FileLock::try_create_exclusive(&lock_file).map_err(|e| fail(e.to_string()))? {
         Some(lock) => lock,
         None => {
-            progress("another flux-engine is provisioning PySpark; waiting for it");
+            progress(&format!(
+                "another flux-engine is provisioning {what}; waiting for it"
+            ));
             FileLock::create_exclusive(&lock_file).map_err(|e| fail(e.to_string()))?
         }
     };
     // Another process may have finished while we waited for the lock.
-    if let Some(python) = provisioned_python() {
-        return Ok(python);
+    if let Some(program) = venv.provisioned() {
+        return Ok(program);
     }
     let span = crate::steps::step(
         &tracing::Span::current(),
@@ -396,8 +481,9 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
     let _inside = span.enter();
     let made = (|| {
         progress(&format!(
-            "installing PySpark into {} (first use only; about 500 MB to download, 850 MB on disk)",
-            dir.display()
+            "installing {what} into {} (first use only; {})",
+            dir.display(),
+            venv.size
         ));
         progress(&format!(
             "creating a virtualenv with {} ({python_version})",
@@ -407,8 +493,8 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
             .args(["-m", "venv", "--clear"])
             .arg(&dir))?;
         let requirements = dir.join("requirements.txt");
-        std::fs::write(&requirements, REQUIREMENTS).map_err(|e| e.to_string())?;
-        progress(&format!("pip install {}", pinned()));
+        std::fs::write(&requirements, &venv.requirements).map_err(|e| e.to_string())?;
+        progress(&format!("pip install {}", venv.pinned()));
         let pip = dir.join("bin").join("pip");
         run_reporting(
             Command::new(&pip)
@@ -439,18 +525,22 @@ fn provision(say: &dyn Fn(&str)) -> Result<PathBuf, SparkSetupError> {
                 }
             },
         )?;
-        std::fs::write(dir.join(".complete"), REQUIREMENTS).map_err(|e| e.to_string())?;
-        provisioned_python()
-            .ok_or_else(|| "the virtualenv has no bin/python after installing pyspark".to_string())
+        std::fs::write(dir.join(".complete"), &venv.requirements).map_err(|e| e.to_string())?;
+        venv.provisioned().ok_or_else(|| {
+            format!(
+                "the virtualenv has no bin/{} after installing {what}",
+                venv.program
+            )
+        })
     })();
     let finished = made.map_err(engine::TaskFailure::new);
     crate::steps::finish(&span, &finished);
-    let python = finished.map_err(|failure| fail(failure.message))?;
+    let program = finished.map_err(|failure| fail(failure.message))?;
     progress(&format!(
-        "PySpark is ready ({:.1} s)",
+        "{what} is ready ({:.1} s)",
         began.elapsed().as_secs_f64()
     ));
-    Ok(python)
+    Ok(program)
 }
 
 /// What a Python said about its pyspark ([`PROBE`]).
@@ -614,8 +704,8 @@ pub fn resolve_for_run(say: &dyn Fn(&str)) -> Result<Arc<SparkRuntime>, SparkSet
 
 /// Chooses the Spark environment (see the module's doc), provisioning
 /// the virtualenv when nothing else works and `provision` allows it; with
-/// `FLUX_SPARK_BACKEND=sail`, also Sail beside the chosen Python (or on
-/// `PATH`), whose server then takes the JVM Spark's place.
+/// the `sail` backend, also Sail's server program ([`find_sail`]), whose
+/// server then takes the JVM Spark's place.
 pub fn resolve(
     provision_allowed: bool,
     say: &dyn Fn(&str),
@@ -625,41 +715,95 @@ pub fn resolve(
     if backend == Backend::Sail {
         if found.mode == Mode::Submit {
             return Err(SparkSetupError::Mode(
-                "FLUX_SPARK_BACKEND=sail runs the jobs on Sail's Spark Connect server, and FLUX_SPARK_MODE=submit would spark-submit each one: unset one of the two".into(),
+                "the sail backend runs the jobs on Sail's Spark Connect server, and FLUX_SPARK_MODE=submit would spark-submit each one: choose one (`--spark spark` for spark-submit)".into(),
             ));
         }
-        found.sail = Some(find_sail(&found.python)?);
+        let sail = find_sail(&found.python, provision_allowed, say)?;
+        let pinned = SAIL_PIN.trim_start_matches("pysail==");
+        if sail.version != pinned {
+            let note = format!(
+                "Sail {} at {} is not the release the jobs' parity with Spark is checked against ({pinned})",
+                sail.version,
+                sail.program.display()
+            );
+            found.note = Some(match found.note.take() {
+                Some(earlier) => format!("{earlier}; {note}"),
+                None => note,
+            });
+        }
+        found.sail = Some(sail);
     }
     Ok(found)
 }
 
 /// Sail's `sail` program: beside `python` (where `pip install pysail`
-/// puts it), else on `PATH`; it must answer `--version`.
-fn find_sail(python: &Path) -> Result<Sail, SparkSetupError> {
+/// puts it), else on `PATH`, else the one flux-engine provisioned
+/// ([`sail_dir`]), provisioning it when `provision_allowed`; it must
+/// answer `--version`. The server needs no particular Python: the jobs'
+/// clients are the chosen Python's pyspark either way.
+fn find_sail(
+    python: &Path,
+    provision_allowed: bool,
+    say: &dyn Fn(&str),
+) -> Result<Sail, SparkSetupError> {
+    let venv = Venv::sail();
     let beside = python.parent().map(|dir| dir.join("sail"));
     let mut tried = Vec::new();
-    for program in beside.into_iter().chain(on_path("sail")) {
+    let version_of = |program: &Path, leading_args: &[String]| -> Result<String, String> {
+        match Command::new(program)
+            .args(leading_args)
+            .arg("--version")
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                Ok(text.split_whitespace().last().unwrap_or("").to_string())
+            }
+            Ok(out) => Err(format!("{} ({})", program.display(), out.status)),
+            Err(e) => Err(format!("{} ({e})", program.display())),
+        }
+    };
+    let module = vec!["-m".to_string(), "pysail".to_string()];
+    let candidates = beside
+        .into_iter()
+        .chain(on_path("sail"))
+        .map(|program| (program, Vec::new()))
+        .chain(venv.provisioned().map(|python| (python, module.clone())));
+    for (program, leading_args) in candidates {
         if !program.is_file() {
             tried.push(format!("{} (missing)", program.display()));
             continue;
         }
-        match Command::new(&program).arg("--version").output() {
-            Ok(out) if out.status.success() => {
-                let text = String::from_utf8_lossy(&out.stdout);
-                let version = text.split_whitespace().last().unwrap_or("").to_string();
-                return Ok(Sail { program, version });
+        match version_of(&program, &leading_args) {
+            Ok(version) => {
+                return Ok(Sail {
+                    program,
+                    leading_args,
+                    version,
+                });
             }
-            Ok(out) => tried.push(format!("{} ({})", program.display(), out.status)),
-            Err(e) => tried.push(format!("{} ({e})", program.display())),
+            Err(problem) => tried.push(problem),
         }
     }
-    Err(SparkSetupError::NoSail {
+    let missing = || SparkSetupError::NoSail {
         python: python.display().to_string(),
-        tried: if tried.is_empty() {
-            "no `sail` on PATH".into()
-        } else {
-            tried.join(", ")
-        },
+        tried: tried.join(", "),
+        dir: venv.dir().display().to_string(),
+    };
+    if !provision_allowed {
+        return Err(missing());
+    }
+    let program = provision_venv(&venv, say)?;
+    let version = version_of(&program, &module).map_err(|problem| {
+        venv.failure(
+            &venv.dir(),
+            format!("the provisioned Sail does not answer `python -m pysail --version`: {problem}"),
+        )
+    })?;
+    Ok(Sail {
+        program,
+        leading_args: module,
+        version,
     })
 }
 
