@@ -6,26 +6,32 @@ PySpark job, run one after the other as Step Functions runs EMR steps: rental_cl
 rental_vehicle_location_metrics.py, then rental_user_transaction_metrics.py. Spark work only:
 no ingest, crawler, queries or report.
 
-B (flux-engine, cold): `flux-engine run dags/rental.toml --param input_dir=DATA` in a fresh state
-dir: ingest, the three jobs on one Spark Connect server that the run starts (counted), the
-crawler, the queries and gates, the report.
+B (flux-engine, JVM Spark, cold): `flux-engine --spark spark run dags/rental.toml --param
+input_dir=DATA` in a fresh state dir: ingest, the three jobs on one Spark Connect server that the
+run starts (counted), the crawler, the queries and gates, the report.
 
-C (flux-engine, warm): the same run in a state dir where `flux-engine spark start` keeps a Spark
-Connect server between runs, as during development: started once before the reps with one
-untimed warm-up run, not counted. Each rep still writes a fresh bucket and catalog.
+C (flux-engine, JVM Spark, warm): the same run in a state dir where `flux-engine spark start`
+keeps a Spark Connect server between runs, as during development: started once before the reps
+with one untimed warm-up run whose time is not counted; the kept server's memory is counted with
+each run's. Each rep still writes a fresh bucket and catalog.
 
-A, B and C alternate (A B C A B C ...), each run a fresh process tree; medians are printed with min and
-max, and the B/A ratio is taken pair by pair so that drift of a shared machine cancels out.
-Peak memory is the largest sum of RSS over the process tree, sampled every 0.2 s.
+D and E: B and C on Sail (`--spark sail`): Sail's Spark Connect server, no JVM.
+
+A, B, C, D and E alternate (A B C D E A B C D E ...), each run a fresh process tree; medians are
+printed with min and max, and the ratios to A are taken pair by pair (within a rep) so that drift
+of a shared machine cancels out. Peak memory is the largest sum of RSS over the process tree,
+sampled every 0.2 s. With --scale, generated data and only the cold runs B and D (the target
+compares Sail with the JVM Spark there).
 
     cargo build --release
     python3 tasks/benches/rental_pipeline.py [--data ../shared/data/rental] [--reps 3]
-    python3 tasks/benches/rental_pipeline.py --scale 1000000 --reps 1   # generated data, B only
+    python3 tasks/benches/rental_pipeline.py --scale 1000000 --reps 1   # generated data, B and D
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -43,7 +49,9 @@ def binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     path = target / "release" / "flux-engine"
     if not path.is_file():
-        sys.exit(f"{path} not found: run `cargo build --release` first (same CARGO_TARGET_DIR)")
+        sys.exit(
+            f"{path} not found: run `cargo build --release` first (same CARGO_TARGET_DIR)"
+        )
     return path
 
 
@@ -59,7 +67,9 @@ def spark_submit() -> str:
 
         return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
     except ImportError:
-        sys.exit("no spark-submit: install pyspark (pip install -r pyspark/requirements.txt)")
+        sys.exit(
+            "no spark-submit: install pyspark (pip install -r pyspark/requirements.txt)"
+        )
 
 
 def tree_rss_kib(root_pid: int) -> int:
@@ -85,8 +95,12 @@ def tree_rss_kib(root_pid: int) -> int:
     return total
 
 
-def timed(commands: list[list[str]], env: dict, log: Path) -> tuple[float, int, bool]:
-    """Runs commands one after another; returns wall seconds, peak tree RSS (KiB), success."""
+def timed(
+    commands: list[list[str]], env: dict, log: Path, also: list[int] | None = None
+) -> tuple[float, int, bool]:
+    """Runs commands one after another; returns wall seconds, peak tree RSS (KiB), success.
+    The process trees of the pids in `also` (a kept server) count with each command's.
+    """
     peak = 0
     start = time.monotonic()
     ok = True
@@ -98,7 +112,7 @@ def timed(commands: list[list[str]], env: dict, log: Path) -> tuple[float, int, 
             def sample(pid=proc.pid):
                 nonlocal peak
                 while not done.is_set():
-                    peak = max(peak, tree_rss_kib(pid))
+                    peak = max(peak, sum(tree_rss_kib(p) for p in [pid, *(also or [])]))
                     done.wait(0.2)
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -161,12 +175,14 @@ def baseline_commands(data: Path, work: Path) -> list[list[str]]:
     ]
 
 
-def flux_commands(data: Path, state: Path) -> list[list[str]]:
+def flux_commands(data: Path, state: Path, backend: str) -> list[list[str]]:
     return [
         [
             str(binary()),
             "--state-dir",
             str(state),
+            "--spark",
+            backend,
             "run",
             str(REPO / "dags" / "rental.toml"),
             "--param",
@@ -180,28 +196,58 @@ def summary(values: list[float], digits: int = 1) -> str:
     return f"median {statistics.median(values):{f}}   min {min(values):{f}}   max {max(values):{f}}"
 
 
+def kept_server_pid(state: Path) -> int | None:
+    """The pid of the server `flux-engine spark start` keeps for `state`."""
+    try:
+        return json.loads((state / "spark" / "server.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# The flux-engine variants: (letter, description, backend, warm).
+FLUX_VARIANTS = [
+    ("B", "flux-engine, JVM Spark, cold", "spark", False),
+    ("C", "flux-engine, JVM Spark, warm", "spark", True),
+    ("D", "flux-engine, Sail, cold", "sail", False),
+    ("E", "flux-engine, Sail, warm", "sail", True),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "rental"))
+    parser.add_argument(
+        "--data", default=str(REPO.parent / "shared" / "data" / "rental")
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
-        "--scale", type=int, help="generate this many transactions and time flux-engine only"
+        "--scale",
+        type=int,
+        help="generate this many transactions and time the cold runs only (B and D)",
     )
     args = parser.parse_args()
 
     env = dict(os.environ)
-    env.pop("FLUX_HOME", None)
-    env.pop("FLUX_SPARK_MODE", None)
+    for name in ("FLUX_HOME", "FLUX_SPARK_MODE", "FLUX_SPARK_BACKEND"):
+        env.pop(name, None)
     keep = Path(tempfile.mkdtemp(prefix="flux-bench-"))
     log = keep / "bench.log"
-    print(f"machine: {os.cpu_count()} cores; logs in {log}", flush=True)
+    print(
+        f"machine: {os.cpu_count()} cores; binary {binary()}; logs in {log}", flush=True
+    )
 
     data = Path(args.data)
     if args.scale:
         data = keep / f"data-{args.scale}"
         t0 = time.monotonic()
         subprocess.run(
-            [str(binary()), "sample-data", "--out", str(data), "--transactions", str(args.scale)],
+            [
+                str(binary()),
+                "sample-data",
+                "--out",
+                str(data),
+                "--transactions",
+                str(args.scale),
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -211,71 +257,117 @@ def main() -> None:
     rows = sum(1 for _ in open(data / "rental_transactions.csv", "rb")) - 1
     print(f"data: {data} ({rows:,} transactions)", flush=True)
 
-    base_t, base_m, flux_t, flux_m, ratios = [], [], [], [], []
-    warm_t, warm_m, warm_ratios = [], [], []
-    warm_state = keep / "warm"
-    if not args.scale:
-        subprocess.run(
-            [str(binary()), "--state-dir", str(warm_state), "spark", "start"], check=True, env=env
-        )
-        _, _, ok = timed(flux_commands(data, warm_state), env, log)
-        if not ok:
-            sys.exit(f"the warm-up run failed: see {log}")
-    for rep in range(args.reps):
-        if not args.scale:
-            work = keep / f"baseline-{rep}"
-            seconds, peak, ok = timed(baseline_commands(data, work), env, log)
-            shutil.rmtree(work, ignore_errors=True)
-            if not ok:
-                sys.exit(f"baseline run {rep} failed: see {log}")
-            base_t.append(seconds)
-            base_m.append(peak / 1024)
-            print(
-                f"rep {rep}: A cold spark-submit x3   {seconds:7.1f} s  peak {peak/1024:7.0f} MiB",
-                flush=True,
+    variants = [v for v in FLUX_VARIANTS if not (args.scale and v[3])]
+    times: dict[str, list[float]] = {"A": []}
+    memory: dict[str, list[float]] = {"A": []}
+    for letter, _, backend, warm in variants:
+        times[letter], memory[letter] = [], []
+        if warm:
+            # The kept server: started once, then one untimed warm-up run.
+            state = keep / f"warm-{backend}"
+            subprocess.run(
+                [
+                    str(binary()),
+                    "--state-dir",
+                    str(state),
+                    "--spark",
+                    backend,
+                    "spark",
+                    "start",
+                ],
+                check=True,
+                env=env,
             )
-        state = keep / f"flux-{rep}"
-        seconds, peak, ok = timed(flux_commands(data, state), env, log)
-        shutil.rmtree(state, ignore_errors=True)
-        if not ok:
-            sys.exit(f"flux-engine run {rep} failed: see {log}")
-        flux_t.append(seconds)
-        flux_m.append(peak / 1024)
-        print(
-            f"rep {rep}: B flux-engine run (all)  {seconds:7.1f} s  peak {peak/1024:7.0f} MiB",
-            flush=True,
-        )
-        if base_t:
-            ratios.append(flux_t[-1] / base_t[-1])
-        if not args.scale:
-            for sub in ("s3", "catalog"):  # a fresh bucket and catalog, the same server
-                shutil.rmtree(warm_state / sub, ignore_errors=True)
-            seconds, peak, ok = timed(flux_commands(data, warm_state), env, log)
+            _, _, ok = timed(flux_commands(data, state, backend), env, log)
             if not ok:
-                sys.exit(f"flux-engine warm run {rep} failed: see {log}")
-            warm_t.append(seconds)
-            warm_m.append(peak / 1024)
-            warm_ratios.append(seconds / base_t[-1])
-            print(
-                f"rep {rep}: C flux-engine run, warm   {seconds:7.1f} s  (server memory not counted)",
-                flush=True,
-            )
+                sys.exit(f"the {backend} warm-up run failed: see {log}")
+    try:
+        for rep in range(args.reps):
+            if not args.scale:
+                work = keep / f"baseline-{rep}"
+                seconds, peak, ok = timed(baseline_commands(data, work), env, log)
+                shutil.rmtree(work, ignore_errors=True)
+                if not ok:
+                    sys.exit(f"baseline run {rep} failed: see {log}")
+                times["A"].append(seconds)
+                memory["A"].append(peak / 1024)
+                print(
+                    f"rep {rep}: A cold spark-submit x3            {seconds:7.1f} s  peak {peak/1024:7.0f} MiB",
+                    flush=True,
+                )
+            for letter, description, backend, warm in variants:
+                if warm:
+                    state = keep / f"warm-{backend}"
+                    for sub in (
+                        "s3",
+                        "catalog",
+                    ):  # a fresh bucket and catalog, the same server
+                        shutil.rmtree(state / sub, ignore_errors=True)
+                    # The kept server's memory counts with the run's.
+                    server = kept_server_pid(state)
+                    extra = [server] if server else []
+                else:
+                    state = keep / f"flux-{letter}-{rep}"
+                    extra = []
+                seconds, peak, ok = timed(
+                    flux_commands(data, state, backend), env, log, extra
+                )
+                if not warm:
+                    shutil.rmtree(state, ignore_errors=True)
+                if not ok:
+                    sys.exit(f"{description} run {rep} failed: see {log}")
+                times[letter].append(seconds)
+                memory[letter].append(peak / 1024)
+                print(
+                    f"rep {rep}: {letter} {description:<30} {seconds:7.1f} s  peak {peak/1024:7.0f} MiB",
+                    flush=True,
+                )
+    finally:
+        for _, _, backend, warm in variants:
+            if warm:
+                subprocess.run(
+                    [
+                        str(binary()),
+                        "--state-dir",
+                        str(keep / f"warm-{backend}"),
+                        "spark",
+                        "stop",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                )
 
     print()
-    if base_t:
-        print(f"A  cold spark-submit per job (3 jobs)   wall s  {summary(base_t)}")
-        print(f"                                        MiB     {summary(base_m)}")
-    print(f"B  flux-engine, ingest to report        wall s  {summary(flux_t)}")
-    print(f"                                        MiB     {summary(flux_m)}")
-    if warm_t:
-        print(f"C  flux-engine, warm Spark, all tasks   wall s  {summary(warm_t)}")
-    if ratios:
-        print(f"B/A (pairwise)                                  {summary(ratios, 2)}")
-    if warm_ratios:
-        print(f"C/A (pairwise)                                  {summary(warm_ratios, 2)}")
-    if not args.scale:
-        subprocess.run([str(binary()), "--state-dir", str(warm_state), "spark", "stop"], env=env)
-        print("target: the whole pipeline in at most half the baseline's time (ratio <= 0.50)")
+    if times["A"]:
+        print(
+            f"A  cold spark-submit per job (3 jobs)      wall s  {summary(times['A'])}"
+        )
+        print(
+            f"                                           MiB     {summary(memory['A'], 0)}"
+        )
+    for letter, description, _, warm in variants:
+        what = "ingest to report" + (", kept server counted" if warm else "")
+        print(
+            f"{letter}  {description:<38} wall s  {summary(times[letter])}   ({what})"
+        )
+        print(
+            f"                                           MiB     {summary(memory[letter], 0)}"
+        )
+
+    def pairwise(top: str, bottom: str) -> list[float]:
+        return [t / b for t, b in zip(times[top], times[bottom])]
+
+    if times["A"]:
+        for letter, _, _, _ in variants:
+            print(
+                f"{letter}/A (pairwise)                                     {summary(pairwise(letter, 'A'), 2)}"
+            )
+        print("targets: D/A <= 0.15 (Sail cold), E/A <= 0.08 (Sail warm)")
+    else:
+        print(
+            f"D/B (pairwise)                                     {summary(pairwise('D', 'B'), 2)}"
+        )
+        print("target: D/B <= 0.25 (Sail against the JVM Spark, both cold)")
 
 
 if __name__ == "__main__":
