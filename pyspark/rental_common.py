@@ -434,11 +434,13 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets, scratch: str)
         raise JobError(f"cannot read the raw files under {raw_prefix}: {first}") from exc
 
     files = {}
-    for name, uri in uris.items():
+    for ds in datasets:
+        name, uri = ds.file, uris[ds.file]
         mine = [b for b in blocks if b[0] == name]
         if not mine:  # a file of 0 bytes has no line at all; check_not_empty says so
             files[name] = RawFile(uri, None, 0, "", 0)
             continue
+        mine = in_file_order(ds, mine, uri)
         # line_number = lines in earlier blocks + position in this block + 1
         offsets, before = [], 0
         for _, blk, n, m0, _, _ in mine:
@@ -449,6 +451,44 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets, scratch: str)
         content = sum(b[5] for b in mine)
         files[name] = RawFile(uri, lines, before, mine[0][4], content)
     return files
+
+
+def in_file_order(dataset: Dataset, blocks: list, uri: str = "") -> list:
+    """The blocks of one file (tuples whose [4] is the block's first line), in file order.
+
+    They come sorted by block id, which on Spark is the file's order. On Sail it may not be:
+    DataFusion's file streams hand the byte ranges of a file to whichever partition asks
+    first (work stealing), so the block holding the file's start can have any id. That block
+    is told by its first line, the header: when the lowest block does not start with a line
+    holding the dataset's columns and exactly one other block does, that one is put first.
+    This puts a file read in two blocks in order. Of a file read in more (Sail splits a file
+    of 1 MB or more into as many ranges as the server has cores), nothing tells the order of
+    the blocks after the first: a warning says so, as the line numbers past the first block
+    may then not be the file's.
+    """
+
+    def starts_with_header(block) -> bool:
+        try:
+            check_header(dataset, parse_header(block[4]))
+            return True
+        except (JobError, csv.Error):
+            return False
+
+    if len(blocks) < 2 or starts_with_header(blocks[0]):
+        return blocks
+    starts = [b for b in blocks[1:] if starts_with_header(b)]
+    if len(starts) != 1:
+        return blocks  # no header anywhere: check_header reports the first line
+    first = starts[0]
+    if len(blocks) > 2:
+        print(
+            f"warning: {uri or dataset.file} was read in {len(blocks)} blocks and numbered out "
+            "of file order by the Spark backend: the block starting with the header is put "
+            f"first, but the order of the other {len(blocks) - 1} is not known, so line numbers "
+            "past the first block may not be the file's",
+            file=sys.stderr,
+        )
+    return [first] + [b for b in blocks if b is not first]
 
 
 def emptiness(raw: RawFile) -> str | None:

@@ -324,6 +324,30 @@ def test_read_equals_clean_plus_quarantined(dirty_run):
     assert total == sum(c["quarantined"] for c in counts["files"].values()) == len(quarantine)
 
 
+def test_the_block_starting_with_the_header_is_numbered_first(capsys):
+    """Blocks as read_raw_files collects them: (file, block id, lines, first id, first line,
+    content lines). Spark's order is kept; a header found in a later block (Sail handing the
+    file's first byte range to another partition) moves that block first."""
+    from rental_common import TRANSACTIONS, in_file_order
+
+    def block(blk, first):
+        return (T, blk, 10, blk << 33, first, 10)
+
+    head, data = block(0, TRANSACTIONS_HEADER), block(1, BASE_TRANSACTIONS[2])
+    assert in_file_order(TRANSACTIONS, [head, data]) == [head, data]
+    swapped = [block(0, BASE_TRANSACTIONS[2]), block(1, TRANSACTIONS_HEADER)]
+    assert in_file_order(TRANSACTIONS, swapped) == swapped[::-1]
+    assert capsys.readouterr().err == ""
+    # No header anywhere: unchanged, and check_header names the first block's line.
+    lost = [block(0, BASE_TRANSACTIONS[2]), block(1, BASE_TRANSACTIONS[3])]
+    assert in_file_order(TRANSACTIONS, lost) == lost
+    # Three blocks: the header's first, and a warning that the others' order is not known.
+    three = [block(0, BASE_TRANSACTIONS[2]), block(1, BASE_TRANSACTIONS[3])]
+    three.append(block(2, TRANSACTIONS_HEADER))
+    assert in_file_order(TRANSACTIONS, three) == [three[2], three[0], three[1]]
+    assert "read in 3 blocks and numbered out of file order" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # Failures: a missing column, the quarantine ratio, the command line.
 # ---------------------------------------------------------------------------------------------
