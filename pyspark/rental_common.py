@@ -19,7 +19,7 @@ import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -305,7 +305,7 @@ def _local_path(uri: str) -> str | None:
     """The local path of a plain path, a file:// URI or a Windows drive path; None otherwise."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        return parsed.path
+        return unquote(parsed.path)  # file:///tmp/with%20space is /tmp/with space
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # 1 letter: a Windows drive
         return uri
     return None

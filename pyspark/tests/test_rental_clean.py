@@ -6,6 +6,7 @@ import json
 import runpy
 import sys
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 from conftest import BASE_TRANSACTIONS, JOBS_DIR, TRANSACTIONS_HEADER, USERS_HEADER
@@ -322,6 +323,34 @@ def test_read_equals_clean_plus_quarantined(dirty_run):
     assert json.loads(data.path("counts.json").read_text()) == counts
     total = sum(counts["quarantine_reasons"].values())
     assert total == sum(c["quarantined"] for c in counts["files"].values()) == len(quarantine)
+
+
+def test_the_scratch_folder_goes_with_the_folders_it_created(tmp_path):
+    """The numbered lines' folder is deleted at the end, and so are the folders above it that
+    the job created (a failed first run leaves no OUTPUT behind); folders that were there stay."""
+    from urllib.parse import unquote, urlparse
+
+    from rental_common import Scratch
+
+    def fill(scratch):
+        path = Path(unquote(urlparse(scratch.uri).path))
+        (path / "users.csv").mkdir(parents=True)
+        (path / "users.csv" / "part-0.parquet").write_bytes(b"x")
+        return path
+
+    output = tmp_path / "with space" / "processed"  # a file:// URI quotes the space
+    scratch = Scratch(None, output.as_uri(), "numbered_lines")
+    assert scratch.uri.startswith(output.as_uri() + "/_numbered_lines-")
+    fill(scratch)
+    scratch.close()
+    assert not (tmp_path / "with space").exists()
+
+    output.mkdir(parents=True)
+    scratch = Scratch(None, str(output), "numbered_lines")
+    path = fill(scratch)
+    (output / "users").mkdir()  # an output written meanwhile
+    scratch.close()
+    assert not path.exists() and sorted(p.name for p in output.iterdir()) == ["users"]
 
 
 def test_the_block_starting_with_the_header_is_numbered_first(capsys):
