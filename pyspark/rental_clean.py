@@ -80,25 +80,22 @@ def _clean(df):
     return df.where(F.col("reason").isNull())
 
 
-def build(spark: SparkSession, raw_prefix: str):
+def build(spark: SparkSession, raw_prefix: str, scratch: str):
     """Read and tag all four files.
 
-    Returns ({dataset name: (Dataset, tagged df, lines in file)}, cached source to release).
+    Returns {dataset name: (Dataset, tagged df, lines in file)}. The numbered lines are written
+    under `scratch` (see read_raw_files), which the caller deletes once the outputs are written.
     The headers of all files are checked before any row is processed, so a missing column fails
     the job before anything is written.
     """
-    files, source = rc.read_raw_files(spark, raw_prefix, rc.DATASETS)
+    files = rc.read_raw_files(spark, raw_prefix, rc.DATASETS, scratch)
     numbered = {}
-    try:
-        rc.check_not_empty(files, raw_prefix)
-        for ds in rc.DATASETS:
-            raw = files[ds.file]
-            header = rc.parse_header(raw.header_line)
-            positions = rc.check_header(ds, header)
-            numbered[ds.name] = (raw.lines, raw.total_lines, header, positions)
-    except BaseException:
-        source.unpersist()
-        raise
+    rc.check_not_empty(files, raw_prefix)
+    for ds in rc.DATASETS:
+        raw = files[ds.file]
+        header = rc.parse_header(raw.header_line)
+        positions = rc.check_header(ds, header)
+        numbered[ds.name] = (raw.lines, raw.total_lines, header, positions)
 
     tagged = {}
     for ds in (rc.LOCATIONS, rc.USERS, rc.VEHICLES):
@@ -127,7 +124,7 @@ def build(spark: SparkSession, raw_prefix: str):
     )
     df = rc.dedupe(df, ds.key, rc.partitions_for(total)).persist()
     tagged[ds.name] = (ds, df, total)
-    return tagged, source
+    return tagged
 
 
 def count(tagged) -> dict:
@@ -197,17 +194,21 @@ def check_some_clean(counts: dict) -> None:
 
 
 def run(spark: SparkSession, args) -> dict:
-    tagged, source = build(spark, args.raw)
+    # The numbered lines go under the output prefix, in a folder of their own that is deleted
+    # at the end whatever happens (on EMR as on the local engine, where the output prefix is a
+    # staging folder discarded if the job fails).
+    scratch = rc.Scratch(spark, args.output, "numbered_lines")
+    tagged = {}
     try:
+        tagged = build(spark, args.raw, scratch.uri)
         counts = count(tagged)  # materialises every tagged table
-        source.unpersist()
         print_counts(counts)
         write_outputs(spark, args, tagged, counts)
         return counts
     finally:
-        source.unpersist()
         for _, df, _ in tagged.values():
             df.unpersist()
+        scratch.close()
 
 
 def write_outputs(spark: SparkSession, args, tagged, counts) -> None:

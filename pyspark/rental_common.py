@@ -15,6 +15,9 @@ import csv
 import json
 import os
 import re
+import shutil
+import sys
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
@@ -307,6 +310,64 @@ def to_json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False) + "\n"
 
 
+def _local_path(uri: str) -> str | None:
+    """The local path of a plain path, a file:// URI or a Windows drive path; None otherwise."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)  # file:///tmp/with%20space is /tmp/with space
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # 1 letter: a Windows drive
+        return uri
+    return None
+
+
+def delete_tree(spark: SparkSession, uri: str) -> None:
+    """Delete a folder and everything in it: a local path, a file:// URI or any Hadoop URI."""
+    path = _local_path(uri)
+    if path is not None:
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        return
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs.delete(hadoop_path, True)
+
+
+class Scratch:
+    """A folder of the job's own, ``PARENT/_NAME-<random>``, for data it materialises while it
+    runs. close() deletes it, and with it the local folders above it, up to PARENT, that it
+    created and that are still empty: a job that fails before writing its outputs leaves
+    nothing behind. The name starts with "_", which Spark's readers and the crawler skip."""
+
+    def __init__(self, spark: SparkSession, parent: str, name: str):
+        self.spark = spark
+        self.uri = join_uri(parent, f"_{name}-{uuid.uuid4().hex[:12]}")
+        self._created = None  # the highest local folder that creating the scratch creates
+        path = _local_path(self.uri)
+        if path is not None:
+            path = os.path.abspath(path)
+            while not os.path.exists(path) and os.path.dirname(path) != path:
+                self._created, path = path, os.path.dirname(path)
+
+    def close(self) -> None:
+        try:
+            delete_tree(self.spark, self.uri)
+        except Exception as exc:  # never hide the job's own outcome behind this
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            print(f"warning: cannot delete the scratch folder {self.uri}: {first}", file=sys.stderr)
+            return
+        if self._created is None:
+            return
+        path = os.path.dirname(os.path.abspath(_local_path(self.uri)))
+        while len(path) >= len(self._created):
+            try:
+                os.rmdir(path)  # only an empty folder
+            except OSError:
+                return
+            path = os.path.dirname(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Reading a raw CSV file line by line
 # --------------------------------------------------------------------------------------------
@@ -321,26 +382,21 @@ class RawFile:
     content_lines: int  # lines that are not blank (BLANK_LINE_RE), the header included
 
 
-class _Cached:
-    """The cached scans of read_raw_files, released together."""
-
-    def __init__(self, frames):
-        self.frames = frames
-
-    def unpersist(self):
-        for frame in self.frames:
-            frame.unpersist()
-
-
-def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
-    """Read the raw files as numbered text lines. Returns ({file: RawFile}, cache).
+def read_raw_files(spark: SparkSession, raw_prefix: str, datasets, scratch: str) -> dict:
+    """Read the raw files as numbered text lines. Returns {file: RawFile}.
 
     Spark splits a large file into blocks read by different tasks, one partition each, in file
     order. Each row gets its partition (``spark_partition_id``) and an id that increases in
     read order within its partition (``monotonically_increasing_id``), so (block, id) is the
     file order; a count per block turns it into line numbers without moving all rows to one
-    partition. The ids are only stable while the scans stay cached: unpersist the returned
-    cache once everything derived from it is materialised.
+    partition.
+
+    Both ids are nondeterministic: each plan that reads the scan may compute them again, and
+    not necessarily the same way. So they are computed once, in one job per file that writes
+    (record, block, id) as Parquet under `scratch` (a URI prefix), and the block counts and
+    the line numbers are both derived from that copy. A cache would not do: Sail's persist()
+    is a no-op, and a run whose later plans renumbered a file lost rows (issue 14). Delete
+    `scratch` once everything derived from the lines is written.
     """
     uris = {ds.file: join_uri(raw_prefix, ds.file) for ds in datasets}
     try:
@@ -354,18 +410,20 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
         # two of its batches. (A file whose lines end in a lone CR, no LF, is one long line.)
         record = F.col("value")
         record = F.when(record.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
-        scans = {
-            name: spark.read.option("lineSep", "\n")
-            .text(uri)
-            .select(
-                record.otherwise(F.col("value")).alias("record"),
-                F.spark_partition_id().alias("_blk"),
-                F.monotonically_increasing_id().alias("_mid"),
+        scans = {}
+        for name, uri in uris.items():
+            target = join_uri(scratch, name)
+            numbered = (
+                spark.read.option("lineSep", "\n")
+                .text(uri)
+                .select(
+                    record.otherwise(F.col("value")).alias("record"),
+                    F.spark_partition_id().alias("_blk"),
+                    F.monotonically_increasing_id().alias("_mid"),
+                )
             )
-            .persist()
-            for name, uri in uris.items()
-        }
-        source = _Cached(list(scans.values()))
+            write_parquet(numbered, target)
+            scans[name] = spark.read.parquet(target)
         blocks = []
         for name, scan in scans.items():
             stats = scan.groupBy("_blk").agg(
@@ -385,11 +443,13 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
         raise JobError(f"cannot read the raw files under {raw_prefix}: {first}") from exc
 
     files = {}
-    for name, uri in uris.items():
+    for ds in datasets:
+        name, uri = ds.file, uris[ds.file]
         mine = [b for b in blocks if b[0] == name]
         if not mine:  # a file of 0 bytes has no line at all; check_not_empty says so
             files[name] = RawFile(uri, None, 0, "", 0)
             continue
+        mine = in_file_order(ds, mine, uri)
         # line_number = lines in earlier blocks + position in this block + 1
         offsets, before = [], 0
         for _, blk, n, m0, _, _ in mine:
@@ -399,7 +459,45 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets) -> tuple:
         lines = scans[name].select(line_number.alias("line_number"), "record")
         content = sum(b[5] for b in mine)
         files[name] = RawFile(uri, lines, before, mine[0][4], content)
-    return files, source
+    return files
+
+
+def in_file_order(dataset: Dataset, blocks: list, uri: str = "") -> list:
+    """The blocks of one file (tuples whose [4] is the block's first line), in file order.
+
+    They come sorted by block id, which on Spark is the file's order. On Sail it may not be:
+    DataFusion's file streams hand the byte ranges of a file to whichever partition asks
+    first (work stealing), so the block holding the file's start can have any id. That block
+    is told by its first line, the header: when the lowest block does not start with a line
+    holding the dataset's columns and exactly one other block does, that one is put first.
+    This puts a file read in two blocks in order. Of a file read in more (Sail splits a file
+    of 1 MB or more into as many ranges as the server has cores), nothing tells the order of
+    the blocks after the first: a warning says so, as the line numbers past the first block
+    may then not be the file's.
+    """
+
+    def starts_with_header(block) -> bool:
+        try:
+            check_header(dataset, parse_header(block[4]))
+            return True
+        except (JobError, csv.Error):
+            return False
+
+    if len(blocks) < 2 or starts_with_header(blocks[0]):
+        return blocks
+    starts = [b for b in blocks[1:] if starts_with_header(b)]
+    if len(starts) != 1:
+        return blocks  # no header anywhere: check_header reports the first line
+    first = starts[0]
+    if len(blocks) > 2:
+        print(
+            f"warning: {uri or dataset.file} was read in {len(blocks)} blocks and numbered out "
+            "of file order by the Spark backend: the block starting with the header is put "
+            f"first, but the order of the other {len(blocks) - 1} is not known, so line numbers "
+            "past the first block may not be the file's",
+            file=sys.stderr,
+        )
+    return [first] + [b for b in blocks if b is not first]
 
 
 def emptiness(raw: RawFile) -> str | None:

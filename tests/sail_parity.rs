@@ -134,15 +134,12 @@ fn both_backends_agree(input: &Path, expect_quarantine: bool) {
     );
 }
 
-/// Ignored in CI: on the reference data (files of two blocks and more)
-/// Sail's output is not yet stable from run to run. Once in four runs, on
-/// a loaded machine, Sail published 20,077 rows of `rentals_clean` where
-/// Spark published 20,080 (three rentals of one vehicle missing, nothing
-/// quarantined): the job's plans recompute the line-number ids, which
-/// Sail does not keep cached as Spark does. Run it with
-/// `cargo test --test sail_parity -- --ignored`.
+/// The reference data: files of two blocks and more on Sail. It was once
+/// unstable (Sail published 20,077 rows of `rentals_clean` where Spark
+/// published 20,080, the job's plans having renumbered a file's lines);
+/// the job now numbers the lines once, into Parquet, and puts first the
+/// block that starts with the header (issue 14).
 #[test]
-#[ignore = "Sail's output on multi-block files is not yet stable (issue 14)"]
 fn sail_and_spark_publish_the_same_tables_from_the_reference_data() {
     let reference = std::env::var_os("FLUX_RENTAL_DATA")
         .map(PathBuf::from)

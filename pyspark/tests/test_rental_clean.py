@@ -6,6 +6,7 @@ import json
 import runpy
 import sys
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 from conftest import BASE_TRANSACTIONS, JOBS_DIR, TRANSACTIONS_HEADER, USERS_HEADER
@@ -322,6 +323,58 @@ def test_read_equals_clean_plus_quarantined(dirty_run):
     assert json.loads(data.path("counts.json").read_text()) == counts
     total = sum(counts["quarantine_reasons"].values())
     assert total == sum(c["quarantined"] for c in counts["files"].values()) == len(quarantine)
+
+
+def test_the_scratch_folder_goes_with_the_folders_it_created(tmp_path):
+    """The numbered lines' folder is deleted at the end, and so are the folders above it that
+    the job created (a failed first run leaves no OUTPUT behind); folders that were there stay."""
+    from urllib.parse import unquote, urlparse
+
+    from rental_common import Scratch
+
+    def fill(scratch):
+        path = Path(unquote(urlparse(scratch.uri).path))
+        (path / "users.csv").mkdir(parents=True)
+        (path / "users.csv" / "part-0.parquet").write_bytes(b"x")
+        return path
+
+    output = tmp_path / "with space" / "processed"  # a file:// URI quotes the space
+    scratch = Scratch(None, output.as_uri(), "numbered_lines")
+    assert scratch.uri.startswith(output.as_uri() + "/_numbered_lines-")
+    fill(scratch)
+    scratch.close()
+    assert not (tmp_path / "with space").exists()
+
+    output.mkdir(parents=True)
+    scratch = Scratch(None, str(output), "numbered_lines")
+    path = fill(scratch)
+    (output / "users").mkdir()  # an output written meanwhile
+    scratch.close()
+    assert not path.exists() and sorted(p.name for p in output.iterdir()) == ["users"]
+
+
+def test_the_block_starting_with_the_header_is_numbered_first(capsys):
+    """Blocks as read_raw_files collects them: (file, block id, lines, first id, first line,
+    content lines). Spark's order is kept; a header found in a later block (Sail handing the
+    file's first byte range to another partition) moves that block first."""
+    from rental_common import TRANSACTIONS, in_file_order
+
+    def block(blk, first):
+        return (T, blk, 10, blk << 33, first, 10)
+
+    head, data = block(0, TRANSACTIONS_HEADER), block(1, BASE_TRANSACTIONS[2])
+    assert in_file_order(TRANSACTIONS, [head, data]) == [head, data]
+    swapped = [block(0, BASE_TRANSACTIONS[2]), block(1, TRANSACTIONS_HEADER)]
+    assert in_file_order(TRANSACTIONS, swapped) == swapped[::-1]
+    assert capsys.readouterr().err == ""
+    # No header anywhere: unchanged, and check_header names the first block's line.
+    lost = [block(0, BASE_TRANSACTIONS[2]), block(1, BASE_TRANSACTIONS[3])]
+    assert in_file_order(TRANSACTIONS, lost) == lost
+    # Three blocks: the header's first, and a warning that the others' order is not known.
+    three = [block(0, BASE_TRANSACTIONS[2]), block(1, BASE_TRANSACTIONS[3])]
+    three.append(block(2, TRANSACTIONS_HEADER))
+    assert in_file_order(TRANSACTIONS, three) == [three[2], three[0], three[1]]
+    assert "read in 3 blocks and numbered out of file order" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
