@@ -399,6 +399,8 @@ def read_raw_files(spark: SparkSession, raw_prefix: str, datasets, scratch: str)
     `scratch` once everything derived from the lines is written.
     """
     uris = {ds.file: join_uri(raw_prefix, ds.file) for ds in datasets}
+    for uri in uris.values():
+        require_local_path(uri)
     try:
         # One scan per file, so that a row's partition is a block of its own file, in file
         # order: the block is the partition id, where Spark's hidden _metadata columns (which
