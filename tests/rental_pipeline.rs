@@ -1324,16 +1324,29 @@ fn server_logs(state: &Path) -> Vec<String> {
 }
 
 #[test]
-fn spark_start_keeps_one_server_for_every_run_until_stop() {
+fn spark_start_keeps_one_sail_server_for_every_run_until_stop() {
+    kept_server_serves_every_run_until_stop("sail");
+}
+
+#[test]
+fn spark_start_keeps_one_jvm_spark_server_for_every_run_until_stop() {
+    kept_server_serves_every_run_until_stop("spark");
+}
+
+/// `spark start` keeps a server of `backend`; runs of that backend use it
+/// (no server of their own), a start of the other backend is refused while
+/// it runs, and `spark stop` ends it.
+fn kept_server_serves_every_run_until_stop(backend: &str) {
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
     let cli = |args: &[&str]| {
-        let output = flux(&state, args);
+        let args: Vec<&str> = ["--spark", backend].iter().chain(args).copied().collect();
+        let output = flux(&state, &args);
         assert!(output.status.success(), "{args:?}\n{}", text(&output));
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     assert!(cli(&["spark", "status"]).contains("no warm Spark"));
-    /// Stops the server however the test ends, so a failure leaks no JVM.
+    /// Stops the server however the test ends, so a failure leaks no server.
     struct StopOnDrop(PathBuf);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
@@ -1342,6 +1355,10 @@ fn spark_start_keeps_one_server_for_every_run_until_stop() {
     }
     let _stop = StopOnDrop(state.clone());
     let started = cli(&["spark", "start"]);
+    assert!(
+        started.contains(&format!("a warm {backend} server runs")),
+        "{started}"
+    );
     let url = started
         .split_whitespace()
         .find(|w| w.starts_with("sc://127.0.0.1:"))
@@ -1351,8 +1368,30 @@ fn spark_start_keeps_one_server_for_every_run_until_stop() {
     // A second start reports the same server instead of starting another.
     assert!(cli(&["spark", "start"]).contains(&url));
     assert!(cli(&["spark", "status"]).contains(&url));
+    // One of the other backend is refused while this one is kept.
+    let other = if backend == "sail" { "spark" } else { "sail" };
+    let refused = flux(&state, &["--spark", other, "spark", "start"]);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains(&format!(
+                "a {backend} server is already kept for this state dir"
+            )),
+        "{}",
+        text(&refused)
+    );
 
-    let run = Run::start(&state, &sample_dir());
+    let output = flux(
+        &state,
+        &[
+            "--spark",
+            backend,
+            "run",
+            &dag(),
+            "--param",
+            &format!("input_dir={}", sample_dir().display()),
+        ],
+    );
+    let run = Run::read(&state, output);
     run.assert_succeeded();
     assert_kpis(&run, &Kpis::of(&sample_dir()));
     // The run used the running server: no other server log appeared, and
