@@ -83,8 +83,12 @@ def _clean(df):
 def build(spark: SparkSession, raw_prefix: str, scratch: str):
     """Read and tag all four files.
 
-    Returns {dataset name: (Dataset, tagged df, lines in file)}. The numbered lines are written
-    under `scratch` (see read_raw_files), which the caller deletes once the outputs are written.
+    Returns {dataset name: (Dataset, tagged df, lines in file)}. The numbered lines, and then
+    each tagged table, are written under `scratch` (see read_raw_files) and read back, which the
+    caller deletes once the outputs are written: the counts and every output read the tagged
+    tables from there instead of tagging again (a cache would do the same on Spark, but Sail's
+    persist() is a no-op: each of the six writes recomputed the parsing, the joins and the
+    dedupe, about half of the job's time).
     The headers of all files are checked before any row is processed, so a missing column fails
     the job before anything is written.
     """
@@ -101,8 +105,12 @@ def build(spark: SparkSession, raw_prefix: str, scratch: str):
     for ds in (rc.LOCATIONS, rc.USERS, rc.VEHICLES):
         lines, total, header, positions = numbered[ds.name]
         df = rc.tag_rows(ds, lines, header, positions)
-        df = rc.dedupe(df, ds.key, rc.partitions_for(total)).persist()
-        tagged[ds.name] = (ds, df, total)
+        df = rc.dedupe(df, ds.key, rc.partitions_for(total))
+        tagged[ds.name] = (
+            ds,
+            rc.materialise(spark, df, rc.join_uri(scratch, f"tagged_{ds.name}")),
+            total,
+        )
 
     ds = rc.TRANSACTIONS
     lines, total, header, positions = numbered[ds.name]
@@ -122,8 +130,12 @@ def build(spark: SparkSession, raw_prefix: str, scratch: str):
             rc.Reference("dropoff_location", locations, "location_id", "unknown_dropoff_location"),
         ],
     )
-    df = rc.dedupe(df, ds.key, rc.partitions_for(total)).persist()
-    tagged[ds.name] = (ds, df, total)
+    df = rc.dedupe(df, ds.key, rc.partitions_for(total))
+    tagged[ds.name] = (
+        ds,
+        rc.materialise(spark, df, rc.join_uri(scratch, f"tagged_{ds.name}")),
+        total,
+    )
     return tagged
 
 
@@ -134,7 +146,7 @@ def count(tagged) -> dict:
         part = df.groupBy("reason").agg(F.count(F.lit(1)).alias("n"))
         part = part.select(F.lit(ds.file).alias("file"), "reason", "n")
         per_file = part if per_file is None else per_file.unionByName(part)
-    rows = per_file.collect()  # one job, which also materialises every tagged table
+    rows = per_file.collect()
 
     files, reasons, by_file = {}, {}, {}
     for ds, _, total_lines in tagged.values():
@@ -198,16 +210,13 @@ def run(spark: SparkSession, args) -> dict:
     # at the end whatever happens (on EMR as on the local engine, where the output prefix is a
     # staging folder discarded if the job fails).
     scratch = rc.Scratch(spark, args.output, "numbered_lines")
-    tagged = {}
     try:
         tagged = build(spark, args.raw, scratch.uri)
-        counts = count(tagged)  # materialises every tagged table
+        counts = count(tagged)
         print_counts(counts)
         write_outputs(spark, args, tagged, counts)
         return counts
     finally:
-        for _, df, _ in tagged.values():
-            df.unpersist()
         scratch.close()
 
 

@@ -333,6 +333,12 @@ def delete_tree(spark: SparkSession, uri: str) -> None:
     fs.delete(hadoop_path, True)
 
 
+def materialise(spark: SparkSession, df: DataFrame, uri: str) -> DataFrame:
+    """Write df to Parquet at uri and read it back: computed once, whatever reads it later."""
+    write_parquet(df, uri)
+    return spark.read.parquet(uri)
+
+
 class Scratch:
     """A folder of the job's own, ``PARENT/_NAME-<random>``, for data it materialises while it
     runs. close() deletes it, and with it the local folders above it, up to PARENT, that it
