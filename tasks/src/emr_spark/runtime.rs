@@ -556,17 +556,31 @@ struct Probe {
 /// Prints what the Python can do, as JSON; warm mode also needs the
 /// Connect client (`pyspark[connect]`: pandas, pyarrow, grpcio).
 const PROBE: &str = r#"
-import json, os, sys
+import json, os, re, sys
+from importlib import util
 out = {"executable": sys.executable}
+# Found, not imported: importing the Connect client (pandas, pyarrow, grpc)
+# took 0.7 s of every run's start; a package that is present but broken
+# still fails the job with its ImportError.
 try:
-    import pyspark
-    out["pyspark"] = pyspark.__version__
-    out["package"] = os.path.dirname(os.path.abspath(pyspark.__file__))
+    spec = util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'pyspark'")
+    out["package"] = os.path.abspath(list(spec.submodule_search_locations)[0])
+    # The version of the pyspark found (not of whichever pip metadata):
+    # its version.py, read as text.
+    try:
+        with open(os.path.join(out["package"], "version.py")) as f:
+            out["pyspark"] = re.search(r"__version__[^=]*=\s*[\"']([^\"']+)", f.read()).group(1)
+    except Exception:
+        import pyspark
+        out["pyspark"] = pyspark.__version__
+    if util.find_spec("py4j") is None:
+        raise ImportError("No module named 'py4j'")
     if sys.argv[1] == "warm":
-        try:
-            import pyspark.sql.connect.session, pandas, pyarrow, grpc, google.protobuf
-        except Exception as e:
-            out["problem"] = "it has pyspark %s but not its Spark Connect client, which the warm mode needs (%s: %s)" % (pyspark.__version__, type(e).__name__, e)
+        missing = [m for m in ("pandas", "pyarrow", "grpc", "google.protobuf") if util.find_spec(m) is None]
+        if missing:
+            out["problem"] = "it has pyspark %s but not its Spark Connect client, which the warm mode needs (ModuleNotFoundError: No module named %r)" % (out["pyspark"], missing[0])
 except Exception as e:
     out["problem"] = "it has no pyspark (%s: %s)" % (type(e).__name__, e)
 print(json.dumps(out))
