@@ -237,6 +237,17 @@ fn a_job_whose_warm_server_is_killed_fails_within_seconds_and_the_retry_gets_a_n
     assert_eq!(ports.len(), 1, "one warm server expected: {ports:?}");
     let pid = server_pid(ports[0])
         .unwrap_or_else(|| panic!("no {backend} server serves port {}", ports[0]));
+    if backend == "sail" {
+        // Two partitions per step, whatever the cores: the clean job's
+        // line numbers rely on a file being read in at most two ranges.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v == b"SAIL_EXECUTION__DEFAULT_PARALLELISM=2"),
+            "the Sail server was not started with two partitions per step"
+        );
+    }
     common::signal(pid as u32, libc::SIGKILL);
     let killed = Instant::now();
 

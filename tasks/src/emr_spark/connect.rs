@@ -62,6 +62,10 @@ exec 3<&-
 wait "$server"
 "#;
 
+/// Sail's setting for the partitions of each step of a plan (its file
+/// scans' byte ranges among them); 0, its default, means one per core.
+const SAIL_PARALLELISM: &str = "SAIL_EXECUTION__DEFAULT_PARALLELISM";
+
 /// A running Spark Connect server.
 pub struct ConnectServer {
     pub url: String,
@@ -474,6 +478,16 @@ async fn spawn_server(
     };
     command.args(&arguments);
     runtime.apply_to(&mut command);
+    if runtime.sail.is_some() && std::env::var_os(SAIL_PARALLELISM).is_none() {
+        // Sail reads a file in as many byte ranges as it has partitions,
+        // and hands them to its partitions in no fixed order: with two, the
+        // one holding the header is the first, so the clean job's line
+        // numbers (the quarantine's, and which copy of a duplicate key is
+        // kept) are Spark's on any machine; with more, nothing tells their
+        // order (README: "Sail or the JVM Spark"). Set the variable to
+        // choose another value.
+        command.env(SAIL_PARALLELISM, "2");
+    }
     command
         .stdout(log_file)
         .stderr(log_err)
