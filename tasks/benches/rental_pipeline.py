@@ -49,9 +49,7 @@ def binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     path = target / "release" / "flux-engine"
     if not path.is_file():
-        sys.exit(
-            f"{path} not found: run `cargo build --release` first (same CARGO_TARGET_DIR)"
-        )
+        sys.exit(f"{path} not found: run `cargo build --release` first (same CARGO_TARGET_DIR)")
     return path
 
 
@@ -67,9 +65,7 @@ def spark_submit() -> str:
 
         return str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
     except ImportError:
-        sys.exit(
-            "no spark-submit: install pyspark (pip install -r pyspark/requirements.txt)"
-        )
+        sys.exit("no spark-submit: install pyspark (pip install -r pyspark/requirements.txt)")
 
 
 def tree_rss_kib(root_pid: int) -> int:
@@ -215,9 +211,7 @@ FLUX_VARIANTS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", default=str(REPO.parent / "shared" / "data" / "rental")
-    )
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "rental"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--scale",
@@ -231,9 +225,7 @@ def main() -> None:
         env.pop(name, None)
     keep = Path(tempfile.mkdtemp(prefix="flux-bench-"))
     log = keep / "bench.log"
-    print(
-        f"machine: {os.cpu_count()} cores; binary {binary()}; logs in {log}", flush=True
-    )
+    print(f"machine: {os.cpu_count()} cores; binary {binary()}; logs in {log}", flush=True)
 
     data = Path(args.data)
     if args.scale:
@@ -309,9 +301,7 @@ def main() -> None:
                 else:
                     state = keep / f"flux-{letter}-{rep}"
                     extra = []
-                seconds, peak, ok = timed(
-                    flux_commands(data, state, backend), env, log, extra
-                )
+                seconds, peak, ok = timed(flux_commands(data, state, backend), env, log, extra)
                 if not warm:
                     shutil.rmtree(state, ignore_errors=True)
                 if not ok:
@@ -339,20 +329,12 @@ def main() -> None:
 
     print()
     if times["A"]:
-        print(
-            f"A  cold spark-submit per job (3 jobs)      wall s  {summary(times['A'])}"
-        )
-        print(
-            f"                                           MiB     {summary(memory['A'], 0)}"
-        )
+        print(f"A  cold spark-submit per job (3 jobs)      wall s  {summary(times['A'])}")
+        print(f"                                           MiB     {summary(memory['A'], 0)}")
     for letter, description, _, warm in variants:
         what = "ingest to report" + (", kept server counted" if warm else "")
-        print(
-            f"{letter}  {description:<38} wall s  {summary(times[letter])}   ({what})"
-        )
-        print(
-            f"                                           MiB     {summary(memory[letter], 0)}"
-        )
+        print(f"{letter}  {description:<38} wall s  {summary(times[letter])}   ({what})")
+        print(f"                                           MiB     {summary(memory[letter], 0)}")
 
     def pairwise(top: str, bottom: str) -> list[float]:
         return [t / b for t, b in zip(times[top], times[bottom])]
