@@ -300,6 +300,9 @@ struct Venv {
     size: &'static str,
     /// The program whose presence means the provisioning completed.
     program: &'static str,
+    /// The error a failed provisioning is (dir, message): each names its
+    /// own way out.
+    failure: fn(String, String) -> SparkSetupError,
 }
 
 impl Venv {
@@ -310,6 +313,7 @@ impl Venv {
             requirements: REQUIREMENTS.to_string(),
             size: "about 500 MB to download, 850 MB on disk",
             program: "python",
+            failure: |dir, message| SparkSetupError::Provision { dir, message },
         }
     }
 
@@ -322,16 +326,12 @@ impl Venv {
             // Run as `python -m pysail`: a pip that finds pysail already
             // installed (a venv seeing site-packages) makes no `bin/sail`.
             program: "python",
+            failure: |dir, message| SparkSetupError::SailProvision { dir, message },
         }
     }
 
     fn failure(&self, dir: &Path, message: String) -> SparkSetupError {
-        let dir = dir.display().to_string();
-        if self.kind == "sail" {
-            SparkSetupError::SailProvision { dir, message }
-        } else {
-            SparkSetupError::Provision { dir, message }
-        }
+        (self.failure)(dir.display().to_string(), message)
     }
 
     fn dir(&self) -> PathBuf {
@@ -360,11 +360,6 @@ impl Venv {
 /// The virtualenv for this build's PySpark requirements.
 pub fn provisioned_dir() -> PathBuf {
     Venv::pyspark().dir()
-}
-
-/// The virtualenv Sail is provisioned into when no `sail` is found.
-pub fn sail_dir() -> PathBuf {
-    Venv::sail().dir()
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {
@@ -752,7 +747,7 @@ pub fn resolve(
 
 /// Sail's `sail` program: beside `python` (where `pip install pysail`
 /// puts it), else on `PATH`, else the one flux-engine provisioned
-/// ([`sail_dir`]), provisioning it when `provision_allowed`; it must
+/// (`Venv::sail`), provisioning it when `provision_allowed`; it must
 /// answer `--version`. The server needs no particular Python: the jobs'
 /// clients are the chosen Python's pyspark either way.
 fn find_sail(
