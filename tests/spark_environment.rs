@@ -674,3 +674,83 @@ fn a_missing_sail_is_named_with_the_provisioning_command_and_a_bad_backend_stops
         report(&output)
     );
 }
+
+/// A SIGKILLed engine takes a provisioning pip with it, and what pip
+/// started: nothing a run starts outlives it, not even before its first
+/// task. (Before, pip went on downloading in the background.)
+#[test]
+fn a_sigkilled_engine_mid_provisioning_leaves_no_pip_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let venv = bare_venv(work.path());
+    let dag = spark_dag(work.path());
+    let state = work.path().join("state");
+    let pids = work.path().join("pip.pids");
+    // `python3` on PATH is the bare venv's (no pyspark), except that the
+    // virtualenv it makes for flux-engine gets a `pip` standing for a long
+    // download: it starts a child, writes its own pid and the child's,
+    // and waits for it.
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let python3 = bin.join("python3");
+    std::fs::write(
+        &python3,
+        format!(
+            r#"#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+  for dir; do :; done
+  mkdir -p "$dir/bin"
+  printf '#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nwait\n' > "$dir/bin/pip"
+  chmod +x "$dir/bin/pip"
+  exit 0
+fi
+exec '{}' "$@"
+"#,
+            pids.display(),
+            venv.join("bin/python3").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python3, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths([bin.clone(), "/usr/bin".into(), "/bin".into()]).unwrap();
+
+    let mut engine = flux(&state)
+        .env("PATH", &path)
+        .env("FLUX_CACHE_DIR", work.path().join("cache"))
+        .args(["run", dag.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_pids = || -> Option<Vec<i32>> {
+        let text = std::fs::read_to_string(&pids).ok()?;
+        let found: Vec<i32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (found.len() == 2).then_some(found)
+    };
+    let started = common::wait_until(std::time::Duration::from_secs(60), || read_pids().is_some());
+    common::signal(engine.id(), libc::SIGKILL);
+    let _ = engine.wait();
+    assert!(started, "the stand-in pip never started");
+    let pip = read_pids().unwrap();
+    assert!(pip.iter().all(|&p| p > 1));
+    let gone = common::wait_until(std::time::Duration::from_secs(10), || {
+        !pip.iter().any(|&p| common::process_alive(p))
+    });
+    if !gone {
+        for &p in &pip {
+            // SAFETY: sends a signal to a process this test's stand-in pip
+            // started (its pid was written a moment ago).
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+    assert!(
+        gone,
+        "pip (pid {}) or its child (pid {}) outlived the SIGKILLed engine by 10 s",
+        pip[0], pip[1]
+    );
+}

@@ -74,7 +74,7 @@ fn tell_reaper(sign: char, pgid: i32) {
 
 /// An attempt's process group: known to the reaper while it lives, killed
 /// whole when dropped.
-struct ProcessGroup {
+pub struct ProcessGroup {
     pgid: i32,
 }
 
@@ -93,7 +93,7 @@ impl ProcessGroup {
 /// its processes outlived the engine. The child holds the pipe's write
 /// end until its exec, so the reaper reads the line before it can see the
 /// engine's end close.
-fn tell_reaper_from_child(command: &mut tokio::process::Command) {
+fn tell_reaper_from_child(command: &mut std::process::Command) {
     use std::os::fd::AsRawFd;
     let Some(fd) = reaper()
         .lock()
@@ -138,6 +138,22 @@ fn tell_reaper_from_child(command: &mut tokio::process::Command) {
     unsafe {
         command.pre_exec(announce);
     }
+}
+
+/// Starts a command that runs outside any attempt (provisioning's
+/// `python -m venv` and `pip install`) so that it cannot outlive the engine
+/// either: in a process group of its own that the reaper knows of. The
+/// group is killed whole when the returned [`ProcessGroup`] is dropped, so
+/// keep it until the command has ended. Without this, a SIGKILLed engine
+/// left pip downloading in the background.
+pub fn spawn_reaped(
+    command: &mut std::process::Command,
+) -> std::io::Result<(std::process::Child, ProcessGroup)> {
+    command.process_group(0);
+    tell_reaper_from_child(command);
+    let child = command.spawn()?;
+    let group = ProcessGroup::told(child.id() as i32);
+    Ok((child, group))
 }
 
 impl Drop for ProcessGroup {
@@ -251,7 +267,7 @@ pub async fn run_watched(
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
-    tell_reaper_from_child(&mut command);
+    tell_reaper_from_child(command.as_std_mut());
     let mut child = command
         .spawn()
         .map_err(|e| failure(&format!("cannot start {what}"), e))?;

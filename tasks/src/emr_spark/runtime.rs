@@ -1011,11 +1011,12 @@ fn run(command: &mut Command) -> Result<(), String> {
 /// standard error.
 fn run_reporting(command: &mut Command, line: &dyn Fn(&str)) -> Result<(), String> {
     use std::io::{BufRead, Read};
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let (mut child, _group) = crate::process::spawn_reaped(
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     let mut stderr = child.stderr.take();
     // Read beside stdout, so that neither pipe fills and stalls the child.
     let errors = std::thread::spawn(move || {
