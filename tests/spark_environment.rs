@@ -269,6 +269,17 @@ fn doctor_reports_the_environment_a_run_would_use() {
         assert!(line.contains(part), "{part:?} missing: {line}");
     }
     assert!(!line.contains("note:"), "{line}");
+    // The backend the jobs would run on leads: Sail by default, the JVM
+    // Spark with `--spark spark`.
+    let detail = |line: &str| line.split_whitespace().nth(2).map(str::to_string);
+    assert_eq!(detail(&line).as_deref(), Some("sail"), "{line}");
+    let jvm = flux(&state)
+        .args(["--spark", "spark", "doctor"])
+        .output()
+        .unwrap();
+    let jvm_line = spark_line(&jvm);
+    assert_eq!(detail(&jvm_line).as_deref(), Some("Spark"), "{jvm_line}");
+    assert!(!jvm_line.contains("sail"), "{jvm_line}");
 
     // From inside the venv: the same environment is found, with a note.
     let inside = flux(&state)

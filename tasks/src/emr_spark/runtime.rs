@@ -240,22 +240,28 @@ impl SparkRuntime {
 
     /// One line: Spark, Python, mode.
     pub fn summary(&self) -> String {
-        format!(
-            "Spark {} at {} ({}); Python {} ({}) with pyspark {}; mode {}",
-            self.spark_version,
-            self.spark_home.display(),
-            self.origin.describe(),
+        let python = format!(
+            "Python {} ({}) with pyspark {}",
             self.python.display(),
             self.python_origin.describe(),
             self.pyspark_version,
+        );
+        let jvm = format!(
+            "Spark {} at {} ({}); mode {}",
+            self.spark_version,
+            self.spark_home.display(),
+            self.origin.describe(),
             self.mode.name()
-        ) + &match &self.sail {
+        );
+        // The backend the jobs run on comes first: with Sail, the JVM
+        // Spark is only what `--spark spark` would use.
+        match &self.sail {
             Some(sail) => format!(
-                "; backend sail {} at {}",
+                "sail {} at {}; {python}; for `--spark spark`: {jvm}",
                 sail.version,
                 sail.program.display()
             ),
-            None => String::new(),
+            None => format!("{jvm}; {python}"),
         }
     }
 
