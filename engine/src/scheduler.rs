@@ -17,11 +17,17 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tracing::{Instrument, Span, field, info_span};
 
 use crate::checkpoint::{
-    AttemptStatus, Change, Checkpoint, CheckpointError, RunStatus, TaskStatus,
+    AttemptSpanEnd, AttemptSpanStart, AttemptStatus, Change, Checkpoint, CheckpointError,
+    RunStatus, TaskSpanEnd, TaskStatus,
 };
 use crate::dag::{Dag, ResolvedTask};
 use crate::kind::{Attempt, TaskAction, TaskFailure};
 use crate::state_dir::StateDir;
+
+/// The `tracing` target of the scheduler's spans: a `task` or `attempt`
+/// span with it is one the checkpoint can rebuild from the attempts rows
+/// (see [`crate::span_recorder`]).
+pub const SPAN_TARGET: &str = module_path!();
 
 /// The largest output a task may pass downstream, the same limit as a
 /// Step Functions state's payload, so that what runs here runs there.
@@ -174,6 +180,9 @@ enum Event {
         attempt: u32,
         /// The output with its JSON text, serialized once in the attempt.
         result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
+        /// When the attempt's span ended, and the `flux.status` it ended
+        /// with (`None`: it ended without one, its task kind panicked).
+        span_end: (u64, Option<&'static str>),
     },
     RetryDue {
         index: usize,
@@ -195,6 +204,9 @@ struct Slot {
     /// The running attempt's span, so that a cancelled attempt (whose
     /// future is dropped) still ends with a status.
     attempt_span: Option<Span>,
+    /// The current attempt's span ids are in its attempts row: its end
+    /// goes there too.
+    attempt_traced: bool,
 }
 
 /// What the loop owns while it drives a run.
@@ -230,6 +242,8 @@ impl RunState {
                     result: Err(TaskFailure::new(format!(
                         "the task kind crashed: {join_error}"
                     ))),
+                    // Its span ended when the panic dropped it, without a status.
+                    span_end: (crate::telemetry::now_unix_nano(), None),
                 })
             }
         }
@@ -304,6 +318,7 @@ impl Execution<'_> {
                 resolved,
                 span: None,
                 attempt_span: None,
+                attempt_traced: false,
             });
         }
         for i in 0..n {
@@ -324,6 +339,13 @@ impl Execution<'_> {
             attempts_running: 0,
             changes: Vec::new(),
         };
+        if let Some(root) = crate::telemetry::span_ids(&state.run_span) {
+            state.changes.push(Change::TraceStarted {
+                trace_id: root.trace_hex(),
+                root_span_id: root.span_hex(),
+                resource_json: crate::telemetry::resource_json().to_string(),
+            });
+        }
         for (i, error) in unresolvable {
             state.ready.remove(&i);
             self.fail(&mut state, i, error);
@@ -339,7 +361,8 @@ impl Execution<'_> {
         Ok(())
     }
 
-    /// Starts what may start: commit first, then spawn.
+    /// Starts what may start: commit first, then spawn. The attempts'
+    /// spans are opened before the commit, which records their ids.
     fn start_ready(
         &mut self,
         state: &mut RunState,
@@ -355,26 +378,29 @@ impl Execution<'_> {
             slot.attempts_here += 1;
             slot.status = TaskStatus::Running;
             slot.attempt_running = true;
+            let attempt_span = self.attempt_span(state, i);
+            let span = self.attempt_span_start(state, i, &attempt_span);
+            state.slots[i].attempt_traced = span.is_some();
             state.changes.push(Change::AttemptStarted {
                 task_id: self.dag.tasks[i].id.clone(),
-                attempt: slot.attempts,
+                attempt: state.slots[i].attempts,
+                span,
             });
-            starting.push(i);
+            starting.push((i, attempt_span));
         }
         self.commit(state)?;
-        for i in starting {
-            self.spawn_attempt(state, i);
+        for (i, attempt_span) in starting {
+            self.spawn_attempt(state, i, attempt_span);
         }
         Ok(())
     }
 
-    /// Spawns task `i`'s next attempt (already committed as started) in a
-    /// span of its own below the task's.
-    fn spawn_attempt(&self, state: &mut RunState, i: usize) {
+    /// Task `i`'s next attempt's span, below the task's.
+    fn attempt_span(&self, state: &mut RunState, i: usize) -> Span {
         let task = &self.dag.tasks[i];
         let task_span = self.task_span(state, i);
         let number = state.slots[i].attempts;
-        let attempt_span = info_span!(
+        info_span!(
             parent: &task_span,
             "attempt",
             otel.name = %crate::spans::name::attempt(number),
@@ -385,7 +411,35 @@ impl Execution<'_> {
             flux.status = field::Empty,
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
-        );
+        )
+    }
+
+    /// The ids of an attempt's span and its task's, and its start, for the
+    /// attempts row (from which the checkpoint rebuilds both spans);
+    /// `None` when the run is not traced.
+    fn attempt_span_start(
+        &self,
+        state: &RunState,
+        i: usize,
+        attempt_span: &Span,
+    ) -> Option<AttemptSpanStart> {
+        let ids = crate::telemetry::span_ids(attempt_span)?;
+        let task_ids = crate::telemetry::span_ids(state.slots[i].span.as_ref()?)?;
+        Some(AttemptSpanStart {
+            trace_id: ids.trace_hex(),
+            task_span_id: task_ids.span_hex(),
+            span_id: ids.span_hex(),
+            // Taken after both spans opened: the span recorders' own start
+            // stamps are not later than this.
+            start_unix_nano: crate::telemetry::now_unix_nano(),
+        })
+    }
+
+    /// Spawns task `i`'s next attempt (already committed as started) in
+    /// its span.
+    fn spawn_attempt(&self, state: &mut RunState, i: usize, attempt_span: Span) {
+        let task = &self.dag.tasks[i];
+        let number = state.slots[i].attempts;
         let attempt = self.attempt(&state.slots, i, &attempt_span);
         let action = state.slots[i]
             .resolved
@@ -475,9 +529,10 @@ impl Execution<'_> {
                     index,
                     attempt,
                     result,
+                    span_end,
                 }) => {
                     state.attempts_running -= 1;
-                    self.finish_attempt(state, index, attempt, result);
+                    self.finish_attempt(state, index, attempt, result, span_end);
                 }
             }
         }
@@ -489,13 +544,32 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
+        (end_unix_nano, status): (u64, Option<&'static str>),
     ) {
         state.slots[index].attempt_running = false;
         state.slots[index].attempt_span = None;
+        let span = state.slots[index].attempt_traced.then_some(AttemptSpanEnd {
+            end_unix_nano,
+            status,
+            error: None,
+            task_span_end_unix_nano: None,
+        });
         match result {
-            Ok(output) => self.attempt_succeeded(state, index, attempt, output),
-            Err(failure) => self.attempt_failed(state, index, attempt, failure),
+            Ok(output) => self.attempt_succeeded(state, index, attempt, output, span),
+            Err(failure) => self.attempt_failed(state, index, attempt, failure, span),
         }
+    }
+
+    /// Ends task `index`'s span (opened with its first attempt in this
+    /// process) with the task's status, and says when, for the attempts
+    /// row; `None` when it has no span.
+    fn end_task_span(&self, state: &mut RunState, index: usize, status: TaskStatus) -> Option<u64> {
+        let slot = &mut state.slots[index];
+        let span = slot.span.take()?;
+        let error = crate::spans::task_error(status.as_str(), slot.attempts);
+        end_span(&span, status.as_str(), error.as_deref());
+        drop(span);
+        Some(crate::telemetry::now_unix_nano())
     }
 
     /// Records the success and readies the dependents it was the last
@@ -506,15 +580,16 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         output: Option<(serde_json::Value, String)>,
+        mut span: Option<AttemptSpanEnd>,
     ) {
         let dag = self.dag;
         let task = &dag.tasks[index];
         let (value, text) = output.unzip();
-        let slots = &mut state.slots;
-        slots[index].status = TaskStatus::Succeeded;
-        slots[index].output = value;
-        if let Some(span) = slots[index].span.take() {
-            end_span(&span, TaskStatus::Succeeded.as_str(), None);
+        state.slots[index].status = TaskStatus::Succeeded;
+        state.slots[index].output = value;
+        let task_span_end = self.end_task_span(state, index, TaskStatus::Succeeded);
+        if let Some(span) = &mut span {
+            span.task_span_end_unix_nano = task_span_end;
         }
         state.changes.push(Change::AttemptEnded {
             task_id: task.id.clone(),
@@ -523,7 +598,9 @@ impl Execution<'_> {
             error: None,
             task_status: TaskStatus::Succeeded,
             output: text,
+            span,
         });
+        let slots = &mut state.slots;
         self.observer.event(&RunEvent::TaskEnded {
             task_id: task.id.clone(),
             status: TaskStatus::Succeeded,
@@ -544,12 +621,17 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         failure: TaskFailure,
+        mut span: Option<AttemptSpanEnd>,
     ) {
         let task = &self.dag.tasks[index];
         let attempts_here = state.slots[index].attempts_here;
         let mut failure = failure;
         let allowed = task.retry.allows_another(attempts_here);
         if allowed && !failure.retryable {
+            // The attempt's span ended with the message as the kind gave it.
+            if let Some(span) = &mut span {
+                span.error = Some(failure.message.clone());
+            }
             failure.message.push_str(
                 "\n(not retried: this fails the same way every time; fix the DAG or its files, then resume)",
             );
@@ -564,6 +646,10 @@ impl Execution<'_> {
         });
         tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
         let Some(delay) = retry_in else {
+            let task_span_end = self.end_task_span(state, index, TaskStatus::Failed);
+            if let Some(span) = &mut span {
+                span.task_span_end_unix_nano = task_span_end;
+            }
             state.changes.push(Change::AttemptEnded {
                 task_id: task.id.clone(),
                 attempt,
@@ -571,12 +657,8 @@ impl Execution<'_> {
                 error: Some(failure.message.clone()),
                 task_status: TaskStatus::Failed,
                 output: None,
+                span,
             });
-            if let Some(span) = state.slots[index].span.take() {
-                // The attempt's span holds the whole message.
-                let why = format!("attempt {attempt} failed");
-                end_span(&span, TaskStatus::Failed.as_str(), Some(&why));
-            }
             self.mark_failed(state, index);
             return;
         };
@@ -595,6 +677,7 @@ impl Execution<'_> {
             error: Some(failure.message),
             task_status: TaskStatus::Running,
             output: None,
+            span,
         });
         state.running.spawn(async move {
             tokio::time::sleep(delay).await;
@@ -632,15 +715,22 @@ impl Execution<'_> {
     }
 
     /// Ends a task that was running, or waiting to retry, as cancelled.
+    /// Its attempt's span, if one ran, ended with `end_cancelled`'s
+    /// `end_span`, just before this.
     fn cancel_task(&self, state: &mut RunState, i: usize) {
+        let task_span_end = self.end_task_span(state, i, TaskStatus::Cancelled);
         let slot = &mut state.slots[i];
-        if let Some(span) = slot.span.take() {
-            end_span(&span, TaskStatus::Cancelled.as_str(), Some("cancelled"));
-        }
         let attempt = slot.attempts;
         let task_id = self.dag.tasks[i].id.clone();
         slot.status = TaskStatus::Cancelled;
+        let traced = slot.attempt_traced;
         if slot.attempt_running {
+            let span = traced.then(|| AttemptSpanEnd {
+                end_unix_nano: task_span_end.unwrap_or_else(crate::telemetry::now_unix_nano),
+                status: Some("cancelled"),
+                error: None,
+                task_span_end_unix_nano: task_span_end,
+            });
             state.changes.push(Change::AttemptEnded {
                 task_id: task_id.clone(),
                 attempt,
@@ -648,12 +738,19 @@ impl Execution<'_> {
                 error: Some("cancelled".into()),
                 task_status: TaskStatus::Cancelled,
                 output: None,
+                span,
             });
         } else {
             state.changes.push(Change::TaskEnded {
                 task_id: task_id.clone(),
                 status: TaskStatus::Cancelled,
                 error: Some("cancelled while waiting to retry".into()),
+                task_span_end: task_span_end
+                    .filter(|_| traced)
+                    .map(|end_unix_nano| TaskSpanEnd {
+                        attempt,
+                        end_unix_nano,
+                    }),
             });
         }
         self.observer.event(&RunEvent::TaskEnded {
@@ -713,6 +810,7 @@ impl Execution<'_> {
             task_id: self.dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,
             error: Some(error),
+            task_span_end: None,
         });
         self.mark_failed(state, index);
     }
@@ -736,6 +834,7 @@ impl Execution<'_> {
                 task_id: dag.tasks[d].id.clone(),
                 status: TaskStatus::UpstreamFailed,
                 error: Some(format!("upstream task `{}` failed", dag.tasks[index].id)),
+                task_span_end: None,
             });
             self.observer.event(&RunEvent::TaskEnded {
                 task_id: dag.tasks[d].id.clone(),
@@ -771,18 +870,21 @@ async fn run_attempt(
     };
     let result = limit_output(result);
     let span = Span::current();
-    match &result {
-        Ok(_) => end_span(&span, "succeeded", None),
-        Err(failure) => end_span(
-            &span,
-            if timed_out { "timed_out" } else { "failed" },
-            Some(&failure.message),
-        ),
-    }
+    let status = match &result {
+        Ok(_) => "succeeded",
+        Err(_) if timed_out => "timed_out",
+        Err(_) => "failed",
+    };
+    end_span(
+        &span,
+        status,
+        result.as_ref().err().map(|f| f.message.as_str()),
+    );
     Event::Finished {
         index,
         attempt: attempt.number,
         result,
+        span_end: (crate::telemetry::now_unix_nano(), Some(status)),
     }
 }
 

@@ -88,6 +88,8 @@ pub struct RecordedSpan {
     /// `otel.name`, when set; else the span's name in the code.
     name: Option<String>,
     code_name: &'static str,
+    /// The `tracing` target (module) that opened it.
+    target: &'static str,
     kind: &'static str,
     start_unix_nano: u64,
     end_unix_nano: u64,
@@ -101,6 +103,38 @@ pub struct RecordedSpan {
 }
 
 impl RecordedSpan {
+    /// Whether the checkpoint rebuilds this span from its attempts rows,
+    /// so that it need not be stored: the scheduler's `task` or `attempt`
+    /// span with nothing in it but its own fields and what `end_span`
+    /// adds (an `exception` event carrying the status's message). Spans
+    /// with more (a retry event, events or links a task kind added) are
+    /// stored. The same rule for the SDK's spans is
+    /// `telemetry::rebuildable`.
+    fn rebuildable(&self) -> bool {
+        let end_span_event = match (self.events.as_slice(), &self.status) {
+            ([], _) => true,
+            ([event], SpanStatus::Error { message }) => {
+                event.name == "exception"
+                    && matches!(
+                        event.attributes.as_slice(),
+                        [
+                            ("level", FieldValue::Str(level)),
+                            ("target", FieldValue::Str(target)),
+                            ("exception.message", FieldValue::Str(said)),
+                        ] if level == "INFO" && target == crate::telemetry::TRACE_TARGET && said == message
+                    )
+            }
+            _ => false,
+        };
+        self.target == crate::scheduler::SPAN_TARGET
+            && matches!(self.code_name, "task" | "attempt")
+            && self.kind == "internal"
+            && self.parent.is_some()
+            && self.links.is_empty()
+            && self.named_attributes.is_empty()
+            && end_span_event
+    }
+
     /// The span as the checkpoint keeps it.
     pub fn into_record(
         self,
@@ -162,11 +196,24 @@ pub trait SpanSink: Send + Sync + 'static {
 /// The layer; see the module's documentation.
 pub struct Recorder {
     sink: Arc<dyn SpanSink>,
+    /// Hand on the spans the checkpoint rebuilds too (for tests that
+    /// compare the two).
+    keep_rebuildable: bool,
 }
 
 impl Recorder {
     pub fn new(sink: Arc<dyn SpanSink>) -> Recorder {
-        Recorder { sink }
+        Recorder {
+            sink,
+            keep_rebuildable: false,
+        }
+    }
+
+    /// Whether the spans the checkpoint rebuilds from its attempts rows
+    /// are handed on as well (by default they are left out).
+    pub fn keeping_rebuildable(mut self, keep: bool) -> Recorder {
+        self.keep_rebuildable = keep;
+        self
     }
 }
 
@@ -362,6 +409,7 @@ where
             parent: parent.map(|p| p.span),
             name: None,
             code_name: attrs.metadata().name(),
+            target: attrs.metadata().target(),
             kind: "internal",
             start_unix_nano: now_unix_nano(),
             end_unix_nano: 0,
@@ -429,6 +477,11 @@ where
         };
         let recorded = span.extensions_mut().remove::<RecordedSpan>();
         if let Some(mut recorded) = recorded {
+            // Decided here, on the closing thread: a span left out costs
+            // neither the queue nor the store's thread anything.
+            if !self.keep_rebuildable && recorded.rebuildable() {
+                return;
+            }
             recorded.end_unix_nano = now_unix_nano();
             self.sink.ended(recorded);
         }
