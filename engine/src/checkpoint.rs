@@ -1448,7 +1448,10 @@ impl Checkpoint {
     /// ended, or the run was cancelled while it waited to retry), with
     /// the task's status then. A span that never ended (the engine was
     /// killed) is not rebuilt, as such a span was never stored either.
-    fn rebuilt_spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
+    /// [`Checkpoint::spans`] merges them with the stored rows; on their
+    /// own they let a test compare them with the rows the same spans make
+    /// when stored (`FLUX_STORE_REBUILDABLE_SPANS=1`).
+    pub fn rebuilt_spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
         if self.schema < REBUILT_SPANS_SCHEMA {
             return Ok(Vec::new());
         }
@@ -2087,6 +2090,507 @@ mod tests {
         let s = span("a", "1", None, "run d", 100);
         cp.insert_spans("old", std::slice::from_ref(&s)).unwrap();
         assert_eq!(cp.spans("old").unwrap(), vec![s]);
+    }
+
+    /// A run of tasks `a` to `e` (kind `shell`) with its trace `ab..`,
+    /// root span `01..` and resource `service.name = svc`.
+    fn traced_run(cp: &mut Checkpoint) {
+        let tasks: Vec<(String, String, String)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| (t.to_string(), "shell".to_string(), "h".to_string()))
+            .collect();
+        cp.create_run(
+            "r1",
+            "d",
+            "/d.toml",
+            &serde_json::json!({}),
+            "local",
+            &tasks,
+        )
+        .unwrap();
+        cp.apply(
+            "r1",
+            &[Change::TraceStarted {
+                trace_id: "ab".repeat(16),
+                root_span_id: "01".repeat(8),
+                resource_json: r#"[["service.name","svc"]]"#.to_string(),
+            }],
+        )
+        .unwrap();
+    }
+
+    fn started(task: &str, attempt: u32, task_span: &str, span: &str, start: u64) -> Change {
+        Change::AttemptStarted {
+            task_id: task.to_string(),
+            attempt,
+            span: Some(AttemptSpanStart {
+                trace_id: "ab".repeat(16),
+                task_span_id: task_span.repeat(8),
+                span_id: span.repeat(8),
+                start_unix_nano: start,
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ended(
+        task: &str,
+        attempt: u32,
+        status: AttemptStatus,
+        error: Option<&str>,
+        task_status: TaskStatus,
+        end: u64,
+        span_status: Option<&'static str>,
+        span_error: Option<&str>,
+        task_span_end: Option<u64>,
+    ) -> Change {
+        Change::AttemptEnded {
+            task_id: task.to_string(),
+            attempt,
+            status,
+            error: error.map(str::to_string),
+            task_status,
+            output: None,
+            span: Some(AttemptSpanEnd {
+                end_unix_nano: end,
+                status: span_status,
+                error: span_error.map(str::to_string),
+                task_span_end_unix_nano: task_span_end,
+            }),
+        }
+    }
+
+    /// A span as the checkpoint rebuilds it, written out by hand.
+    #[allow(clippy::too_many_arguments)]
+    fn expected(
+        id: &str,
+        parent: &str,
+        name: &str,
+        start: u64,
+        end: u64,
+        attributes: serde_json::Value,
+        error: Option<&str>,
+        status_set: bool,
+    ) -> SpanRecord {
+        let attributes = attributes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv[0].as_str().unwrap().to_string(), kv[1].clone()))
+            .collect();
+        SpanRecord {
+            trace_id: "ab".repeat(16),
+            span_id: id.repeat(8),
+            parent_span_id: Some(parent.repeat(8)),
+            name: name.to_string(),
+            kind: "internal".to_string(),
+            start_unix_nano: start,
+            end_unix_nano: end,
+            status: match (status_set, error) {
+                (false, _) => SpanStatus::Unset,
+                (true, None) => SpanStatus::Ok,
+                (true, Some(m)) => SpanStatus::Error {
+                    message: m.to_string(),
+                },
+            },
+            attributes,
+            events: error
+                .filter(|_| status_set)
+                .map(|m| SpanEvent {
+                    name: "exception".to_string(),
+                    time_unix_nano: end,
+                    attributes: vec![
+                        ("level".to_string(), serde_json::json!("INFO")),
+                        (
+                            "target".to_string(),
+                            serde_json::json!("flux_engine::trace"),
+                        ),
+                        ("exception.message".to_string(), serde_json::json!(m)),
+                    ],
+                })
+                .into_iter()
+                .collect(),
+            links: vec![],
+            resource: vec![("service.name".to_string(), serde_json::json!("svc"))],
+            scope: "flux-engine".to_string(),
+        }
+    }
+
+    #[test]
+    fn task_and_attempt_spans_are_rebuilt_from_the_attempts_rows() {
+        use AttemptStatus as A;
+        use TaskStatus as T;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        traced_run(&mut cp);
+        cp.apply(
+            "r1",
+            &[
+                // a: fails for good; the scheduler's note is not in its span.
+                started("a", 1, "0a", "1a", 1000),
+                // b: started, then the engine was killed.
+                started("b", 1, "0b", "1b", 1500),
+            ],
+        )
+        .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "a",
+                1,
+                A::Failed,
+                Some("boom\n(not retried)"),
+                T::Failed,
+                2000,
+                Some("failed"),
+                Some("boom"),
+                Some(2500),
+            )],
+        )
+        .unwrap();
+        // c: times out, then succeeds; its task span was stored (it has a
+        // retry event) and wins over the rebuilt one.
+        cp.apply("r1", &[started("c", 1, "0c", "1c", 3000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "c",
+                1,
+                A::Failed,
+                Some("timed out"),
+                T::Running,
+                3500,
+                Some("timed_out"),
+                None,
+                None,
+            )],
+        )
+        .unwrap();
+        cp.apply("r1", &[started("c", 2, "0c", "2c", 4000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "c",
+                2,
+                A::Succeeded,
+                None,
+                T::Succeeded,
+                5000,
+                Some("succeeded"),
+                None,
+                Some(5100),
+            )],
+        )
+        .unwrap();
+        let mut stored_c = span("ab", "0c", Some("01"), "task c", 2900);
+        stored_c.resource.clear();
+        cp.insert_spans("r1", std::slice::from_ref(&stored_c))
+            .unwrap();
+        // d: fails, and the run is cancelled while it waits to retry.
+        cp.apply("r1", &[started("d", 1, "0d", "1d", 6000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[
+                ended(
+                    "d",
+                    1,
+                    A::Failed,
+                    Some("no"),
+                    T::Running,
+                    6500,
+                    Some("failed"),
+                    None,
+                    None,
+                ),
+                Change::TaskEnded {
+                    task_id: "d".into(),
+                    status: T::Cancelled,
+                    error: Some("cancelled while waiting to retry".into()),
+                    task_span_end: Some(TaskSpanEnd {
+                        attempt: 1,
+                        end_unix_nano: 7000,
+                    }),
+                },
+            ],
+        )
+        .unwrap();
+        // e: its kind panicked, so its span ended without a status.
+        cp.apply("r1", &[started("e", 1, "0e", "1e", 8000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "e",
+                1,
+                A::Failed,
+                Some("the task kind crashed"),
+                T::Failed,
+                8100,
+                None,
+                None,
+                Some(8200),
+            )],
+        )
+        .unwrap();
+
+        let run = |task: &str| {
+            serde_json::json!([
+                ["flux.run_id", "r1"],
+                ["flux.task_id", task],
+                ["flux.task_type", "shell"]
+            ])
+        };
+        let with = |base: serde_json::Value, more: serde_json::Value| {
+            let mut all = base.as_array().unwrap().clone();
+            all.extend(more.as_array().unwrap().iter().cloned());
+            serde_json::Value::Array(all)
+        };
+        let mut stored_c_read = stored_c.clone();
+        stored_c_read.resource = vec![("service.name".to_string(), serde_json::json!("svc"))];
+        let want = vec![
+            expected(
+                "0a",
+                "01",
+                "task a",
+                1000,
+                2500,
+                with(run("a"), serde_json::json!([["flux.status", "failed"]])),
+                Some("attempt 1 failed"),
+                true,
+            ),
+            expected(
+                "1a",
+                "0a",
+                "attempt 1",
+                1000,
+                2000,
+                with(
+                    run("a"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "failed"]]),
+                ),
+                Some("boom"),
+                true,
+            ),
+            stored_c_read,
+            expected(
+                "1c",
+                "0c",
+                "attempt 1",
+                3000,
+                3500,
+                with(
+                    run("c"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "timed_out"]]),
+                ),
+                Some("timed out"),
+                true,
+            ),
+            expected(
+                "2c",
+                "0c",
+                "attempt 2",
+                4000,
+                5000,
+                with(
+                    run("c"),
+                    serde_json::json!([["flux.attempt", 2], ["flux.status", "succeeded"]]),
+                ),
+                None,
+                true,
+            ),
+            expected(
+                "0d",
+                "01",
+                "task d",
+                6000,
+                7000,
+                with(run("d"), serde_json::json!([["flux.status", "cancelled"]])),
+                Some("cancelled"),
+                true,
+            ),
+            expected(
+                "1d",
+                "0d",
+                "attempt 1",
+                6000,
+                6500,
+                with(
+                    run("d"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "failed"]]),
+                ),
+                Some("no"),
+                true,
+            ),
+            expected(
+                "0e",
+                "01",
+                "task e",
+                8000,
+                8200,
+                with(run("e"), serde_json::json!([["flux.status", "failed"]])),
+                Some("attempt 1 failed"),
+                true,
+            ),
+            expected(
+                "1e",
+                "0e",
+                "attempt 1",
+                8000,
+                8100,
+                with(run("e"), serde_json::json!([["flux.attempt", 1]])),
+                None,
+                false,
+            ),
+        ];
+        let got = cp.spans("r1").unwrap();
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_task_span_covers_its_stored_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        traced_run(&mut cp);
+        cp.apply("r1", &[started("a", 1, "0a", "1a", 1000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "a",
+                1,
+                AttemptStatus::Succeeded,
+                None,
+                TaskStatus::Succeeded,
+                2000,
+                Some("succeeded"),
+                None,
+                Some(2100),
+            )],
+        )
+        .unwrap();
+        // The attempt's span was stored (its kind added an event), with
+        // the recorder's stamps, a little before the scheduler's.
+        let mut attempt = span("ab", "1a", Some("0a"), "attempt 1", 990);
+        attempt.end_unix_nano = 2200;
+        cp.insert_spans("r1", &[attempt]).unwrap();
+        let spans = cp.spans("r1").unwrap();
+        let times: Vec<(&str, u64, u64)> = spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.start_unix_nano, s.end_unix_nano))
+            .collect();
+        assert_eq!(times, [("attempt 1", 990, 2200), ("task a", 990, 2200)]);
+    }
+
+    #[test]
+    fn an_unreadable_trace_resource_is_an_error_naming_the_run_and_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        traced_run(&mut cp);
+        cp.apply("r1", &[started("a", 1, "0a", "1a", 1000)])
+            .unwrap();
+        cp.conn
+            .execute("UPDATE traces SET resource_json = '{not json'", [])
+            .unwrap();
+        let err = cp.spans("r1").unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::CorruptAttemptSpan { task_id, attempt: 1, .. } if task_id == "a"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`r1`"), "{err}");
+        cp.conn
+            .execute_batch(
+                "UPDATE traces SET resource_json = '[]'; UPDATE attempts SET span_start_unix_nano = -1;",
+            )
+            .unwrap();
+        let err = cp.spans("r1").unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn migrating_a_version_4_database_keeps_its_attempts_and_spans_and_rebuilds_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        // As the release before rebuilt spans left it: a traced run whose
+        // task and attempt spans are rows.
+        let conn = Connection::open(&path).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at)
+                 VALUES ('old', 'd', '/d.toml', '{}', 'failed', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+             INSERT INTO tasks (run_id, task_id, position, kind, status, attempts, definition_hash)
+                 VALUES ('old', 'a', 0, 'shell', 'failed', 1, 'h');
+             INSERT INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error)
+                 VALUES ('old', 'a', 1, 'failed', '2026-01-01T00:00:00.100Z', '2026-01-01T00:00:00.900Z', 'boom');",
+        )
+        .unwrap();
+        drop(conn);
+        let mut cp = Checkpoint::open(&path).unwrap();
+        let old = span("ab", "1a", Some("0a"), "attempt 1", 100);
+        cp.insert_spans("old", std::slice::from_ref(&old)).unwrap();
+        drop(cp);
+
+        let mut cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let attempts = cp.attempts("old").unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].error.as_deref(), Some("boom"));
+        // The old run's spans are its rows; nothing is rebuilt for it.
+        assert!(cp.rebuilt_spans("old").unwrap().is_empty());
+        assert_eq!(cp.spans("old").unwrap(), vec![old]);
+        // A resume of it records its spans the new way.
+        cp.apply(
+            "old",
+            &[
+                Change::TraceStarted {
+                    trace_id: "cd".repeat(16),
+                    root_span_id: "02".repeat(8),
+                    resource_json: "[]".to_string(),
+                },
+                Change::AttemptStarted {
+                    task_id: "a".into(),
+                    attempt: 2,
+                    span: Some(AttemptSpanStart {
+                        trace_id: "cd".repeat(16),
+                        task_span_id: "0b".repeat(8),
+                        span_id: "2b".repeat(8),
+                        start_unix_nano: 5000,
+                    }),
+                },
+            ],
+        )
+        .unwrap();
+        cp.apply(
+            "old",
+            &[ended(
+                "a",
+                2,
+                AttemptStatus::Succeeded,
+                None,
+                TaskStatus::Succeeded,
+                6000,
+                Some("succeeded"),
+                None,
+                Some(6000),
+            )],
+        )
+        .unwrap();
+        let names: Vec<String> = cp
+            .spans("old")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["attempt 1", "task a", "attempt 2"]);
     }
 
     #[test]
