@@ -147,8 +147,7 @@ fn near(a: u64, b: u64) -> bool {
 
 /// Every task and attempt span stored as a row (the run stored them all)
 /// has a rebuilt twin with the same id that says the same; returns how
-/// many were compared. A stored task span's `retry` events are what the
-/// attempts rows do not hold (such a span is stored anyway).
+/// many were compared.
 fn assert_rebuilt_as_stored(s: &Scratch, run_id: &str) -> usize {
     let cp = checkpoint(s);
     let stored = cp.spans(run_id).unwrap();
@@ -176,14 +175,8 @@ fn assert_rebuilt_as_stored(s: &Scratch, run_id: &str) -> usize {
             sorted_attributes(&span.attributes),
             "{what}"
         );
-        let without_retries: Vec<SpanEvent> = span
-            .events
-            .iter()
-            .filter(|e| e.name != "retry")
-            .cloned()
-            .collect();
-        assert_eq!(events(&twin.events), events(&without_retries), "{what}");
-        for (a, b) in twin.events.iter().zip(&without_retries) {
+        assert_eq!(events(&twin.events), events(&span.events), "{what}");
+        for (a, b) in twin.events.iter().zip(&span.events) {
             assert!(
                 near(a.time_unix_nano, b.time_unix_nano),
                 "{what}: {a:?} {b:?}"
@@ -298,11 +291,10 @@ fn rebuilt_task_and_attempt_spans_equal_the_stored_ones_over_a_run_and_its_resum
     assert_eq!(compared, 4 + 5 + 2 + 2, "task and attempt spans compared");
 
     let (rebuilt, rebuilt_run) = run_and_resume(false);
-    // Kept as rows: the two run spans and flaky's task span, whose retry
-    // event the attempts rows do not hold.
+    // Kept as rows: the two run spans only.
     assert_eq!(
         stored_names(&rebuilt, &rebuilt_run),
-        ["run rebuilt", "run rebuilt", "task flaky"]
+        ["run rebuilt", "run rebuilt"]
     );
     let spans = checkpoint(&rebuilt).spans(&rebuilt_run).unwrap();
     assert_nested(&spans);
@@ -389,12 +381,8 @@ fn a_cancelled_runs_rebuilt_spans_equal_the_stored_ones() {
     // wait: task and attempt 1; retrying: task and attempt 1.
     assert_eq!(assert_rebuilt_as_stored(&all, &all_run), 4);
     let (rebuilt, rebuilt_run) = cancelled_run(false);
-    // Kept as rows: the run span, and retrying's task span for its retry
-    // event.
-    assert_eq!(
-        stored_names(&rebuilt, &rebuilt_run),
-        ["run cancelled", "task retrying"]
-    );
+    // Kept as rows: the run span only.
+    assert_eq!(stored_names(&rebuilt, &rebuilt_run), ["run cancelled"]);
     let spans = checkpoint(&rebuilt).spans(&rebuilt_run).unwrap();
     assert_nested(&spans);
     assert_eq!(

@@ -204,8 +204,9 @@ const MIGRATIONS: &[&str] = &[
     // task cost a run of no-op tasks 22-37 %). Per attempt: its trace, the
     // ids of its span and its task's span, its span's start and end and
     // the `flux.status` it ended with (`timed_out` is not an attempt
-    // status), its span's message where it differs from `error`, and on
-    // the attempt that ended its task's span that span's end and status.
+    // status), its span's message where it differs from `error`, the
+    // retry it was followed by, and on the attempt that ended its task's
+    // span that span's end and status.
     // Per trace (a run or a resume): its root span, which task spans hang
     // under, and its resource (service name, version, host), so that
     // rebuilt spans have both even when the run span was never stored (an
@@ -219,6 +220,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE attempts ADD COLUMN span_error TEXT;
     ALTER TABLE attempts ADD COLUMN task_span_end_unix_nano INTEGER;
     ALTER TABLE attempts ADD COLUMN task_span_status TEXT;
+    ALTER TABLE attempts ADD COLUMN retry_delay_ms INTEGER;
     CREATE TABLE traces (
         trace_id TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
@@ -400,6 +402,9 @@ pub struct AttemptSpanEnd {
     /// The task's span ended with this attempt, at this time; its status
     /// is the change's `task_status`.
     pub task_span_end_unix_nano: Option<u64>,
+    /// The task will be tried again after this many milliseconds: a
+    /// `retry` event on the task's span.
+    pub retry_delay_ms: Option<i64>,
 }
 
 /// A task's span ended without an attempt ending with it.
@@ -836,7 +841,8 @@ impl Checkpoint {
                         "UPDATE attempts SET status = ?4, ended_at = ?5, error = ?6,
                              span_end_unix_nano = ?7, span_status = ?8, span_error = ?9,
                              task_span_end_unix_nano = ?10,
-                             task_span_status = CASE WHEN ?10 IS NULL THEN NULL ELSE ?11 END
+                             task_span_status = CASE WHEN ?10 IS NULL THEN NULL ELSE ?11 END,
+                             retry_delay_ms = ?12
                          WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
                     )?
                     .execute(params![
@@ -850,7 +856,8 @@ impl Checkpoint {
                         span.as_ref().and_then(|s| s.status),
                         span.as_ref().and_then(|s| s.error.as_ref()),
                         task_span_end,
-                        task_status.as_str()
+                        task_status.as_str(),
+                        span.as_ref().and_then(|s| s.retry_delay_ms)
                     ])?;
                     let ended = *task_status != TaskStatus::Running;
                     tx.prepare_cached(
@@ -1459,7 +1466,7 @@ impl Checkpoint {
             "SELECT a.task_id, a.attempt, a.error, a.trace_id, a.task_span_id, a.span_id,
                     a.span_start_unix_nano, a.span_end_unix_nano, a.span_status, a.span_error,
                     a.task_span_end_unix_nano, a.task_span_status, t.kind,
-                    tr.root_span_id, tr.resource_json
+                    tr.root_span_id, tr.resource_json, a.retry_delay_ms
              FROM attempts a
              JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id
              JOIN traces tr ON tr.trace_id = a.trace_id AND tr.run_id = a.run_id
@@ -1521,6 +1528,19 @@ impl Checkpoint {
                 });
                 spans.len() - 1
             });
+            if let (Some(delay_ms), Some(at)) = (row.retry_delay_ms, row.end) {
+                // As the scheduler's `retry` event on the task's span.
+                spans[task_index].events.push(SpanEvent {
+                    name: "retry".to_string(),
+                    time_unix_nano: at,
+                    attributes: vec![
+                        ("level".to_string(), "INFO".into()),
+                        ("target".to_string(), crate::telemetry::TRACE_TARGET.into()),
+                        (attr::ATTEMPT.to_string(), i64::from(row.attempt).into()),
+                        ("flux.retry_delay_ms".to_string(), delay_ms.into()),
+                    ],
+                });
+            }
             if let (Some(end), Some(status)) = (row.task_span_end, row.task_span_status.as_deref())
             {
                 let task = &mut spans[task_index];
@@ -1623,6 +1643,7 @@ struct AttemptSpanRow {
     kind: String,
     root_span_id: String,
     resource_json: String,
+    retry_delay_ms: Option<i64>,
 }
 
 /// An attempts row of [`Checkpoint::rebuilt_spans`]'s query, or (task,
@@ -1655,6 +1676,7 @@ fn attempt_span_row(r: &rusqlite::Row) -> Result<AttemptSpanRow, (String, u32, S
         kind: r.get(12).map_err(|e| column(12, "kind", e))?,
         root_span_id: r.get(13).map_err(|e| column(13, "root_span_id", e))?,
         resource_json: r.get(14).map_err(|e| column(14, "resource_json", e))?,
+        retry_delay_ms: r.get(15).map_err(|e| column(15, "retry_delay_ms", e))?,
     })
 }
 
@@ -2156,6 +2178,7 @@ mod tests {
                 status: span_status,
                 error: span_error.map(str::to_string),
                 task_span_end_unix_nano: task_span_end,
+                retry_delay_ms: None,
             }),
         }
     }
@@ -2294,17 +2317,26 @@ mod tests {
         cp.apply(
             "r1",
             &[
-                ended(
-                    "d",
-                    1,
-                    A::Failed,
-                    Some("no"),
-                    T::Running,
-                    6500,
-                    Some("failed"),
-                    None,
-                    None,
-                ),
+                {
+                    let mut failed = ended(
+                        "d",
+                        1,
+                        A::Failed,
+                        Some("no"),
+                        T::Running,
+                        6500,
+                        Some("failed"),
+                        None,
+                        None,
+                    );
+                    if let Change::AttemptEnded {
+                        span: Some(span), ..
+                    } = &mut failed
+                    {
+                        span.retry_delay_ms = Some(60_000);
+                    }
+                    failed
+                },
                 Change::TaskEnded {
                     task_id: "d".into(),
                     status: T::Cancelled,
@@ -2401,16 +2433,36 @@ mod tests {
                 None,
                 true,
             ),
-            expected(
-                "0d",
-                "01",
-                "task d",
-                6000,
-                7000,
-                with(run("d"), serde_json::json!([["flux.status", "cancelled"]])),
-                Some("cancelled"),
-                true,
-            ),
+            {
+                let mut task_d = expected(
+                    "0d",
+                    "01",
+                    "task d",
+                    6000,
+                    7000,
+                    with(run("d"), serde_json::json!([["flux.status", "cancelled"]])),
+                    Some("cancelled"),
+                    true,
+                );
+                // Its retry, when attempt 1 ended, before the exception.
+                task_d.events.insert(
+                    0,
+                    SpanEvent {
+                        name: "retry".to_string(),
+                        time_unix_nano: 6500,
+                        attributes: vec![
+                            ("level".to_string(), serde_json::json!("INFO")),
+                            (
+                                "target".to_string(),
+                                serde_json::json!("flux_engine::trace"),
+                            ),
+                            ("flux.attempt".to_string(), serde_json::json!(1)),
+                            ("flux.retry_delay_ms".to_string(), serde_json::json!(60_000)),
+                        ],
+                    },
+                );
+                task_d
+            },
             expected(
                 "1d",
                 "0d",

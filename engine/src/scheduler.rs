@@ -201,6 +201,10 @@ struct Slot {
     output: Option<serde_json::Value>,
     resolved: Option<ResolvedTask>,
     span: Option<Span>,
+    /// The id of the task's span in this process (`span`'s, or one the
+    /// scheduler made for a task span it does not open; see
+    /// [`RunState::own_task_spans`]), while it is open.
+    task_span_id: Option<u64>,
     /// The running attempt's span, so that a cancelled attempt (whose
     /// future is dropped) still ends with a status.
     attempt_span: Option<Span>,
@@ -212,6 +216,13 @@ struct Slot {
 /// What the loop owns while it drives a run.
 struct RunState {
     run_span: Span,
+    /// Task spans are not opened as `tracing` spans but only recorded in
+    /// the attempts rows, from which the checkpoint rebuilds them: with
+    /// the light recorder (no collector), where a `tracing` span per task
+    /// was about half of what recording cost a run of short tasks (issue
+    /// 11). A collector gets real task spans, as does a process storing
+    /// every span (`FLUX_STORE_REBUILDABLE_SPANS=1`, for tests).
+    own_task_spans: bool,
     slots: Vec<Slot>,
     /// Pending tasks whose dependencies all succeeded, by index.
     ready: BTreeSet<usize>,
@@ -317,6 +328,7 @@ impl Execution<'_> {
                 output: p.output,
                 resolved,
                 span: None,
+                task_span_id: None,
                 attempt_span: None,
                 attempt_traced: false,
             });
@@ -330,7 +342,10 @@ impl Execution<'_> {
         let ready = (0..n)
             .filter(|&i| slots[i].status == TaskStatus::Pending && slots[i].waiting_for == 0)
             .collect();
+        let own_task_spans = crate::span_recorder::ids(&run_span).is_some()
+            && !crate::telemetry::stores_rebuildable_spans();
         let mut state = RunState {
+            own_task_spans,
             run_span,
             slots,
             ready,
@@ -397,11 +412,23 @@ impl Execution<'_> {
 
     /// Task `i`'s next attempt's span, below the task's.
     fn attempt_span(&self, state: &mut RunState, i: usize) -> Span {
-        let task = &self.dag.tasks[i];
-        let task_span = self.task_span(state, i);
         let number = state.slots[i].attempts;
+        let Some(task_span) = self.task_span(state, i) else {
+            // No `tracing` span for the task: the attempt's opens under the
+            // run's (which gives it the trace) and is told its parent.
+            let span = self.attempt_span_under(&state.run_span, i, number);
+            if let Some(task_span_id) = state.slots[i].task_span_id {
+                crate::span_recorder::set_parent(&span, task_span_id);
+            }
+            return span;
+        };
+        self.attempt_span_under(&task_span, i, number)
+    }
+
+    fn attempt_span_under(&self, parent: &Span, i: usize, number: u32) -> Span {
+        let task = &self.dag.tasks[i];
         info_span!(
-            parent: &task_span,
+            parent: parent,
             "attempt",
             otel.name = %crate::spans::name::attempt(number),
             flux.run_id = %self.run_id,
@@ -424,10 +451,10 @@ impl Execution<'_> {
         attempt_span: &Span,
     ) -> Option<AttemptSpanStart> {
         let ids = crate::telemetry::span_ids(attempt_span)?;
-        let task_ids = crate::telemetry::span_ids(state.slots[i].span.as_ref()?)?;
+        let task_span_id = state.slots[i].task_span_id?;
         Some(AttemptSpanStart {
             trace_id: ids.trace_hex(),
-            task_span_id: task_ids.span_hex(),
+            task_span_id: format!("{task_span_id:016x}"),
             span_id: ids.span_hex(),
             // Taken after both spans opened: the span recorders' own start
             // stamps are not later than this.
@@ -459,26 +486,34 @@ impl Execution<'_> {
     }
 
     /// Task `i`'s span: opened with its first attempt in this process and
-    /// kept across its retries.
-    fn task_span(&self, state: &mut RunState, i: usize) -> Span {
+    /// kept across its retries; `None` when the scheduler only records it
+    /// (an id of its own in `task_span_id`, see [`RunState::own_task_spans`]).
+    fn task_span(&self, state: &mut RunState, i: usize) -> Option<Span> {
         let task = &self.dag.tasks[i];
-        let run_span = &state.run_span;
-        state.slots[i]
-            .span
-            .get_or_insert_with(|| {
-                info_span!(
-                    parent: run_span,
-                    "task",
-                    otel.name = %crate::spans::name::task(&task.id),
-                    flux.run_id = %self.run_id,
-                    flux.task_id = %task.id,
-                    flux.task_type = %task.kind,
-                    flux.status = field::Empty,
-                    otel.status_code = field::Empty,
-                    otel.status_description = field::Empty,
-                )
-            })
-            .clone()
+        let slot = &mut state.slots[i];
+        if state.own_task_spans {
+            if slot.task_span_id.is_none() {
+                slot.task_span_id = Some(crate::span_recorder::new_span_id());
+            }
+            return None;
+        }
+        if let Some(span) = &slot.span {
+            return Some(span.clone());
+        }
+        let span = info_span!(
+            parent: &state.run_span,
+            "task",
+            otel.name = %crate::spans::name::task(&task.id),
+            flux.run_id = %self.run_id,
+            flux.task_id = %task.id,
+            flux.task_type = %task.kind,
+            flux.status = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+        );
+        slot.task_span_id = crate::telemetry::span_ids(&span).map(|ids| ids.span);
+        slot.span = Some(span.clone());
+        Some(span)
     }
 
     /// What task `i`'s attempt numbered `slots[i].attempts` is told.
@@ -553,6 +588,7 @@ impl Execution<'_> {
             status,
             error: None,
             task_span_end_unix_nano: None,
+            retry_delay_ms: None,
         });
         match result {
             Ok(output) => self.attempt_succeeded(state, index, attempt, output, span),
@@ -565,10 +601,13 @@ impl Execution<'_> {
     /// row; `None` when it has no span.
     fn end_task_span(&self, state: &mut RunState, index: usize, status: TaskStatus) -> Option<u64> {
         let slot = &mut state.slots[index];
-        let span = slot.span.take()?;
-        let error = crate::spans::task_error(status.as_str(), slot.attempts);
-        end_span(&span, status.as_str(), error.as_deref());
-        drop(span);
+        let had_id = slot.task_span_id.take().is_some();
+        if let Some(span) = slot.span.take() {
+            let error = crate::spans::task_error(status.as_str(), slot.attempts);
+            end_span(&span, status.as_str(), error.as_deref());
+        } else if !had_id {
+            return None;
+        }
         Some(crate::telemetry::now_unix_nano())
     }
 
@@ -662,13 +701,17 @@ impl Execution<'_> {
             self.mark_failed(state, index);
             return;
         };
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         if let Some(span) = &state.slots[index].span {
             tracing::info!(
                 target: "flux_engine::trace",
                 parent: span,
-                { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay.as_millis() as i64 },
+                { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay_ms },
                 "retry"
             );
+        }
+        if let Some(span) = &mut span {
+            span.retry_delay_ms = Some(delay_ms);
         }
         state.changes.push(Change::AttemptEnded {
             task_id: task.id.clone(),
@@ -730,6 +773,7 @@ impl Execution<'_> {
                 status: Some("cancelled"),
                 error: None,
                 task_span_end_unix_nano: task_span_end,
+                retry_delay_ms: None,
             });
             state.changes.push(Change::AttemptEnded {
                 task_id: task_id.clone(),
@@ -821,6 +865,7 @@ impl Execution<'_> {
         let slots = &mut state.slots;
         slots[index].status = TaskStatus::Failed;
         slots[index].span = None;
+        slots[index].task_span_id = None;
         self.observer.event(&RunEvent::TaskEnded {
             task_id: dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,

@@ -224,6 +224,11 @@ fn now_unix_nano() -> u64 {
         .unwrap_or(0)
 }
 
+/// A new span id, for a span the scheduler records without opening it.
+pub fn new_span_id() -> u64 {
+    span_id()
+}
+
 /// A random id that is not all zeroes (W3C: zero is invalid).
 fn span_id() -> u64 {
     loop {
@@ -507,6 +512,22 @@ pub fn add_link(span: &tracing::Span, to: SpanIds) -> bool {
         let mut extensions = span.extensions_mut();
         let recorded = extensions.get_mut::<RecordedSpan>()?;
         recorded.links.push(to);
+        Some(())
+    })
+    .flatten()
+    .is_some()
+}
+
+/// Makes `parent` the parent of `span` (which this layer records): an
+/// attempt's span opened under the run's for a task span the scheduler
+/// records itself. False when this layer does not record it.
+pub fn set_parent(span: &tracing::Span, parent: u64) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(id)?;
+        let mut extensions = span.extensions_mut();
+        let recorded = extensions.get_mut::<RecordedSpan>()?;
+        recorded.parent = Some(parent);
         Some(())
     })
     .flatten()

@@ -178,7 +178,7 @@ pub fn disabled_by_environment() -> bool {
 /// `FLUX_STORE_REBUILDABLE_SPANS=1`, for tests: the `task` and `attempt`
 /// spans the checkpoint rebuilds from its attempts rows are stored as
 /// span rows too (which then win), so that a test can compare the two.
-fn stores_rebuildable_spans() -> bool {
+pub(crate) fn stores_rebuildable_spans() -> bool {
     std::env::var("FLUX_STORE_REBUILDABLE_SPANS").is_ok_and(|v| v == "1")
 }
 
