@@ -977,6 +977,18 @@ fn the_checkpoint_holds_the_same_spans_with_or_without_a_collector() {
         let resumed = resume.output().unwrap();
         assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed.stderr));
         let spans = comparable_spans(&s, &run_id);
+        if !store_everything {
+            // Both recorders leave the attempt spans to the attempts rows.
+            let conn = rusqlite::Connection::open(s.path("state").join("flux.db")).unwrap();
+            let stored: Vec<String> = conn
+                .prepare("SELECT name FROM spans WHERE name LIKE 'attempt %'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(stored.is_empty(), "{endpoint:?}: {stored:?}");
+        }
         if endpoint.is_none() {
             // The attempt of `first` is the parent the task was given.
             let traceparent = std::fs::read_to_string(dir.join("traceparent.txt")).unwrap();

@@ -201,8 +201,8 @@ const MIGRATIONS: &[&str] = &[
     // 5: the `task` and `attempt` spans are rebuilt from the attempts rows
     // the scheduler commits anyway, instead of being stored as span rows
     // of their own (issue 11: converting and inserting two span rows per
-    // task cost a run of no-op tasks 22-37 %). Per attempt: its trace, the
-    // ids of its span and its task's span, its span's start and end and
+    // task cost a run of no-op tasks 22-37 %). Per attempt: its trace, its
+    // task's kind then, the ids of its span and its task's span, its span's start and end and
     // the `flux.status` it ended with (`timed_out` is not an attempt
     // status), its span's message where it differs from `error`, the
     // retry it was followed by, and on the attempt that ended its task's
@@ -212,6 +212,7 @@ const MIGRATIONS: &[&str] = &[
     // rebuilt spans have both even when the run span was never stored (an
     // engine killed mid-run).
     "ALTER TABLE attempts ADD COLUMN trace_id TEXT;
+    ALTER TABLE attempts ADD COLUMN task_type TEXT;
     ALTER TABLE attempts ADD COLUMN task_span_id TEXT;
     ALTER TABLE attempts ADD COLUMN span_id TEXT;
     ALTER TABLE attempts ADD COLUMN span_start_unix_nano INTEGER;
@@ -383,6 +384,9 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptSpanStart {
     pub trace_id: String,
+    /// The task's kind when the attempt ran (`flux.task_type`): a resume
+    /// may run a task under another kind than the run's first attempts.
+    pub task_type: String,
     pub task_span_id: String,
     pub span_id: String,
     pub start_unix_nano: u64,
@@ -805,8 +809,8 @@ impl Checkpoint {
                         .transpose()?;
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at,
-                             trace_id, task_span_id, span_id, span_start_unix_nano)
-                         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
+                             trace_id, task_span_id, span_id, span_start_unix_nano, task_type)
+                         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
                     .execute(params![
                         run_id,
@@ -816,7 +820,8 @@ impl Checkpoint {
                         span.as_ref().map(|s| &s.trace_id),
                         span.as_ref().map(|s| &s.task_span_id),
                         span.as_ref().map(|s| &s.span_id),
-                        start
+                        start,
+                        span.as_ref().map(|s| &s.task_type)
                     ])?;
                 }
                 Change::AttemptEnded {
@@ -1465,7 +1470,7 @@ impl Checkpoint {
         let mut stmt = self.conn.prepare_cached(
             "SELECT a.task_id, a.attempt, a.error, a.trace_id, a.task_span_id, a.span_id,
                     a.span_start_unix_nano, a.span_end_unix_nano, a.span_status, a.span_error,
-                    a.task_span_end_unix_nano, a.task_span_status, t.kind,
+                    a.task_span_end_unix_nano, a.task_span_status, COALESCE(a.task_type, t.kind),
                     tr.root_span_id, tr.resource_json, a.retry_delay_ms
              FROM attempts a
              JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id
@@ -2147,6 +2152,7 @@ mod tests {
             attempt,
             span: Some(AttemptSpanStart {
                 trace_id: "ab".repeat(16),
+                task_type: "shell".to_string(),
                 task_span_id: task_span.repeat(8),
                 span_id: span.repeat(8),
                 start_unix_nano: start,
@@ -2613,6 +2619,8 @@ mod tests {
                     attempt: 2,
                     span: Some(AttemptSpanStart {
                         trace_id: "cd".repeat(16),
+                        // Its kind changed since the run's first attempt.
+                        task_type: "python".to_string(),
                         task_span_id: "0b".repeat(8),
                         span_id: "2b".repeat(8),
                         start_unix_nano: 5000,
@@ -2643,6 +2651,16 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["attempt 1", "task a", "attempt 2"]);
+        let kinds: Vec<serde_json::Value> = cp
+            .rebuilt_spans("old")
+            .unwrap()
+            .iter()
+            .map(|s| s.attribute(attr::TASK_TYPE).cloned().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [serde_json::json!("python"), serde_json::json!("python")]
+        );
     }
 
     #[test]

@@ -454,6 +454,7 @@ impl Execution<'_> {
         let task_span_id = state.slots[i].task_span_id?;
         Some(AttemptSpanStart {
             trace_id: ids.trace_hex(),
+            task_type: self.dag.tasks[i].kind.clone(),
             task_span_id: format!("{task_span_id:016x}"),
             span_id: ids.span_hex(),
             // Taken after both spans opened: the span recorders' own start
