@@ -552,3 +552,79 @@ pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) -> bool {
     .flatten()
     .is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Keeps what the recorder hands on.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<RecordedSpan>>);
+
+    impl SpanSink for Kept {
+        fn ended(&self, span: RecordedSpan) {
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    /// Opens an `attempt` span as the scheduler does (its target, its
+    /// fields), under `parent`, and runs `inside` in it.
+    fn attempt(parent: &tracing::Span, inside: impl FnOnce(&tracing::Span)) {
+        let span = tracing::info_span!(
+            target: "engine::scheduler",
+            parent: parent,
+            "attempt",
+            otel.name = "attempt 1",
+            flux.run_id = "r1",
+            flux.task_id = "t",
+            flux.task_type = "shell",
+            flux.attempt = 1i64,
+            flux.status = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        inside(&span);
+    }
+
+    #[test]
+    fn scheduler_spans_with_nothing_more_are_left_to_the_checkpoint_and_richer_ones_kept() {
+        assert_eq!(crate::scheduler::SPAN_TARGET, "engine::scheduler");
+        let kept = Arc::new(Kept::default());
+        let subscriber = tracing_subscriber::registry().with(Recorder::new(kept.clone()));
+        let task_span_id = 0x1234_u64;
+        tracing::subscriber::with_default(subscriber, || {
+            let run = tracing::info_span!("run", otel.name = "run d");
+            // Ended as `end_span` ends a failed attempt: left out.
+            attempt(&run, |span| {
+                assert!(set_parent(span, task_span_id));
+                crate::scheduler::end_span(span, "failed", Some("boom"));
+            });
+            // An event of its task kind inside it: kept, under the task
+            // span the scheduler named.
+            attempt(&run, |span| {
+                set_parent(span, task_span_id);
+                span.in_scope(|| tracing::info!("the kind says something"));
+                crate::scheduler::end_span(span, "succeeded", None);
+            });
+            // Two exceptions (ended twice): kept.
+            attempt(&run, |span| {
+                crate::scheduler::end_span(span, "failed", Some("boom"));
+                crate::scheduler::end_span(span, "cancelled", Some("cancelled"));
+            });
+            drop(run);
+        });
+        let kept = kept.0.lock().unwrap();
+        let names: Vec<(&str, usize)> =
+            kept.iter().map(|s| (s.code_name, s.events.len())).collect();
+        assert_eq!(names, [("attempt", 1), ("attempt", 2), ("run", 0)]);
+        // Under the task span the scheduler named, and under the run's.
+        assert_eq!(kept[0].parent, Some(task_span_id));
+        assert_eq!(kept[1].parent, Some(kept[2].ids.span));
+        // Kept with everything in it.
+        assert_eq!(kept[0].status, SpanStatus::Ok);
+    }
+}
