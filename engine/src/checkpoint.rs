@@ -19,7 +19,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::spans::{SpanEvent, SpanLink, SpanRecord, SpanStatus};
+use crate::spans::{
+    SpanEvent, SpanLink, SpanRecord, SpanStatus, attr, name as span_name, task_error,
+};
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -63,6 +65,21 @@ pub enum CheckpointError {
         run_id: String,
         trace_id: String,
         span_id: String,
+        reason: String,
+    },
+    /// A task or attempt span time that cannot be stored (past 2262).
+    #[error("run `{run_id}`: a span of task `{task_id}` has a time out of range ({nanos} ns)")]
+    InvalidSpanTime {
+        run_id: String,
+        task_id: String,
+        nanos: u64,
+    },
+    /// An attempts row whose span columns do not read back.
+    #[error("run `{run_id}`: the span of task `{task_id}` attempt {attempt} is corrupt: {reason}")]
+    CorruptAttemptSpan {
+        run_id: String,
+        task_id: String,
+        attempt: u32,
         reason: String,
     },
     /// A stored span row that does not read back (edited by hand, or
@@ -181,7 +198,41 @@ const MIGRATIONS: &[&str] = &[
         recorded_at TEXT NOT NULL,
         PRIMARY KEY (run_id, task_id, key)
     );",
+    // 5: the `task` and `attempt` spans are rebuilt from the attempts rows
+    // the scheduler commits anyway, instead of being stored as span rows
+    // of their own (issue 11: converting and inserting two span rows per
+    // task cost a run of no-op tasks 22-37 %). Per attempt: its trace, its
+    // task's kind then, the ids of its span and its task's span, its span's start and end and
+    // the `flux.status` it ended with (`timed_out` is not an attempt
+    // status), its span's message where it differs from `error`, the
+    // retry it was followed by, and on the attempt that ended its task's
+    // span that span's end and status.
+    // Per trace (a run or a resume): its root span, which task spans hang
+    // under, and its resource (service name, version, host), so that
+    // rebuilt spans have both even when the run span was never stored (an
+    // engine killed mid-run).
+    "ALTER TABLE attempts ADD COLUMN trace_id TEXT;
+    ALTER TABLE attempts ADD COLUMN task_type TEXT;
+    ALTER TABLE attempts ADD COLUMN task_span_id TEXT;
+    ALTER TABLE attempts ADD COLUMN span_id TEXT;
+    ALTER TABLE attempts ADD COLUMN span_start_unix_nano INTEGER;
+    ALTER TABLE attempts ADD COLUMN span_end_unix_nano INTEGER;
+    ALTER TABLE attempts ADD COLUMN span_status TEXT;
+    ALTER TABLE attempts ADD COLUMN span_error TEXT;
+    ALTER TABLE attempts ADD COLUMN task_span_end_unix_nano INTEGER;
+    ALTER TABLE attempts ADD COLUMN task_span_status TEXT;
+    ALTER TABLE attempts ADD COLUMN retry_delay_ms INTEGER;
+    CREATE TABLE traces (
+        trace_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        root_span_id TEXT NOT NULL,
+        resource_json TEXT NOT NULL
+    );
+    CREATE INDEX traces_by_run ON traces (run_id);",
 ];
+
+/// The first schema whose attempts rows rebuild their spans.
+const REBUILT_SPANS_SCHEMA: i64 = 5;
 
 /// The first schema with run targets and external work.
 const EXTERNAL_WORK_SCHEMA: i64 = 4;
@@ -277,10 +328,20 @@ pub enum Change {
         status: RunStatus,
         ended: bool,
     },
+    /// A trace of the run began (the run or one resume of it, recorded):
+    /// its root span and resource, for the spans rebuilt from attempts.
+    TraceStarted {
+        trace_id: String,
+        root_span_id: String,
+        /// The resource's attributes as a JSON array of `[key, value]`.
+        resource_json: String,
+    },
     /// The task is `running` with attempt `attempt` (its total count).
     AttemptStarted {
         task_id: String,
         attempt: u32,
+        /// Its span and its task's span, when the run is traced.
+        span: Option<AttemptSpanStart>,
     },
     /// An attempt ended; `task_status` is the task's status afterwards
     /// (`running` while a retry is pending).
@@ -291,6 +352,8 @@ pub enum Change {
         error: Option<String>,
         task_status: TaskStatus,
         output: Option<String>,
+        /// How its span ended, when the run is traced.
+        span: Option<AttemptSpanEnd>,
     },
     /// A task reached a final status without an attempt of its own
     /// (`upstream_failed`, or `cancelled` while waiting to retry).
@@ -298,6 +361,9 @@ pub enum Change {
         task_id: String,
         status: TaskStatus,
         error: Option<String>,
+        /// The task's span ended here (cancelled while waiting to retry):
+        /// recorded on its last attempt's row, with `status`.
+        task_span_end: Option<TaskSpanEnd>,
     },
     /// Resume: the task will run again under this definition.
     TaskReset {
@@ -311,6 +377,46 @@ pub enum Change {
         kind: String,
         definition_hash: String,
     },
+}
+
+/// Where an attempt's span and its task's span sit in their trace (ids
+/// in lowercase hex), and when the attempt's span started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSpanStart {
+    pub trace_id: String,
+    /// The task's kind when the attempt ran (`flux.task_type`): a resume
+    /// may run a task under another kind than the run's first attempts.
+    pub task_type: String,
+    pub task_span_id: String,
+    pub span_id: String,
+    pub start_unix_nano: u64,
+}
+
+/// How an attempt's span ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSpanEnd {
+    pub end_unix_nano: u64,
+    /// The span's `flux.status` (`succeeded`, `failed`, `timed_out`,
+    /// `cancelled`); `None` when it ended without one (its task kind
+    /// panicked), which leaves its status unset.
+    pub status: Option<&'static str>,
+    /// The span's error message when it is not the attempt's `error`
+    /// (which may carry a note the scheduler added afterwards).
+    pub error: Option<String>,
+    /// The task's span ended with this attempt, at this time; its status
+    /// is the change's `task_status`.
+    pub task_span_end_unix_nano: Option<u64>,
+    /// The task will be tried again after this many milliseconds: a
+    /// `retry` event on the task's span.
+    pub retry_delay_ms: Option<i64>,
+}
+
+/// A task's span ended without an attempt ending with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpanEnd {
+    /// The task's last attempt, whose row records the end.
+    pub attempt: u32,
+    pub end_unix_nano: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -675,18 +781,48 @@ impl Checkpoint {
                     )?
                     .execute(params![run_id, status.as_str(), at, ended])?;
                 }
-                Change::AttemptStarted { task_id, attempt } => {
+                Change::TraceStarted {
+                    trace_id,
+                    root_span_id,
+                    resource_json,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO traces (trace_id, run_id, root_span_id, resource_json)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![trace_id, run_id, root_span_id, resource_json])?;
+                }
+                Change::AttemptStarted {
+                    task_id,
+                    attempt,
+                    span,
+                } => {
                     tx.prepare_cached(
                         "UPDATE tasks SET status = 'running', attempts = ?3,
                              started_at = COALESCE(started_at, ?4), ended_at = NULL, error = NULL
                          WHERE run_id = ?1 AND task_id = ?2",
                     )?
                     .execute(params![run_id, task_id, attempt, at])?;
+                    let start = span
+                        .as_ref()
+                        .map(|s| stored_nanos(run_id, task_id, s.start_unix_nano))
+                        .transpose()?;
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at)
-                         VALUES (?1, ?2, ?3, 'running', ?4)",
+                        "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, status, started_at,
+                             trace_id, task_span_id, span_id, span_start_unix_nano, task_type)
+                         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
-                    .execute(params![run_id, task_id, attempt, at])?;
+                    .execute(params![
+                        run_id,
+                        task_id,
+                        attempt,
+                        at,
+                        span.as_ref().map(|s| &s.trace_id),
+                        span.as_ref().map(|s| &s.task_span_id),
+                        span.as_ref().map(|s| &s.span_id),
+                        start,
+                        span.as_ref().map(|s| &s.task_type)
+                    ])?;
                 }
                 Change::AttemptEnded {
                     task_id,
@@ -695,9 +831,23 @@ impl Checkpoint {
                     error,
                     task_status,
                     output,
+                    span,
                 } => {
+                    let end = span
+                        .as_ref()
+                        .map(|s| stored_nanos(run_id, task_id, s.end_unix_nano))
+                        .transpose()?;
+                    let task_span_end = span
+                        .as_ref()
+                        .and_then(|s| s.task_span_end_unix_nano)
+                        .map(|t| stored_nanos(run_id, task_id, t))
+                        .transpose()?;
                     tx.prepare_cached(
-                        "UPDATE attempts SET status = ?4, ended_at = ?5, error = ?6
+                        "UPDATE attempts SET status = ?4, ended_at = ?5, error = ?6,
+                             span_end_unix_nano = ?7, span_status = ?8, span_error = ?9,
+                             task_span_end_unix_nano = ?10,
+                             task_span_status = CASE WHEN ?10 IS NULL THEN NULL ELSE ?11 END,
+                             retry_delay_ms = ?12
                          WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
                     )?
                     .execute(params![
@@ -706,7 +856,13 @@ impl Checkpoint {
                         attempt,
                         status.as_str(),
                         at,
-                        error
+                        error,
+                        end,
+                        span.as_ref().and_then(|s| s.status),
+                        span.as_ref().and_then(|s| s.error.as_ref()),
+                        task_span_end,
+                        task_status.as_str(),
+                        span.as_ref().and_then(|s| s.retry_delay_ms)
                     ])?;
                     let ended = *task_status != TaskStatus::Running;
                     tx.prepare_cached(
@@ -728,6 +884,7 @@ impl Checkpoint {
                     task_id,
                     status,
                     error,
+                    task_span_end,
                 } => {
                     tx.prepare_cached(
                         "UPDATE tasks SET status = ?3, error = ?4, ended_at = ?5
@@ -740,6 +897,14 @@ impl Checkpoint {
                         error,
                         at
                     ])?;
+                    if let Some(end) = task_span_end {
+                        let nanos = stored_nanos(run_id, task_id, end.end_unix_nano)?;
+                        tx.prepare_cached(
+                            "UPDATE attempts SET task_span_end_unix_nano = ?4, task_span_status = ?5
+                             WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                        )?
+                        .execute(params![run_id, task_id, end.attempt, nanos, status.as_str()])?;
+                    }
                 }
                 Change::TaskReset {
                     task_id,
@@ -1252,6 +1417,20 @@ impl Checkpoint {
                 reason,
             })?);
         }
+        // The task and attempt spans the span writer left out because the
+        // attempts rows hold them. A stored row of the same span (one with
+        // more in it: a retry event, events of its task kind) wins.
+        let stored: std::collections::HashSet<(String, String)> = spans
+            .iter()
+            .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+            .collect();
+        let mut rebuilt = self.rebuilt_spans(run_id)?;
+        rebuilt.retain(|s| !stored.contains(&(s.trace_id.clone(), s.span_id.clone())));
+        cover_children(&mut rebuilt, &spans);
+        spans.extend(rebuilt);
+        // Stable: spans that start together stay in the order they were
+        // stored, then rebuilt ones (a task's before its first attempt's).
+        spans.sort_by_key(|s| s.start_unix_nano);
         // The span writer stores the resource once per trace (with the
         // first span it keeps of it); every span of the trace has it.
         let mut resources: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
@@ -1267,6 +1446,243 @@ impl Checkpoint {
         }
         Ok(spans)
     }
+}
+
+impl Checkpoint {
+    /// The `task` and `attempt` spans of run `run_id` as its attempts rows
+    /// record them (schema 5 on, traced runs only), ordered by start, a
+    /// task's span before its first attempt's.
+    ///
+    /// An attempt's span is the attempt from the scheduler's start stamp
+    /// to the end of its work. A task's span is one per trace (a resume
+    /// opens a new one): from the start of its first attempt in that
+    /// trace to the moment the scheduler ended it (its last attempt
+    /// ended, or the run was cancelled while it waited to retry), with
+    /// the task's status then. A span that never ended (the engine was
+    /// killed) is not rebuilt, as such a span was never stored either.
+    /// [`Checkpoint::spans`] merges them with the stored rows; on their
+    /// own they let a test compare them with the rows the same spans make
+    /// when stored (`FLUX_STORE_REBUILDABLE_SPANS=1`).
+    pub fn rebuilt_spans(&self, run_id: &str) -> Result<Vec<SpanRecord>, CheckpointError> {
+        if self.schema < REBUILT_SPANS_SCHEMA {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.task_id, a.attempt, a.error, a.trace_id, a.task_span_id, a.span_id,
+                    a.span_start_unix_nano, a.span_end_unix_nano, a.span_status, a.span_error,
+                    a.task_span_end_unix_nano, a.task_span_status, COALESCE(a.task_type, t.kind),
+                    tr.root_span_id, tr.resource_json, a.retry_delay_ms
+             FROM attempts a
+             JOIN tasks t ON t.run_id = a.run_id AND t.task_id = a.task_id
+             JOIN traces tr ON tr.trace_id = a.trace_id AND tr.run_id = a.run_id
+             WHERE a.run_id = ?1 AND a.span_id IS NOT NULL
+             ORDER BY a.span_start_unix_nano, t.position, a.attempt",
+        )?;
+        let rows = stmt.query_map([run_id], |r| Ok(attempt_span_row(r)))?;
+        let mut resources: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
+        // Where each task span's record is in `spans`, by (trace, span id).
+        let mut task_spans: HashMap<(String, String), usize> = HashMap::new();
+        let mut spans: Vec<SpanRecord> = Vec::new();
+        for row in rows {
+            let row =
+                row?.map_err(
+                    |(task_id, attempt, reason)| CheckpointError::CorruptAttemptSpan {
+                        run_id: run_id.to_string(),
+                        task_id,
+                        attempt,
+                        reason,
+                    },
+                )?;
+            if !resources.contains_key(&row.trace_id) {
+                let resource: Vec<(String, serde_json::Value)> =
+                    serde_json::from_str(&row.resource_json).map_err(|e| {
+                        CheckpointError::CorruptAttemptSpan {
+                            run_id: run_id.to_string(),
+                            task_id: row.task_id.clone(),
+                            attempt: row.attempt,
+                            reason: format!("the resource of trace {}: {e}", row.trace_id),
+                        }
+                    })?;
+                resources.insert(row.trace_id.clone(), resource);
+            }
+            let resource = resources[&row.trace_id].clone();
+            let common = || -> Vec<(String, serde_json::Value)> {
+                vec![
+                    (attr::RUN_ID.to_string(), run_id.into()),
+                    (attr::TASK_ID.to_string(), row.task_id.as_str().into()),
+                    (attr::TASK_TYPE.to_string(), row.kind.as_str().into()),
+                ]
+            };
+            let key = (row.trace_id.clone(), row.task_span_id.clone());
+            let task_index = *task_spans.entry(key).or_insert_with(|| {
+                spans.push(SpanRecord {
+                    trace_id: row.trace_id.clone(),
+                    span_id: row.task_span_id.clone(),
+                    parent_span_id: Some(row.root_span_id.clone()),
+                    name: span_name::task(&row.task_id),
+                    kind: "internal".into(),
+                    start_unix_nano: row.start,
+                    // Not ended (yet): 0 until a row ends it, dropped if none.
+                    end_unix_nano: 0,
+                    status: SpanStatus::Unset,
+                    attributes: common(),
+                    events: Vec::new(),
+                    links: Vec::new(),
+                    resource: resource.clone(),
+                    scope: crate::telemetry::SCOPE.to_string(),
+                });
+                spans.len() - 1
+            });
+            if let (Some(delay_ms), Some(at)) = (row.retry_delay_ms, row.end) {
+                // As the scheduler's `retry` event on the task's span.
+                spans[task_index].events.push(SpanEvent {
+                    name: "retry".to_string(),
+                    time_unix_nano: at,
+                    attributes: vec![
+                        ("level".to_string(), "INFO".into()),
+                        ("target".to_string(), crate::telemetry::TRACE_TARGET.into()),
+                        (attr::ATTEMPT.to_string(), i64::from(row.attempt).into()),
+                        ("flux.retry_delay_ms".to_string(), delay_ms.into()),
+                    ],
+                });
+            }
+            if let (Some(end), Some(status)) = (row.task_span_end, row.task_span_status.as_deref())
+            {
+                let task = &mut spans[task_index];
+                task.end_unix_nano = end;
+                end_span_record(task, status, task_error(status, row.attempt), end);
+            }
+            let Some(end) = row.end else {
+                continue;
+            };
+            let mut attributes = common();
+            attributes.push((attr::ATTEMPT.to_string(), i64::from(row.attempt).into()));
+            let mut attempt = SpanRecord {
+                trace_id: row.trace_id.clone(),
+                span_id: row.span_id.clone(),
+                parent_span_id: Some(row.task_span_id.clone()),
+                name: span_name::attempt(row.attempt),
+                kind: "internal".into(),
+                start_unix_nano: row.start,
+                end_unix_nano: end,
+                status: SpanStatus::Unset,
+                attributes,
+                events: Vec::new(),
+                links: Vec::new(),
+                resource,
+                scope: crate::telemetry::SCOPE.to_string(),
+            };
+            if let Some(status) = row.span_status.as_deref() {
+                let message = (status != "succeeded")
+                    .then(|| row.span_error.or(row.error).unwrap_or_default());
+                end_span_record(&mut attempt, status, message, end);
+            }
+            spans.push(attempt);
+        }
+        // A task span whose end no row records was still open when the
+        // engine stopped.
+        spans.retain(|s| s.end_unix_nano != 0);
+        Ok(spans)
+    }
+}
+
+/// What [`crate::scheduler`]'s `end_span` records on a span, on a rebuilt
+/// one: `flux.status`, and the status; an error adds an `exception`
+/// event as the span recorders make it from the event `end_span` emits
+/// (its level and target, then the message).
+fn end_span_record(span: &mut SpanRecord, status: &str, error: Option<String>, at: u64) {
+    span.attributes
+        .push((attr::STATUS.to_string(), status.into()));
+    match error {
+        None => span.status = SpanStatus::Ok,
+        Some(message) => {
+            span.events.push(SpanEvent {
+                name: "exception".to_string(),
+                time_unix_nano: at,
+                attributes: vec![
+                    ("level".to_string(), "INFO".into()),
+                    ("target".to_string(), crate::telemetry::TRACE_TARGET.into()),
+                    ("exception.message".to_string(), message.as_str().into()),
+                ],
+            });
+            span.status = SpanStatus::Error { message };
+        }
+    }
+}
+
+/// A rebuilt task span covers its children that were stored with the
+/// recorder's own times (taken a few microseconds from the scheduler's).
+fn cover_children(rebuilt: &mut [SpanRecord], stored: &[SpanRecord]) {
+    let mut by_id: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+    for child in stored {
+        if let Some(parent) = &child.parent_span_id {
+            let slot = by_id
+                .entry((child.trace_id.as_str(), parent.as_str()))
+                .or_insert((child.start_unix_nano, child.end_unix_nano));
+            slot.0 = slot.0.min(child.start_unix_nano);
+            slot.1 = slot.1.max(child.end_unix_nano);
+        }
+    }
+    for span in rebuilt {
+        if let Some((start, end)) = by_id.get(&(span.trace_id.as_str(), span.span_id.as_str())) {
+            span.start_unix_nano = span.start_unix_nano.min(*start);
+            span.end_unix_nano = span.end_unix_nano.max(*end);
+        }
+    }
+}
+
+/// An attempts row with its span columns.
+struct AttemptSpanRow {
+    task_id: String,
+    attempt: u32,
+    error: Option<String>,
+    trace_id: String,
+    task_span_id: String,
+    span_id: String,
+    start: u64,
+    end: Option<u64>,
+    span_status: Option<String>,
+    span_error: Option<String>,
+    task_span_end: Option<u64>,
+    task_span_status: Option<String>,
+    kind: String,
+    root_span_id: String,
+    resource_json: String,
+    retry_delay_ms: Option<i64>,
+}
+
+/// An attempts row of [`Checkpoint::rebuilt_spans`]'s query, or (task,
+/// attempt, why it does not read).
+fn attempt_span_row(r: &rusqlite::Row) -> Result<AttemptSpanRow, (String, u32, String)> {
+    let task_id: String = r.get(0).unwrap_or_else(|_| "(unreadable)".to_string());
+    let attempt: u32 = r.get(1).unwrap_or(0);
+    let fail = |reason: String| (task_id.clone(), attempt, reason);
+    let column =
+        |i: usize, name: &str, e: rusqlite::Error| fail(format!("column {i} ({name}): {e}"));
+    let nanos = |i: usize, name: &str| -> Result<Option<u64>, (String, u32, String)> {
+        let v: Option<i64> = r.get(i).map_err(|e| column(i, name, e))?;
+        v.map(|v| u64::try_from(v).map_err(|_| fail(format!("{name} is negative ({v})"))))
+            .transpose()
+    };
+    Ok(AttemptSpanRow {
+        task_id: task_id.clone(),
+        attempt,
+        error: r.get(2).map_err(|e| column(2, "error", e))?,
+        trace_id: r.get(3).map_err(|e| column(3, "trace_id", e))?,
+        task_span_id: r.get(4).map_err(|e| column(4, "task_span_id", e))?,
+        span_id: r.get(5).map_err(|e| column(5, "span_id", e))?,
+        start: nanos(6, "span_start_unix_nano")?
+            .ok_or_else(|| fail("span_start_unix_nano is missing".to_string()))?,
+        end: nanos(7, "span_end_unix_nano")?,
+        span_status: r.get(8).map_err(|e| column(8, "span_status", e))?,
+        span_error: r.get(9).map_err(|e| column(9, "span_error", e))?,
+        task_span_end: nanos(10, "task_span_end_unix_nano")?,
+        task_span_status: r.get(11).map_err(|e| column(11, "task_span_status", e))?,
+        kind: r.get(12).map_err(|e| column(12, "kind", e))?,
+        root_span_id: r.get(13).map_err(|e| column(13, "root_span_id", e))?,
+        resource_json: r.get(14).map_err(|e| column(14, "resource_json", e))?,
+        retry_delay_ms: r.get(15).map_err(|e| column(15, "retry_delay_ms", e))?,
+    })
 }
 
 /// A `spans` row as (rowid, span id, the span or why it does not read),
@@ -1303,6 +1719,16 @@ fn span_from_row(r: &rusqlite::Row) -> (i64, String, Result<SpanRecord, String>)
         })
     })();
     (row, span_id, span)
+}
+
+/// A span time as SQLite's signed integer: nanoseconds since 1970 fit
+/// until 2262, and a time past that is a bug upstream.
+fn stored_nanos(run_id: &str, task_id: &str, nanos: u64) -> Result<i64, CheckpointError> {
+    i64::try_from(nanos).map_err(|_| CheckpointError::InvalidSpanTime {
+        run_id: run_id.to_string(),
+        task_id: task_id.to_string(),
+        nanos,
+    })
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), CheckpointError> {
@@ -1372,6 +1798,7 @@ mod tests {
                 Change::AttemptStarted {
                     task_id: "a".into(),
                     attempt: 1,
+                    span: None,
                 },
                 Change::AttemptEnded {
                     task_id: "a".into(),
@@ -1380,6 +1807,7 @@ mod tests {
                     error: None,
                     task_status: TaskStatus::Succeeded,
                     output: Some("{\"n\":1}".into()),
+                    span: None,
                 },
             ],
         )
@@ -1689,6 +2117,550 @@ mod tests {
         let s = span("a", "1", None, "run d", 100);
         cp.insert_spans("old", std::slice::from_ref(&s)).unwrap();
         assert_eq!(cp.spans("old").unwrap(), vec![s]);
+    }
+
+    /// A run of tasks `a` to `e` (kind `shell`) with its trace `ab..`,
+    /// root span `01..` and resource `service.name = svc`.
+    fn traced_run(cp: &mut Checkpoint) {
+        let tasks: Vec<(String, String, String)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| (t.to_string(), "shell".to_string(), "h".to_string()))
+            .collect();
+        cp.create_run(
+            "r1",
+            "d",
+            "/d.toml",
+            &serde_json::json!({}),
+            "local",
+            &tasks,
+        )
+        .unwrap();
+        cp.apply(
+            "r1",
+            &[Change::TraceStarted {
+                trace_id: "ab".repeat(16),
+                root_span_id: "01".repeat(8),
+                resource_json: r#"[["service.name","svc"]]"#.to_string(),
+            }],
+        )
+        .unwrap();
+    }
+
+    fn started(task: &str, attempt: u32, task_span: &str, span: &str, start: u64) -> Change {
+        Change::AttemptStarted {
+            task_id: task.to_string(),
+            attempt,
+            span: Some(AttemptSpanStart {
+                trace_id: "ab".repeat(16),
+                task_type: "shell".to_string(),
+                task_span_id: task_span.repeat(8),
+                span_id: span.repeat(8),
+                start_unix_nano: start,
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ended(
+        task: &str,
+        attempt: u32,
+        status: AttemptStatus,
+        error: Option<&str>,
+        task_status: TaskStatus,
+        end: u64,
+        span_status: Option<&'static str>,
+        span_error: Option<&str>,
+        task_span_end: Option<u64>,
+    ) -> Change {
+        Change::AttemptEnded {
+            task_id: task.to_string(),
+            attempt,
+            status,
+            error: error.map(str::to_string),
+            task_status,
+            output: None,
+            span: Some(AttemptSpanEnd {
+                end_unix_nano: end,
+                status: span_status,
+                error: span_error.map(str::to_string),
+                task_span_end_unix_nano: task_span_end,
+                retry_delay_ms: None,
+            }),
+        }
+    }
+
+    /// A span as the checkpoint rebuilds it, written out by hand.
+    #[allow(clippy::too_many_arguments)]
+    fn expected(
+        id: &str,
+        parent: &str,
+        name: &str,
+        start: u64,
+        end: u64,
+        attributes: serde_json::Value,
+        error: Option<&str>,
+        status_set: bool,
+    ) -> SpanRecord {
+        let attributes = attributes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv[0].as_str().unwrap().to_string(), kv[1].clone()))
+            .collect();
+        SpanRecord {
+            trace_id: "ab".repeat(16),
+            span_id: id.repeat(8),
+            parent_span_id: Some(parent.repeat(8)),
+            name: name.to_string(),
+            kind: "internal".to_string(),
+            start_unix_nano: start,
+            end_unix_nano: end,
+            status: match (status_set, error) {
+                (false, _) => SpanStatus::Unset,
+                (true, None) => SpanStatus::Ok,
+                (true, Some(m)) => SpanStatus::Error {
+                    message: m.to_string(),
+                },
+            },
+            attributes,
+            events: error
+                .filter(|_| status_set)
+                .map(|m| SpanEvent {
+                    name: "exception".to_string(),
+                    time_unix_nano: end,
+                    attributes: vec![
+                        ("level".to_string(), serde_json::json!("INFO")),
+                        (
+                            "target".to_string(),
+                            serde_json::json!("flux_engine::trace"),
+                        ),
+                        ("exception.message".to_string(), serde_json::json!(m)),
+                    ],
+                })
+                .into_iter()
+                .collect(),
+            links: vec![],
+            resource: vec![("service.name".to_string(), serde_json::json!("svc"))],
+            scope: "flux-engine".to_string(),
+        }
+    }
+
+    #[test]
+    fn task_and_attempt_spans_are_rebuilt_from_the_attempts_rows() {
+        use AttemptStatus as A;
+        use TaskStatus as T;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        traced_run(&mut cp);
+        cp.apply(
+            "r1",
+            &[
+                // a: fails for good; the scheduler's note is not in its span.
+                started("a", 1, "0a", "1a", 1000),
+                // b: started, then the engine was killed.
+                started("b", 1, "0b", "1b", 1500),
+            ],
+        )
+        .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "a",
+                1,
+                A::Failed,
+                Some("boom\n(not retried)"),
+                T::Failed,
+                2000,
+                Some("failed"),
+                Some("boom"),
+                Some(2500),
+            )],
+        )
+        .unwrap();
+        // c: times out, then succeeds; its task span was stored (it has a
+        // retry event) and wins over the rebuilt one.
+        cp.apply("r1", &[started("c", 1, "0c", "1c", 3000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "c",
+                1,
+                A::Failed,
+                Some("timed out"),
+                T::Running,
+                3500,
+                Some("timed_out"),
+                None,
+                None,
+            )],
+        )
+        .unwrap();
+        cp.apply("r1", &[started("c", 2, "0c", "2c", 4000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "c",
+                2,
+                A::Succeeded,
+                None,
+                T::Succeeded,
+                5000,
+                Some("succeeded"),
+                None,
+                Some(5100),
+            )],
+        )
+        .unwrap();
+        let mut stored_c = span("ab", "0c", Some("01"), "task c", 2900);
+        stored_c.resource.clear();
+        cp.insert_spans("r1", std::slice::from_ref(&stored_c))
+            .unwrap();
+        // d: fails, and the run is cancelled while it waits to retry.
+        cp.apply("r1", &[started("d", 1, "0d", "1d", 6000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[
+                {
+                    let mut failed = ended(
+                        "d",
+                        1,
+                        A::Failed,
+                        Some("no"),
+                        T::Running,
+                        6500,
+                        Some("failed"),
+                        None,
+                        None,
+                    );
+                    if let Change::AttemptEnded {
+                        span: Some(span), ..
+                    } = &mut failed
+                    {
+                        span.retry_delay_ms = Some(60_000);
+                    }
+                    failed
+                },
+                Change::TaskEnded {
+                    task_id: "d".into(),
+                    status: T::Cancelled,
+                    error: Some("cancelled while waiting to retry".into()),
+                    task_span_end: Some(TaskSpanEnd {
+                        attempt: 1,
+                        end_unix_nano: 7000,
+                    }),
+                },
+            ],
+        )
+        .unwrap();
+        // e: its kind panicked, so its span ended without a status.
+        cp.apply("r1", &[started("e", 1, "0e", "1e", 8000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "e",
+                1,
+                A::Failed,
+                Some("the task kind crashed"),
+                T::Failed,
+                8100,
+                None,
+                None,
+                Some(8200),
+            )],
+        )
+        .unwrap();
+
+        let run = |task: &str| {
+            serde_json::json!([
+                ["flux.run_id", "r1"],
+                ["flux.task_id", task],
+                ["flux.task_type", "shell"]
+            ])
+        };
+        let with = |base: serde_json::Value, more: serde_json::Value| {
+            let mut all = base.as_array().unwrap().clone();
+            all.extend(more.as_array().unwrap().iter().cloned());
+            serde_json::Value::Array(all)
+        };
+        let mut stored_c_read = stored_c.clone();
+        stored_c_read.resource = vec![("service.name".to_string(), serde_json::json!("svc"))];
+        let want = vec![
+            expected(
+                "0a",
+                "01",
+                "task a",
+                1000,
+                2500,
+                with(run("a"), serde_json::json!([["flux.status", "failed"]])),
+                Some("attempt 1 failed"),
+                true,
+            ),
+            expected(
+                "1a",
+                "0a",
+                "attempt 1",
+                1000,
+                2000,
+                with(
+                    run("a"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "failed"]]),
+                ),
+                Some("boom"),
+                true,
+            ),
+            stored_c_read,
+            expected(
+                "1c",
+                "0c",
+                "attempt 1",
+                3000,
+                3500,
+                with(
+                    run("c"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "timed_out"]]),
+                ),
+                Some("timed out"),
+                true,
+            ),
+            expected(
+                "2c",
+                "0c",
+                "attempt 2",
+                4000,
+                5000,
+                with(
+                    run("c"),
+                    serde_json::json!([["flux.attempt", 2], ["flux.status", "succeeded"]]),
+                ),
+                None,
+                true,
+            ),
+            {
+                let mut task_d = expected(
+                    "0d",
+                    "01",
+                    "task d",
+                    6000,
+                    7000,
+                    with(run("d"), serde_json::json!([["flux.status", "cancelled"]])),
+                    Some("cancelled"),
+                    true,
+                );
+                // Its retry, when attempt 1 ended, before the exception.
+                task_d.events.insert(
+                    0,
+                    SpanEvent {
+                        name: "retry".to_string(),
+                        time_unix_nano: 6500,
+                        attributes: vec![
+                            ("level".to_string(), serde_json::json!("INFO")),
+                            (
+                                "target".to_string(),
+                                serde_json::json!("flux_engine::trace"),
+                            ),
+                            ("flux.attempt".to_string(), serde_json::json!(1)),
+                            ("flux.retry_delay_ms".to_string(), serde_json::json!(60_000)),
+                        ],
+                    },
+                );
+                task_d
+            },
+            expected(
+                "1d",
+                "0d",
+                "attempt 1",
+                6000,
+                6500,
+                with(
+                    run("d"),
+                    serde_json::json!([["flux.attempt", 1], ["flux.status", "failed"]]),
+                ),
+                Some("no"),
+                true,
+            ),
+            expected(
+                "0e",
+                "01",
+                "task e",
+                8000,
+                8200,
+                with(run("e"), serde_json::json!([["flux.status", "failed"]])),
+                Some("attempt 1 failed"),
+                true,
+            ),
+            expected(
+                "1e",
+                "0e",
+                "attempt 1",
+                8000,
+                8100,
+                with(run("e"), serde_json::json!([["flux.attempt", 1]])),
+                None,
+                false,
+            ),
+        ];
+        let got = cp.spans("r1").unwrap();
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_task_span_covers_its_stored_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::open(&dir.path().join("flux.db")).unwrap();
+        traced_run(&mut cp);
+        cp.apply("r1", &[started("a", 1, "0a", "1a", 1000)])
+            .unwrap();
+        cp.apply(
+            "r1",
+            &[ended(
+                "a",
+                1,
+                AttemptStatus::Succeeded,
+                None,
+                TaskStatus::Succeeded,
+                2000,
+                Some("succeeded"),
+                None,
+                Some(2100),
+            )],
+        )
+        .unwrap();
+        // The attempt's span was stored (its kind added an event), with
+        // the recorder's stamps, a little before the scheduler's.
+        let mut attempt = span("ab", "1a", Some("0a"), "attempt 1", 990);
+        attempt.end_unix_nano = 2200;
+        cp.insert_spans("r1", &[attempt]).unwrap();
+        let spans = cp.spans("r1").unwrap();
+        let times: Vec<(&str, u64, u64)> = spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.start_unix_nano, s.end_unix_nano))
+            .collect();
+        assert_eq!(times, [("attempt 1", 990, 2200), ("task a", 990, 2200)]);
+    }
+
+    #[test]
+    fn an_unreadable_trace_resource_is_an_error_naming_the_run_and_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        traced_run(&mut cp);
+        cp.apply("r1", &[started("a", 1, "0a", "1a", 1000)])
+            .unwrap();
+        cp.conn
+            .execute("UPDATE traces SET resource_json = '{not json'", [])
+            .unwrap();
+        let err = cp.spans("r1").unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::CorruptAttemptSpan { task_id, attempt: 1, .. } if task_id == "a"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`r1`"), "{err}");
+        cp.conn
+            .execute_batch(
+                "UPDATE traces SET resource_json = '[]'; UPDATE attempts SET span_start_unix_nano = -1;",
+            )
+            .unwrap();
+        let err = cp.spans("r1").unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn migrating_a_version_4_database_keeps_its_attempts_and_spans_and_rebuilds_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flux.db");
+        // As the release before rebuilt spans left it: a traced run whose
+        // task and attempt spans are rows.
+        let conn = Connection::open(&path).unwrap();
+        for migration in &MIGRATIONS[..4] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (run_id, dag_name, dag_path, params_json, status, created_at, updated_at)
+                 VALUES ('old', 'd', '/d.toml', '{}', 'failed', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+             INSERT INTO tasks (run_id, task_id, position, kind, status, attempts, definition_hash)
+                 VALUES ('old', 'a', 0, 'shell', 'failed', 1, 'h');
+             INSERT INTO attempts (run_id, task_id, attempt, status, started_at, ended_at, error)
+                 VALUES ('old', 'a', 1, 'failed', '2026-01-01T00:00:00.100Z', '2026-01-01T00:00:00.900Z', 'boom');",
+        )
+        .unwrap();
+        drop(conn);
+        let mut cp = Checkpoint::open(&path).unwrap();
+        let old = span("ab", "1a", Some("0a"), "attempt 1", 100);
+        cp.insert_spans("old", std::slice::from_ref(&old)).unwrap();
+        drop(cp);
+
+        let mut cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let attempts = cp.attempts("old").unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].error.as_deref(), Some("boom"));
+        // The old run's spans are its rows; nothing is rebuilt for it.
+        assert!(cp.rebuilt_spans("old").unwrap().is_empty());
+        assert_eq!(cp.spans("old").unwrap(), vec![old]);
+        // A resume of it records its spans the new way.
+        cp.apply(
+            "old",
+            &[
+                Change::TraceStarted {
+                    trace_id: "cd".repeat(16),
+                    root_span_id: "02".repeat(8),
+                    resource_json: "[]".to_string(),
+                },
+                Change::AttemptStarted {
+                    task_id: "a".into(),
+                    attempt: 2,
+                    span: Some(AttemptSpanStart {
+                        trace_id: "cd".repeat(16),
+                        // Its kind changed since the run's first attempt.
+                        task_type: "python".to_string(),
+                        task_span_id: "0b".repeat(8),
+                        span_id: "2b".repeat(8),
+                        start_unix_nano: 5000,
+                    }),
+                },
+            ],
+        )
+        .unwrap();
+        cp.apply(
+            "old",
+            &[ended(
+                "a",
+                2,
+                AttemptStatus::Succeeded,
+                None,
+                TaskStatus::Succeeded,
+                6000,
+                Some("succeeded"),
+                None,
+                Some(6000),
+            )],
+        )
+        .unwrap();
+        let names: Vec<String> = cp
+            .spans("old")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["attempt 1", "task a", "attempt 2"]);
+        let kinds: Vec<serde_json::Value> = cp
+            .rebuilt_spans("old")
+            .unwrap()
+            .iter()
+            .map(|s| s.attribute(attr::TASK_TYPE).cloned().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [serde_json::json!("python"), serde_json::json!("python")]
+        );
     }
 
     #[test]

@@ -17,11 +17,17 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tracing::{Instrument, Span, field, info_span};
 
 use crate::checkpoint::{
-    AttemptStatus, Change, Checkpoint, CheckpointError, RunStatus, TaskStatus,
+    AttemptSpanEnd, AttemptSpanStart, AttemptStatus, Change, Checkpoint, CheckpointError,
+    RunStatus, TaskSpanEnd, TaskStatus,
 };
 use crate::dag::{Dag, ResolvedTask};
 use crate::kind::{Attempt, TaskAction, TaskFailure};
 use crate::state_dir::StateDir;
+
+/// The `tracing` target of the scheduler's spans: a `task` or `attempt`
+/// span with it is one the checkpoint can rebuild from the attempts rows
+/// (see [`crate::span_recorder`]).
+pub const SPAN_TARGET: &str = module_path!();
 
 /// The largest output a task may pass downstream, the same limit as a
 /// Step Functions state's payload, so that what runs here runs there.
@@ -174,6 +180,9 @@ enum Event {
         attempt: u32,
         /// The output with its JSON text, serialized once in the attempt.
         result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
+        /// When the attempt's span ended, and the `flux.status` it ended
+        /// with (`None`: it ended without one, its task kind panicked).
+        span_end: (u64, Option<&'static str>),
     },
     RetryDue {
         index: usize,
@@ -192,14 +201,28 @@ struct Slot {
     output: Option<serde_json::Value>,
     resolved: Option<ResolvedTask>,
     span: Option<Span>,
+    /// The id of the task's span in this process (`span`'s, or one the
+    /// scheduler made for a task span it does not open; see
+    /// [`RunState::own_task_spans`]), while it is open.
+    task_span_id: Option<u64>,
     /// The running attempt's span, so that a cancelled attempt (whose
     /// future is dropped) still ends with a status.
     attempt_span: Option<Span>,
+    /// The current attempt's span ids are in its attempts row: its end
+    /// goes there too.
+    attempt_traced: bool,
 }
 
 /// What the loop owns while it drives a run.
 struct RunState {
     run_span: Span,
+    /// Task spans are not opened as `tracing` spans but only recorded in
+    /// the attempts rows, from which the checkpoint rebuilds them: with
+    /// the light recorder (no collector), where a `tracing` span per task
+    /// was about half of what recording cost a run of short tasks (issue
+    /// 11). A collector gets real task spans, as does a process storing
+    /// every span (`FLUX_STORE_REBUILDABLE_SPANS=1`, for tests).
+    own_task_spans: bool,
     slots: Vec<Slot>,
     /// Pending tasks whose dependencies all succeeded, by index.
     ready: BTreeSet<usize>,
@@ -230,6 +253,8 @@ impl RunState {
                     result: Err(TaskFailure::new(format!(
                         "the task kind crashed: {join_error}"
                     ))),
+                    // Its span ended when the panic dropped it, without a status.
+                    span_end: (crate::telemetry::now_unix_nano(), None),
                 })
             }
         }
@@ -303,7 +328,9 @@ impl Execution<'_> {
                 output: p.output,
                 resolved,
                 span: None,
+                task_span_id: None,
                 attempt_span: None,
+                attempt_traced: false,
             });
         }
         for i in 0..n {
@@ -315,7 +342,10 @@ impl Execution<'_> {
         let ready = (0..n)
             .filter(|&i| slots[i].status == TaskStatus::Pending && slots[i].waiting_for == 0)
             .collect();
+        let own_task_spans = crate::span_recorder::ids(&run_span).is_some()
+            && !crate::telemetry::stores_rebuildable_spans();
         let mut state = RunState {
+            own_task_spans,
             run_span,
             slots,
             ready,
@@ -324,6 +354,13 @@ impl Execution<'_> {
             attempts_running: 0,
             changes: Vec::new(),
         };
+        if let Some(root) = crate::telemetry::span_ids(&state.run_span) {
+            state.changes.push(Change::TraceStarted {
+                trace_id: root.trace_hex(),
+                root_span_id: root.span_hex(),
+                resource_json: crate::telemetry::resource_json().to_string(),
+            });
+        }
         for (i, error) in unresolvable {
             state.ready.remove(&i);
             self.fail(&mut state, i, error);
@@ -339,7 +376,8 @@ impl Execution<'_> {
         Ok(())
     }
 
-    /// Starts what may start: commit first, then spawn.
+    /// Starts what may start: commit first, then spawn. The attempts'
+    /// spans are opened before the commit, which records their ids.
     fn start_ready(
         &mut self,
         state: &mut RunState,
@@ -355,27 +393,42 @@ impl Execution<'_> {
             slot.attempts_here += 1;
             slot.status = TaskStatus::Running;
             slot.attempt_running = true;
+            let attempt_span = self.attempt_span(state, i);
+            let span = self.attempt_span_start(state, i, &attempt_span);
+            state.slots[i].attempt_traced = span.is_some();
             state.changes.push(Change::AttemptStarted {
                 task_id: self.dag.tasks[i].id.clone(),
-                attempt: slot.attempts,
+                attempt: state.slots[i].attempts,
+                span,
             });
-            starting.push(i);
+            starting.push((i, attempt_span));
         }
         self.commit(state)?;
-        for i in starting {
-            self.spawn_attempt(state, i);
+        for (i, attempt_span) in starting {
+            self.spawn_attempt(state, i, attempt_span);
         }
         Ok(())
     }
 
-    /// Spawns task `i`'s next attempt (already committed as started) in a
-    /// span of its own below the task's.
-    fn spawn_attempt(&self, state: &mut RunState, i: usize) {
-        let task = &self.dag.tasks[i];
-        let task_span = self.task_span(state, i);
+    /// Task `i`'s next attempt's span, below the task's.
+    fn attempt_span(&self, state: &mut RunState, i: usize) -> Span {
         let number = state.slots[i].attempts;
-        let attempt_span = info_span!(
-            parent: &task_span,
+        let Some(task_span) = self.task_span(state, i) else {
+            // No `tracing` span for the task: the attempt's opens under the
+            // run's (which gives it the trace) and is told its parent.
+            let span = self.attempt_span_under(&state.run_span, i, number);
+            if let Some(task_span_id) = state.slots[i].task_span_id {
+                crate::span_recorder::set_parent(&span, task_span_id);
+            }
+            return span;
+        };
+        self.attempt_span_under(&task_span, i, number)
+    }
+
+    fn attempt_span_under(&self, parent: &Span, i: usize, number: u32) -> Span {
+        let task = &self.dag.tasks[i];
+        info_span!(
+            parent: parent,
             "attempt",
             otel.name = %crate::spans::name::attempt(number),
             flux.run_id = %self.run_id,
@@ -385,7 +438,36 @@ impl Execution<'_> {
             flux.status = field::Empty,
             otel.status_code = field::Empty,
             otel.status_description = field::Empty,
-        );
+        )
+    }
+
+    /// The ids of an attempt's span and its task's, and its start, for the
+    /// attempts row (from which the checkpoint rebuilds both spans);
+    /// `None` when the run is not traced.
+    fn attempt_span_start(
+        &self,
+        state: &RunState,
+        i: usize,
+        attempt_span: &Span,
+    ) -> Option<AttemptSpanStart> {
+        let ids = crate::telemetry::span_ids(attempt_span)?;
+        let task_span_id = state.slots[i].task_span_id?;
+        Some(AttemptSpanStart {
+            trace_id: ids.trace_hex(),
+            task_type: self.dag.tasks[i].kind.clone(),
+            task_span_id: format!("{task_span_id:016x}"),
+            span_id: ids.span_hex(),
+            // Taken after both spans opened: the span recorders' own start
+            // stamps are not later than this.
+            start_unix_nano: crate::telemetry::now_unix_nano(),
+        })
+    }
+
+    /// Spawns task `i`'s next attempt (already committed as started) in
+    /// its span.
+    fn spawn_attempt(&self, state: &mut RunState, i: usize, attempt_span: Span) {
+        let task = &self.dag.tasks[i];
+        let number = state.slots[i].attempts;
         let attempt = self.attempt(&state.slots, i, &attempt_span);
         let action = state.slots[i]
             .resolved
@@ -405,26 +487,34 @@ impl Execution<'_> {
     }
 
     /// Task `i`'s span: opened with its first attempt in this process and
-    /// kept across its retries.
-    fn task_span(&self, state: &mut RunState, i: usize) -> Span {
+    /// kept across its retries; `None` when the scheduler only records it
+    /// (an id of its own in `task_span_id`, see [`RunState::own_task_spans`]).
+    fn task_span(&self, state: &mut RunState, i: usize) -> Option<Span> {
         let task = &self.dag.tasks[i];
-        let run_span = &state.run_span;
-        state.slots[i]
-            .span
-            .get_or_insert_with(|| {
-                info_span!(
-                    parent: run_span,
-                    "task",
-                    otel.name = %crate::spans::name::task(&task.id),
-                    flux.run_id = %self.run_id,
-                    flux.task_id = %task.id,
-                    flux.task_type = %task.kind,
-                    flux.status = field::Empty,
-                    otel.status_code = field::Empty,
-                    otel.status_description = field::Empty,
-                )
-            })
-            .clone()
+        let slot = &mut state.slots[i];
+        if state.own_task_spans {
+            if slot.task_span_id.is_none() {
+                slot.task_span_id = Some(crate::span_recorder::new_span_id());
+            }
+            return None;
+        }
+        if let Some(span) = &slot.span {
+            return Some(span.clone());
+        }
+        let span = info_span!(
+            parent: &state.run_span,
+            "task",
+            otel.name = %crate::spans::name::task(&task.id),
+            flux.run_id = %self.run_id,
+            flux.task_id = %task.id,
+            flux.task_type = %task.kind,
+            flux.status = field::Empty,
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+        );
+        slot.task_span_id = crate::telemetry::span_ids(&span).map(|ids| ids.span);
+        slot.span = Some(span.clone());
+        Some(span)
     }
 
     /// What task `i`'s attempt numbered `slots[i].attempts` is told.
@@ -475,9 +565,10 @@ impl Execution<'_> {
                     index,
                     attempt,
                     result,
+                    span_end,
                 }) => {
                     state.attempts_running -= 1;
-                    self.finish_attempt(state, index, attempt, result);
+                    self.finish_attempt(state, index, attempt, result, span_end);
                 }
             }
         }
@@ -489,13 +580,36 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         result: Result<Option<(serde_json::Value, String)>, TaskFailure>,
+        (end_unix_nano, status): (u64, Option<&'static str>),
     ) {
         state.slots[index].attempt_running = false;
         state.slots[index].attempt_span = None;
+        let span = state.slots[index].attempt_traced.then_some(AttemptSpanEnd {
+            end_unix_nano,
+            status,
+            error: None,
+            task_span_end_unix_nano: None,
+            retry_delay_ms: None,
+        });
         match result {
-            Ok(output) => self.attempt_succeeded(state, index, attempt, output),
-            Err(failure) => self.attempt_failed(state, index, attempt, failure),
+            Ok(output) => self.attempt_succeeded(state, index, attempt, output, span),
+            Err(failure) => self.attempt_failed(state, index, attempt, failure, span),
         }
+    }
+
+    /// Ends task `index`'s span (opened with its first attempt in this
+    /// process) with the task's status, and says when, for the attempts
+    /// row; `None` when it has no span.
+    fn end_task_span(&self, state: &mut RunState, index: usize, status: TaskStatus) -> Option<u64> {
+        let slot = &mut state.slots[index];
+        let had_id = slot.task_span_id.take().is_some();
+        if let Some(span) = slot.span.take() {
+            let error = crate::spans::task_error(status.as_str(), slot.attempts);
+            end_span(&span, status.as_str(), error.as_deref());
+        } else if !had_id {
+            return None;
+        }
+        Some(crate::telemetry::now_unix_nano())
     }
 
     /// Records the success and readies the dependents it was the last
@@ -506,15 +620,16 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         output: Option<(serde_json::Value, String)>,
+        mut span: Option<AttemptSpanEnd>,
     ) {
         let dag = self.dag;
         let task = &dag.tasks[index];
         let (value, text) = output.unzip();
-        let slots = &mut state.slots;
-        slots[index].status = TaskStatus::Succeeded;
-        slots[index].output = value;
-        if let Some(span) = slots[index].span.take() {
-            end_span(&span, TaskStatus::Succeeded.as_str(), None);
+        state.slots[index].status = TaskStatus::Succeeded;
+        state.slots[index].output = value;
+        let task_span_end = self.end_task_span(state, index, TaskStatus::Succeeded);
+        if let Some(span) = &mut span {
+            span.task_span_end_unix_nano = task_span_end;
         }
         state.changes.push(Change::AttemptEnded {
             task_id: task.id.clone(),
@@ -523,7 +638,9 @@ impl Execution<'_> {
             error: None,
             task_status: TaskStatus::Succeeded,
             output: text,
+            span,
         });
+        let slots = &mut state.slots;
         self.observer.event(&RunEvent::TaskEnded {
             task_id: task.id.clone(),
             status: TaskStatus::Succeeded,
@@ -544,12 +661,17 @@ impl Execution<'_> {
         index: usize,
         attempt: u32,
         failure: TaskFailure,
+        mut span: Option<AttemptSpanEnd>,
     ) {
         let task = &self.dag.tasks[index];
         let attempts_here = state.slots[index].attempts_here;
         let mut failure = failure;
         let allowed = task.retry.allows_another(attempts_here);
         if allowed && !failure.retryable {
+            // The attempt's span ended with the message as the kind gave it.
+            if let Some(span) = &mut span {
+                span.error = Some(failure.message.clone());
+            }
             failure.message.push_str(
                 "\n(not retried: this fails the same way every time; fix the DAG or its files, then resume)",
             );
@@ -564,6 +686,10 @@ impl Execution<'_> {
         });
         tracing::info!(flux.task_id = %task.id, flux.attempt = attempt, error = %failure.message, "attempt failed");
         let Some(delay) = retry_in else {
+            let task_span_end = self.end_task_span(state, index, TaskStatus::Failed);
+            if let Some(span) = &mut span {
+                span.task_span_end_unix_nano = task_span_end;
+            }
             state.changes.push(Change::AttemptEnded {
                 task_id: task.id.clone(),
                 attempt,
@@ -571,22 +697,22 @@ impl Execution<'_> {
                 error: Some(failure.message.clone()),
                 task_status: TaskStatus::Failed,
                 output: None,
+                span,
             });
-            if let Some(span) = state.slots[index].span.take() {
-                // The attempt's span holds the whole message.
-                let why = format!("attempt {attempt} failed");
-                end_span(&span, TaskStatus::Failed.as_str(), Some(&why));
-            }
             self.mark_failed(state, index);
             return;
         };
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         if let Some(span) = &state.slots[index].span {
             tracing::info!(
                 target: "flux_engine::trace",
                 parent: span,
-                { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay.as_millis() as i64 },
+                { flux.attempt = i64::from(attempt), flux.retry_delay_ms = delay_ms },
                 "retry"
             );
+        }
+        if let Some(span) = &mut span {
+            span.retry_delay_ms = Some(delay_ms);
         }
         state.changes.push(Change::AttemptEnded {
             task_id: task.id.clone(),
@@ -595,6 +721,7 @@ impl Execution<'_> {
             error: Some(failure.message),
             task_status: TaskStatus::Running,
             output: None,
+            span,
         });
         state.running.spawn(async move {
             tokio::time::sleep(delay).await;
@@ -632,15 +759,23 @@ impl Execution<'_> {
     }
 
     /// Ends a task that was running, or waiting to retry, as cancelled.
+    /// Its attempt's span, if one ran, ended with `end_cancelled`'s
+    /// `end_span`, just before this.
     fn cancel_task(&self, state: &mut RunState, i: usize) {
+        let task_span_end = self.end_task_span(state, i, TaskStatus::Cancelled);
         let slot = &mut state.slots[i];
-        if let Some(span) = slot.span.take() {
-            end_span(&span, TaskStatus::Cancelled.as_str(), Some("cancelled"));
-        }
         let attempt = slot.attempts;
         let task_id = self.dag.tasks[i].id.clone();
         slot.status = TaskStatus::Cancelled;
+        let traced = slot.attempt_traced;
         if slot.attempt_running {
+            let span = traced.then(|| AttemptSpanEnd {
+                end_unix_nano: task_span_end.unwrap_or_else(crate::telemetry::now_unix_nano),
+                status: Some("cancelled"),
+                error: None,
+                task_span_end_unix_nano: task_span_end,
+                retry_delay_ms: None,
+            });
             state.changes.push(Change::AttemptEnded {
                 task_id: task_id.clone(),
                 attempt,
@@ -648,12 +783,19 @@ impl Execution<'_> {
                 error: Some("cancelled".into()),
                 task_status: TaskStatus::Cancelled,
                 output: None,
+                span,
             });
         } else {
             state.changes.push(Change::TaskEnded {
                 task_id: task_id.clone(),
                 status: TaskStatus::Cancelled,
                 error: Some("cancelled while waiting to retry".into()),
+                task_span_end: task_span_end
+                    .filter(|_| traced)
+                    .map(|end_unix_nano| TaskSpanEnd {
+                        attempt,
+                        end_unix_nano,
+                    }),
             });
         }
         self.observer.event(&RunEvent::TaskEnded {
@@ -713,6 +855,7 @@ impl Execution<'_> {
             task_id: self.dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,
             error: Some(error),
+            task_span_end: None,
         });
         self.mark_failed(state, index);
     }
@@ -723,6 +866,7 @@ impl Execution<'_> {
         let slots = &mut state.slots;
         slots[index].status = TaskStatus::Failed;
         slots[index].span = None;
+        slots[index].task_span_id = None;
         self.observer.event(&RunEvent::TaskEnded {
             task_id: dag.tasks[index].id.clone(),
             status: TaskStatus::Failed,
@@ -736,6 +880,7 @@ impl Execution<'_> {
                 task_id: dag.tasks[d].id.clone(),
                 status: TaskStatus::UpstreamFailed,
                 error: Some(format!("upstream task `{}` failed", dag.tasks[index].id)),
+                task_span_end: None,
             });
             self.observer.event(&RunEvent::TaskEnded {
                 task_id: dag.tasks[d].id.clone(),
@@ -771,18 +916,21 @@ async fn run_attempt(
     };
     let result = limit_output(result);
     let span = Span::current();
-    match &result {
-        Ok(_) => end_span(&span, "succeeded", None),
-        Err(failure) => end_span(
-            &span,
-            if timed_out { "timed_out" } else { "failed" },
-            Some(&failure.message),
-        ),
-    }
+    let status = match &result {
+        Ok(_) => "succeeded",
+        Err(_) if timed_out => "timed_out",
+        Err(_) => "failed",
+    };
+    end_span(
+        &span,
+        status,
+        result.as_ref().err().map(|f| f.message.as_str()),
+    );
     Event::Finished {
         index,
         attempt: attempt.number,
         result,
+        span_end: (crate::telemetry::now_unix_nano(), Some(status)),
     }
 }
 

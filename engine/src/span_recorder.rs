@@ -88,6 +88,8 @@ pub struct RecordedSpan {
     /// `otel.name`, when set; else the span's name in the code.
     name: Option<String>,
     code_name: &'static str,
+    /// The `tracing` target (module) that opened it.
+    target: &'static str,
     kind: &'static str,
     start_unix_nano: u64,
     end_unix_nano: u64,
@@ -101,6 +103,38 @@ pub struct RecordedSpan {
 }
 
 impl RecordedSpan {
+    /// Whether the checkpoint rebuilds this span from its attempts rows,
+    /// so that it need not be stored: the scheduler's `task` or `attempt`
+    /// span with nothing in it but its own fields and what `end_span`
+    /// adds (an `exception` event carrying the status's message). Spans
+    /// with more (a retry event, events or links a task kind added) are
+    /// stored. The same rule for the SDK's spans is
+    /// `telemetry::rebuildable`.
+    fn rebuildable(&self) -> bool {
+        let end_span_event = match (self.events.as_slice(), &self.status) {
+            ([], _) => true,
+            ([event], SpanStatus::Error { message }) => {
+                event.name == "exception"
+                    && matches!(
+                        event.attributes.as_slice(),
+                        [
+                            ("level", FieldValue::Str(level)),
+                            ("target", FieldValue::Str(target)),
+                            ("exception.message", FieldValue::Str(said)),
+                        ] if level == "INFO" && target == crate::telemetry::TRACE_TARGET && said == message
+                    )
+            }
+            _ => false,
+        };
+        self.target == crate::scheduler::SPAN_TARGET
+            && matches!(self.code_name, "task" | "attempt")
+            && self.kind == "internal"
+            && self.parent.is_some()
+            && self.links.is_empty()
+            && self.named_attributes.is_empty()
+            && end_span_event
+    }
+
     /// The span as the checkpoint keeps it.
     pub fn into_record(
         self,
@@ -162,11 +196,24 @@ pub trait SpanSink: Send + Sync + 'static {
 /// The layer; see the module's documentation.
 pub struct Recorder {
     sink: Arc<dyn SpanSink>,
+    /// Hand on the spans the checkpoint rebuilds too (for tests that
+    /// compare the two).
+    keep_rebuildable: bool,
 }
 
 impl Recorder {
     pub fn new(sink: Arc<dyn SpanSink>) -> Recorder {
-        Recorder { sink }
+        Recorder {
+            sink,
+            keep_rebuildable: false,
+        }
+    }
+
+    /// Whether the spans the checkpoint rebuilds from its attempts rows
+    /// are handed on as well (by default they are left out).
+    pub fn keeping_rebuildable(mut self, keep: bool) -> Recorder {
+        self.keep_rebuildable = keep;
+        self
     }
 }
 
@@ -175,6 +222,11 @@ fn now_unix_nano() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
         .unwrap_or(0)
+}
+
+/// A new span id, for a span the scheduler records without opening it.
+pub fn new_span_id() -> u64 {
+    span_id()
 }
 
 /// A random id that is not all zeroes (W3C: zero is invalid).
@@ -362,6 +414,7 @@ where
             parent: parent.map(|p| p.span),
             name: None,
             code_name: attrs.metadata().name(),
+            target: attrs.metadata().target(),
             kind: "internal",
             start_unix_nano: now_unix_nano(),
             end_unix_nano: 0,
@@ -429,6 +482,11 @@ where
         };
         let recorded = span.extensions_mut().remove::<RecordedSpan>();
         if let Some(mut recorded) = recorded {
+            // Decided here, on the closing thread: a span left out costs
+            // neither the queue nor the store's thread anything.
+            if !self.keep_rebuildable && recorded.rebuildable() {
+                return;
+            }
             recorded.end_unix_nano = now_unix_nano();
             self.sink.ended(recorded);
         }
@@ -460,6 +518,22 @@ pub fn add_link(span: &tracing::Span, to: SpanIds) -> bool {
     .is_some()
 }
 
+/// Makes `parent` the parent of `span` (which this layer records): an
+/// attempt's span opened under the run's for a task span the scheduler
+/// records itself. False when this layer does not record it.
+pub fn set_parent(span: &tracing::Span, parent: u64) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(id)?;
+        let mut extensions = span.extensions_mut();
+        let recorded = extensions.get_mut::<RecordedSpan>()?;
+        recorded.parent = Some(parent);
+        Some(())
+    })
+    .flatten()
+    .is_some()
+}
+
 /// Sets attribute `key` of `span` (which this layer records); false when
 /// it does not record it.
 pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) -> bool {
@@ -477,4 +551,80 @@ pub fn set_attribute(span: &tracing::Span, key: &str, value: &str) -> bool {
     })
     .flatten()
     .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Keeps what the recorder hands on.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<RecordedSpan>>);
+
+    impl SpanSink for Kept {
+        fn ended(&self, span: RecordedSpan) {
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    /// Opens an `attempt` span as the scheduler does (its target, its
+    /// fields), under `parent`, and runs `inside` in it.
+    fn attempt(parent: &tracing::Span, inside: impl FnOnce(&tracing::Span)) {
+        let span = tracing::info_span!(
+            target: "engine::scheduler",
+            parent: parent,
+            "attempt",
+            otel.name = "attempt 1",
+            flux.run_id = "r1",
+            flux.task_id = "t",
+            flux.task_type = "shell",
+            flux.attempt = 1i64,
+            flux.status = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        inside(&span);
+    }
+
+    #[test]
+    fn scheduler_spans_with_nothing_more_are_left_to_the_checkpoint_and_richer_ones_kept() {
+        assert_eq!(crate::scheduler::SPAN_TARGET, "engine::scheduler");
+        let kept = Arc::new(Kept::default());
+        let subscriber = tracing_subscriber::registry().with(Recorder::new(kept.clone()));
+        let task_span_id = 0x1234_u64;
+        tracing::subscriber::with_default(subscriber, || {
+            let run = tracing::info_span!("run", otel.name = "run d");
+            // Ended as `end_span` ends a failed attempt: left out.
+            attempt(&run, |span| {
+                assert!(set_parent(span, task_span_id));
+                crate::scheduler::end_span(span, "failed", Some("boom"));
+            });
+            // An event of its task kind inside it: kept, under the task
+            // span the scheduler named.
+            attempt(&run, |span| {
+                set_parent(span, task_span_id);
+                span.in_scope(|| tracing::info!("the kind says something"));
+                crate::scheduler::end_span(span, "succeeded", None);
+            });
+            // Two exceptions (ended twice): kept.
+            attempt(&run, |span| {
+                crate::scheduler::end_span(span, "failed", Some("boom"));
+                crate::scheduler::end_span(span, "cancelled", Some("cancelled"));
+            });
+            drop(run);
+        });
+        let kept = kept.0.lock().unwrap();
+        let names: Vec<(&str, usize)> =
+            kept.iter().map(|s| (s.code_name, s.events.len())).collect();
+        assert_eq!(names, [("attempt", 1), ("attempt", 2), ("run", 0)]);
+        // Under the task span the scheduler named, and under the run's.
+        assert_eq!(kept[0].parent, Some(task_span_id));
+        assert_eq!(kept[1].parent, Some(kept[2].ids.span));
+        // Kept with everything in it.
+        assert_eq!(kept[0].status, SpanStatus::Ok);
+    }
 }

@@ -91,6 +91,18 @@ pub mod attr {
     pub const ENGINE_OWN: &[&str] = &[RUN_ID, DAG, TASK_ID, TASK_TYPE, ATTEMPT, STATUS, RESUME];
 }
 
+/// The error message a task's span ends with, by the task's status when
+/// it ended (`None`: it ended well): what the scheduler records and what
+/// a span rebuilt from the checkpoint shows. A failed task's attempt
+/// span holds the whole message; the task's names the attempt.
+pub fn task_error(status: &str, last_attempt: u32) -> Option<String> {
+    match status {
+        "succeeded" => None,
+        "failed" => Some(format!("attempt {last_attempt} failed")),
+        other => Some(other.to_string()),
+    }
+}
+
 /// Span names: `run <dag>`, `task <id>`, `attempt <n>`; steps inside a
 /// task kind have names of their own (`s3.put`, `spark.submit`, ...).
 pub mod name {

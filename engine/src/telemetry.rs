@@ -110,16 +110,11 @@ impl Telemetry {
         // The conversion for the checkpoint runs on the store's thread,
         // which then hands the span on to the collector's: the scheduler's
         // thread only queues it.
-        let mut attributes: Vec<(String, serde_json::Value)> = resource
-            .iter()
-            .map(|(k, v)| (k.to_string(), json_value(v)))
-            .collect();
-        // The SDK's order varies between processes; a run and its resume
-        // must read as the same resource.
-        attributes.sort_by(|a, b| a.0.cmp(&b.0));
+        let attributes = resource_attributes(&resource);
+        let keep_rebuildable = stores_rebuildable_spans();
         let forward = otlp.clone();
         let store = Outlet::spawn("flux-spans", move |inbox| {
-            store_spans(checkpoint, attributes, forward, inbox)
+            store_spans(checkpoint, attributes, forward, keep_rebuildable, inbox)
         });
         let outlets = Arc::new(Outlets {
             store,
@@ -157,10 +152,9 @@ impl Telemetry {
                 .with_target(false)
                 .with_tracked_inactivity(false)
         });
-        let recorder = self
-            .provider
-            .is_none()
-            .then(|| Recorder::new(self.outlets.clone()));
+        let recorder = self.provider.is_none().then(|| {
+            Recorder::new(self.outlets.clone()).keeping_rebuildable(stores_rebuildable_spans())
+        });
         Layer::and_then(sdk, recorder)
     }
 
@@ -179,6 +173,59 @@ impl Telemetry {
 /// records no spans at all, like `--no-traces`.
 pub fn disabled_by_environment() -> bool {
     std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// `FLUX_STORE_REBUILDABLE_SPANS=1`, for tests: the `task` and `attempt`
+/// spans the checkpoint rebuilds from its attempts rows are stored as
+/// span rows too (which then win), so that a test can compare the two.
+pub(crate) fn stores_rebuildable_spans() -> bool {
+    std::env::var("FLUX_STORE_REBUILDABLE_SPANS").is_ok_and(|v| v == "1")
+}
+
+/// The resource's attributes as the checkpoint keeps them, sorted: the
+/// SDK's order varies between processes, and a run and its resume must
+/// read as the same resource.
+fn resource_attributes(resource: &Resource) -> Vec<(String, serde_json::Value)> {
+    let mut attributes: Vec<(String, serde_json::Value)> = resource
+        .iter()
+        .map(|(k, v)| (k.to_string(), json_value(v)))
+        .collect();
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    attributes
+}
+
+/// This process's resource as JSON (`[[key, value], ...]`), made once:
+/// the scheduler records it with each trace it starts, for the spans the
+/// checkpoint rebuilds.
+pub fn resource_json() -> &'static str {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| {
+        serde_json::to_string(&resource_attributes(&resource())).unwrap_or_else(|_| "[]".into())
+    })
+}
+
+/// Now, in nanoseconds since the Unix epoch (the spans' clock).
+pub fn now_unix_nano() -> u64 {
+    unix_nanos(SystemTime::now())
+}
+
+/// The ids of `span` in its trace, whichever layer records it; `None`
+/// when it is not recorded.
+pub fn span_ids(span: &tracing::Span) -> Option<SpanIds> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(ids) = span_recorder::ids(span) {
+        return Some(ids);
+    }
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| SpanIds {
+        trace: u128::from_be_bytes(span_context.trace_id().to_bytes()),
+        span: u64::from_be_bytes(span_context.span_id().to_bytes()),
+    })
 }
 
 /// The resource: the SDK's (`service.name` from `OTEL_SERVICE_NAME`,
@@ -479,6 +526,7 @@ fn store_spans(
     checkpoint: PathBuf,
     resource: Vec<(String, serde_json::Value)>,
     forward: Option<Arc<Outlet<SpanData>>>,
+    keep_rebuildable: bool,
     inbox: Inbox<Ended>,
 ) {
     let mut db: Option<Checkpoint> = None;
@@ -540,6 +588,11 @@ fn store_spans(
                     let span = record(&data, Vec::new());
                     if forward.is_some() {
                         sent.push(data);
+                    }
+                    // The collector gets every span; the checkpoint
+                    // rebuilds these from its attempts rows.
+                    if !keep_rebuildable && rebuildable(&span) {
+                        continue;
                     }
                     span
                 }
@@ -654,6 +707,62 @@ fn send_spans(protocol: Protocol, resource: &Resource, endpoint: String, inbox: 
             return;
         }
     }
+}
+
+/// Whether the checkpoint rebuilds `span` from its attempts rows: a
+/// scheduler's `task` or `attempt` span (its name and exactly the
+/// attributes the scheduler gives it) with nothing else in it than
+/// `end_span` adds. The light recorder decides the same on its own
+/// record of the span ([`span_recorder::RecordedSpan`]); a test checks
+/// both paths store the same.
+fn rebuildable(span: &SpanRecord) -> bool {
+    use crate::spans::name;
+    let Some(task_id) = span.attribute(attr::TASK_ID).and_then(|v| v.as_str()) else {
+        return false;
+    };
+    let attempt = span.attribute(attr::ATTEMPT).and_then(|v| v.as_i64());
+    let (expected_name, own_keys): (String, &[&str]) = match attempt {
+        Some(n) => match u32::try_from(n) {
+            Ok(n) => (
+                name::attempt(n),
+                &[
+                    attr::RUN_ID,
+                    attr::TASK_ID,
+                    attr::TASK_TYPE,
+                    attr::ATTEMPT,
+                    attr::STATUS,
+                ],
+            ),
+            Err(_) => return false,
+        },
+        None => (
+            name::task(task_id),
+            &[attr::RUN_ID, attr::TASK_ID, attr::TASK_TYPE, attr::STATUS],
+        ),
+    };
+    let end_span_event = |events: &[SpanEvent]| match (events, &span.status) {
+        ([], _) => true,
+        ([event], SpanStatus::Error { message }) => {
+            event.name == "exception"
+                && event.attributes.len() == 3
+                && event.attributes.iter().all(|(k, v)| match k.as_str() {
+                    "level" => v == "INFO",
+                    "target" => v == TRACE_TARGET,
+                    "exception.message" => v == message.as_str(),
+                    _ => false,
+                })
+        }
+        _ => false,
+    };
+    span.name == expected_name
+        && span.kind == "internal"
+        && span.parent_span_id.is_some()
+        && span.links.is_empty()
+        && span
+            .attributes
+            .iter()
+            .all(|(k, _)| own_keys.contains(&k.as_str()))
+        && end_span_event(&span.events)
 }
 
 /// A finished SDK span as the checkpoint keeps it.
