@@ -79,6 +79,11 @@ impl TaskAction for NoopAction {
     async fn run(&self, _attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         Ok(None)
     }
+
+    /// Nothing happens inside a `noop` attempt that its span could show.
+    fn traces_inside(&self) -> bool {
+        false
+    }
 }
 
 /// The DAG file text for a scenario.

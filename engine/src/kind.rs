@@ -180,6 +180,18 @@ pub trait TaskAction: Send + Sync {
     /// timeout or a cancel); an action that starts processes must make sure
     /// dropping it stops them.
     async fn run(&self, attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure>;
+
+    /// Whether an attempt opens spans or records events that belong in its
+    /// attempt's span (a kind's steps, its warnings). A kind that does
+    /// neither says `false`: when the scheduler records the attempt spans
+    /// itself (no collector), its attempts then run without a `tracing`
+    /// span. The span is rebuilt from the attempts row all the same, and
+    /// `traceparent` is made from the ids the scheduler chose (issue 11: a
+    /// `tracing` span per attempt was most of what recording still cost a
+    /// run of short tasks).
+    fn traces_inside(&self) -> bool {
+        true
+    }
 }
 
 /// What one attempt of a task knows about itself.

@@ -22,6 +22,7 @@ use crate::checkpoint::{
 };
 use crate::dag::{Dag, ResolvedTask};
 use crate::kind::{Attempt, TaskAction, TaskFailure};
+use crate::span_recorder::SpanIds;
 use crate::state_dir::StateDir;
 
 /// The `tracing` target of the scheduler's spans: a `task` or `attempt`
@@ -393,36 +394,52 @@ impl Execution<'_> {
             slot.attempts_here += 1;
             slot.status = TaskStatus::Running;
             slot.attempt_running = true;
-            let attempt_span = self.attempt_span(state, i);
-            let span = self.attempt_span_start(state, i, &attempt_span);
+            let (attempt_span, ids) = self.attempt_span(state, i);
+            let span = self.attempt_span_start(state, i, ids);
             state.slots[i].attempt_traced = span.is_some();
             state.changes.push(Change::AttemptStarted {
                 task_id: self.dag.tasks[i].id.clone(),
                 attempt: state.slots[i].attempts,
                 span,
             });
-            starting.push((i, attempt_span));
+            starting.push((i, attempt_span, ids));
         }
         self.commit(state)?;
-        for (i, attempt_span) in starting {
-            self.spawn_attempt(state, i, attempt_span);
+        for (i, attempt_span, ids) in starting {
+            self.spawn_attempt(state, i, attempt_span, ids);
         }
         Ok(())
     }
 
-    /// Task `i`'s next attempt's span, below the task's.
-    fn attempt_span(&self, state: &mut RunState, i: usize) -> Span {
+    /// Task `i`'s next attempt's span, below the task's, with its ids.
+    /// [`Span::none`] with ids the scheduler made when only the attempts
+    /// row records it (see [`TaskAction::traces_inside`]).
+    fn attempt_span(&self, state: &mut RunState, i: usize) -> (Span, Option<SpanIds>) {
         let number = state.slots[i].attempts;
         let Some(task_span) = self.task_span(state, i) else {
+            let traces_inside = state.slots[i]
+                .resolved
+                .as_ref()
+                .is_none_or(|resolved| resolved.action.traces_inside());
+            if !traces_inside {
+                let ids = crate::telemetry::span_ids(&state.run_span).map(|run| SpanIds {
+                    trace: run.trace,
+                    span: crate::span_recorder::new_span_id(),
+                });
+                return (Span::none(), ids);
+            }
             // No `tracing` span for the task: the attempt's opens under the
             // run's (which gives it the trace) and is told its parent.
             let span = self.attempt_span_under(&state.run_span, i, number);
             if let Some(task_span_id) = state.slots[i].task_span_id {
                 crate::span_recorder::set_parent(&span, task_span_id);
             }
-            return span;
+            let ids = crate::telemetry::span_ids(&span);
+            return (span, ids);
         };
-        self.attempt_span_under(&task_span, i, number)
+        let span = self.attempt_span_under(&task_span, i, number);
+        let ids = crate::telemetry::span_ids(&span);
+        (span, ids)
     }
 
     fn attempt_span_under(&self, parent: &Span, i: usize, number: u32) -> Span {
@@ -448,9 +465,9 @@ impl Execution<'_> {
         &self,
         state: &RunState,
         i: usize,
-        attempt_span: &Span,
+        ids: Option<SpanIds>,
     ) -> Option<AttemptSpanStart> {
-        let ids = crate::telemetry::span_ids(attempt_span)?;
+        let ids = ids?;
         let task_span_id = state.slots[i].task_span_id?;
         Some(AttemptSpanStart {
             trace_id: ids.trace_hex(),
@@ -465,10 +482,22 @@ impl Execution<'_> {
 
     /// Spawns task `i`'s next attempt (already committed as started) in
     /// its span.
-    fn spawn_attempt(&self, state: &mut RunState, i: usize, attempt_span: Span) {
+    fn spawn_attempt(
+        &self,
+        state: &mut RunState,
+        i: usize,
+        attempt_span: Span,
+        ids: Option<SpanIds>,
+    ) {
         let task = &self.dag.tasks[i];
         let number = state.slots[i].attempts;
-        let attempt = self.attempt(&state.slots, i, &attempt_span);
+        let traceparent = if attempt_span.is_none() {
+            ids.map(|ids| ids.traceparent())
+        } else {
+            // The SDK's flags when a collector samples the trace.
+            crate::telemetry::traceparent(&attempt_span)
+        };
+        let attempt = self.attempt(&state.slots, i, traceparent);
         let action = state.slots[i]
             .resolved
             .as_ref()
@@ -479,8 +508,9 @@ impl Execution<'_> {
             task_id: task.id.clone(),
             attempt: number,
         });
-        state.slots[i].attempt_span = Some(attempt_span.clone());
-        let work = run_attempt(action, attempt, task.timeout, i).instrument(attempt_span);
+        state.slots[i].attempt_span = (!attempt_span.is_none()).then(|| attempt_span.clone());
+        let work = run_attempt(action, attempt, task.timeout, i, attempt_span.clone())
+            .instrument(attempt_span);
         let handle = state.running.spawn(work);
         state.in_flight.insert(handle.id(), (i, number));
         state.attempts_running += 1;
@@ -518,13 +548,13 @@ impl Execution<'_> {
     }
 
     /// What task `i`'s attempt numbered `slots[i].attempts` is told.
-    fn attempt(&self, slots: &[Slot], i: usize, attempt_span: &Span) -> Attempt {
+    fn attempt(&self, slots: &[Slot], i: usize, traceparent: Option<String>) -> Attempt {
         let dag = self.dag;
         let task = &dag.tasks[i];
         let number = slots[i].attempts;
         let dir = self.state_dir.attempt_dir(self.run_id, &task.id, number);
         Attempt {
-            traceparent: crate::telemetry::traceparent(attempt_span),
+            traceparent,
             run_id: self.run_id.to_string(),
             task_id: task.id.clone(),
             number,
@@ -898,6 +928,7 @@ async fn run_attempt(
     attempt: Attempt,
     timeout: Option<Duration>,
     index: usize,
+    span: Span,
 ) -> Event {
     let work = action.run(&attempt);
     let mut timed_out = false;
@@ -915,17 +946,19 @@ async fn run_attempt(
         None => work.await,
     };
     let result = limit_output(result);
-    let span = Span::current();
     let status = match &result {
         Ok(_) => "succeeded",
         Err(_) if timed_out => "timed_out",
         Err(_) => "failed",
     };
-    end_span(
-        &span,
-        status,
-        result.as_ref().err().map(|f| f.message.as_str()),
-    );
+    // An attempt without a `tracing` span is recorded by its row alone.
+    if !span.is_none() {
+        end_span(
+            &span,
+            status,
+            result.as_ref().err().map(|f| f.message.as_str()),
+        );
+    }
     Event::Finished {
         index,
         attempt: attempt.number,

@@ -47,6 +47,12 @@ impl SpanIds {
     pub fn span_hex(&self) -> String {
         format!("{:016x}", self.span)
     }
+
+    /// The W3C `traceparent` of the span, for child processes: sampled,
+    /// as this recorder records every span.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace_hex(), self.span_hex())
+    }
 }
 
 /// A field's value, converted to JSON only on the store's thread.

@@ -855,8 +855,7 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     if let Some(ids) = span_recorder::ids(span) {
-        // Sampled: every span is recorded.
-        return Some(format!("00-{}-{}-01", ids.trace_hex(), ids.span_hex()));
+        return Some(ids.traceparent());
     }
     let context = span.context();
     let span_context = context.span().span_context().clone();

@@ -51,6 +51,11 @@ impl TaskAction for NoopAction {
     async fn run(&self, _attempt: &Attempt) -> Result<Option<serde_json::Value>, TaskFailure> {
         Ok(self.output.clone())
     }
+
+    /// Nothing happens inside a `noop` attempt that its span could show.
+    fn traces_inside(&self) -> bool {
+        false
+    }
 }
 
 /// In Step Functions a `noop` is a `Pass`. Its `output` is not carried:

@@ -119,6 +119,13 @@ impl TaskAction for ShellAction {
             ))
         })
     }
+
+    /// A command's attempt opens no step span and records no event: what
+    /// it does is in its logs, and its span (rebuilt from the attempts
+    /// row) still gives its `TRACEPARENT`.
+    fn traces_inside(&self) -> bool {
+        false
+    }
 }
 
 /// `$FLUX_OUTPUT` holding more than this is refused unread: outputs are
