@@ -511,3 +511,32 @@ fn an_edited_copy_resumes_the_run_and_a_succeeded_run_has_nothing_to_do() {
     assert_eq!(after["resume_count"], 1);
     assert_eq!(after["status"], "succeeded");
 }
+
+/// A resume runs a task under the type the DAG file gives it now, and
+/// `show` reports that type, not the one the run began with.
+#[test]
+fn a_task_whose_type_changed_is_shown_with_its_new_type_after_resume() {
+    let s = Scratch::new();
+    let dag = s.path("dag.toml");
+    let state = s.path("state");
+    std::fs::write(
+        &dag,
+        "[dag]\nname = \"retyped\"\n\n[tasks.t]\ntype = \"shell\"\ncommand = \"exit 1\"\n",
+    )
+    .unwrap();
+    let out = flux(&state, &["run", dag.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let run_id = runs(&state)[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(tasks_by_id(&show(&state, &run_id))["t"]["type"], "shell");
+
+    std::fs::write(
+        &dag,
+        "[dag]\nname = \"retyped\"\n\n[tasks.t]\ntype = \"noop\"\n",
+    )
+    .unwrap();
+    let out = flux(&state, &["resume", &run_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let tasks = tasks_by_id(&show(&state, &run_id));
+    assert_eq!(tasks["t"]["status"], "succeeded");
+    assert_eq!(tasks["t"]["type"], "noop");
+}

@@ -365,9 +365,11 @@ pub enum Change {
         /// recorded on its last attempt's row, with `status`.
         task_span_end: Option<TaskSpanEnd>,
     },
-    /// Resume: the task will run again under this definition.
+    /// Resume: the task will run again under this definition, of this
+    /// kind (the DAG file may have changed its type since the run began).
     TaskReset {
         task_id: String,
+        kind: String,
         definition_hash: String,
     },
     /// Resume: a task the DAG file gained since the run started.
@@ -908,14 +910,20 @@ impl Checkpoint {
                 }
                 Change::TaskReset {
                     task_id,
+                    kind,
                     definition_hash,
                 } => {
                     tx.prepare_cached(
-                        "UPDATE tasks SET status = 'pending', definition_hash = ?3, started_at = NULL,
-                             ended_at = NULL, error = NULL, output_json = NULL
+                        "UPDATE tasks SET status = 'pending', definition_hash = ?3, kind = ?4,
+                             started_at = NULL, ended_at = NULL, error = NULL, output_json = NULL
                          WHERE run_id = ?1 AND task_id = ?2",
                     )?
-                    .execute(params![run_id, task_id, definition_hash])?;
+                    .execute(params![
+                        run_id,
+                        task_id,
+                        definition_hash,
+                        kind
+                    ])?;
                     // An attempt left `running` by a crash did not finish.
                     tx.prepare_cached(
                         "UPDATE attempts SET status = 'interrupted'

@@ -392,6 +392,7 @@ impl Engine {
                 Some(before) => {
                     changes.push(Change::TaskReset {
                         task_id: task.id.clone(),
+                        kind: task.kind.clone(),
                         definition_hash: hash,
                     });
                     plans.push(TaskPlan {
