@@ -91,6 +91,19 @@ depends_on = ["job"]
     path
 }
 
+/// A `python3` shell script (`script`) in `dir/bin`, and a `PATH` with
+/// that folder first, then only the system's: what the provisioning tests
+/// give flux-engine as "the Python on PATH".
+fn python3_on_path(dir: &Path, script: &str) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let python3 = bin.join("python3");
+    std::fs::write(&python3, script).unwrap();
+    std::fs::set_permissions(&python3, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::env::join_paths([bin, "/usr/bin".into(), "/bin".into()]).unwrap()
+}
+
 fn report(output: &Output) -> String {
     format!(
         "exit {}\n--- stdout\n{}--- stderr\n{}",
@@ -454,21 +467,14 @@ fn a_first_provisioning_shows_timed_progress_and_is_a_span_before_the_first_atte
     // `pip install -r requirements.txt`), but pip finds every
     // requirement satisfied and downloads nothing.
     let real = python_with_pyspark();
-    let bin = work.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let python3 = bin.join("python3");
-    std::fs::write(
-        &python3,
-        format!(
+    let path = python3_on_path(
+        work.path(),
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = -m ] && [ \"$2\" = venv ]; then shift 2; exec '{}' -m venv --system-site-packages \"$@\"; fi\nexec '{}' \"$@\"\n",
             real.display(),
             venv.join("bin/python3").display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&python3, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = std::env::join_paths([bin.clone(), "/usr/bin".into(), "/bin".into()]).unwrap();
+    );
 
     let output = flux(&state)
         .env("PATH", &path)
@@ -700,12 +706,9 @@ fn a_sigkilled_engine_mid_provisioning_leaves_no_pip_behind() {
     // virtualenv it makes for flux-engine gets a `pip` standing for a long
     // download: it starts a child, writes its own pid and the child's,
     // and waits for it.
-    let bin = work.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let python3 = bin.join("python3");
-    std::fs::write(
-        &python3,
-        format!(
+    let path = python3_on_path(
+        work.path(),
+        &format!(
             r#"#!/bin/sh
 if [ "$1" = -m ] && [ "$2" = venv ]; then
   for dir; do :; done
@@ -719,11 +722,7 @@ exec '{}' "$@"
             pids.display(),
             venv.join("bin/python3").display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&python3, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = std::env::join_paths([bin.clone(), "/usr/bin".into(), "/bin".into()]).unwrap();
+    );
 
     let mut engine = flux(&state)
         .env("PATH", &path)
